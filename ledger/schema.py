@@ -1,0 +1,72 @@
+"""Small typed field readers for decoding canonical maps into frozen dataclasses.
+
+Each raises :class:`SchemaError` naming the field, so a malformed wire object is
+reported as "field X: expected bytes of length 32" rather than a ``KeyError``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ledger.errors import SchemaError
+
+_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-_.")
+
+
+def as_map(value: Any, what: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise SchemaError(f"{what}: expected a map")
+    return value
+
+
+def get_int(m: dict[str, Any], key: str, *, lo: int = 0, hi: int = 2**63 - 1) -> int:
+    v = m.get(key)
+    if not isinstance(v, int) or isinstance(v, bool):
+        raise SchemaError(f"field {key!r}: expected an integer")
+    if not lo <= v <= hi:
+        raise SchemaError(f"field {key!r}: {v} outside [{lo}, {hi}]")
+    return v
+
+
+def get_bytes(
+    m: dict[str, Any], key: str, size: int | None = None, max_size: int = 1 << 20
+) -> bytes:
+    v = m.get(key)
+    if not isinstance(v, bytes):
+        raise SchemaError(f"field {key!r}: expected bytes")
+    if size is not None and len(v) != size:
+        raise SchemaError(f"field {key!r}: expected {size} bytes, got {len(v)}")
+    if len(v) > max_size:
+        raise SchemaError(f"field {key!r}: longer than {max_size} bytes")
+    return v
+
+
+def get_str(m: dict[str, Any], key: str, *, max_len: int = 256, name: bool = False) -> str:
+    v = m.get(key)
+    if not isinstance(v, str):
+        raise SchemaError(f"field {key!r}: expected a string")
+    if len(v) > max_len:
+        raise SchemaError(f"field {key!r}: longer than {max_len} characters")
+    if name and not is_name(v):
+        raise SchemaError(f"field {key!r}: {v!r} is not a valid identifier")
+    return v
+
+
+def get_list(m: dict[str, Any], key: str, *, max_len: int = 1_000_000) -> list[Any]:
+    v = m.get(key)
+    if not isinstance(v, list):
+        raise SchemaError(f"field {key!r}: expected a list")
+    if len(v) > max_len:
+        raise SchemaError(f"field {key!r}: more than {max_len} items")
+    return v
+
+
+def check_keys(m: dict[str, Any], allowed: frozenset[str], what: str) -> None:
+    extra = set(m) - allowed
+    if extra:
+        raise SchemaError(f"{what}: unknown field(s) {sorted(extra)}")
+
+
+def is_name(v: str) -> bool:
+    """Identifiers (org, node, channel, tx type): 1–64 chars of [a-z0-9-_.], starting alnum."""
+    return 0 < len(v) <= 64 and v[0].isalnum() and v.isascii() and set(v) <= _NAME_CHARS

@@ -1,0 +1,1 @@
+"""Subcommands of the ``wulian`` CLI, one module each."""
