@@ -1,0 +1,788 @@
+"""The LevelDB block store: one database per node holding every channel's ledger.
+
+This is the only module that touches LevelDB (plyvel). The database lives at
+``DATA_DIR/ledger``; every key is prefixed by its channel so channels never collide.
+
+Key layout (``<h>`` is the height as 8-byte big-endian, so keys sort by height)::
+
+    g/genesis              genesis hash this ledger was created for
+    g/version              store format version (b"1")
+    g/ch/<channel>         b"" — the channel has at least one block
+    c/<ch>/b/<h>           encoded Block (header and transactions)
+    c/<ch>/e/<h>           encoded BlockHeader (cheap header reads; equals the block's)
+    c/<ch>/q/<h>           encoded CommitCertificate, stored beside its block
+    c/<ch>/h/<block hash>  <h>
+    c/<ch>/t/<tx id>       encode([height, index])
+    c/<ch>/s/<state key>   state value (opaque bytes, owned by the channel layer)
+    c/<ch>/m/tip           encode([height, block hash]) of the last block
+    c/<ch>/m/root/<h>      state root after applying blocks 1..h (given by the caller)
+    c/<ch>/w/<name>        consensus write-ahead entries (opaque bytes)
+
+Contracts:
+
+* :meth:`BlockStore.commit_block` writes a block, its certificate, the hash and
+  transaction indexes, the state writes, the state root and the tip in ONE LevelDB
+  write batch with ``sync=True``: after a crash either all of it is there or none.
+* The store checks structure (height sequence, hash links, ``tx_root``, certificate
+  names this block, tx ids not yet seen). It does NOT check certificate signatures or
+  transaction signatures: it has no validator set. The consensus layer checks those
+  before committing; ``wulian ledger verify`` (:mod:`ledger.ledger_verify`) rechecks
+  them for the whole chain.
+* State digest: the channel layer computes the state root after applying a block and
+  passes it to ``commit_block``; the store records it per height
+  (:meth:`BlockStore.state_root_at`), since block headers carry a lagged root.
+* On open the store refuses (:class:`~ledger.errors.ConfigError`) a ledger made for
+  another genesis, and checks the last ``verify_recent`` blocks of every channel,
+  raising :class:`~ledger.errors.CorruptLedgerError` naming channel and height.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Final
+
+import msgpack
+import plyvel
+
+from ledger.blocks import Block, BlockHeader, Transaction, channel_genesis_hash
+from ledger.certificate import CommitCertificate
+from ledger.encoding import decode, encode
+from ledger.errors import ConfigError, CorruptLedgerError, LedgerError
+from ledger.hashing import HASH_SIZE
+from ledger.schema import is_name
+
+FORMAT_VERSION: Final = b"1"
+#: How many of each channel's last blocks are rechecked when the store opens…
+DEFAULT_VERIFY_RECENT: Final = 16
+#: …unless they hold more transactions than this (then fewer blocks, at least the last
+#: one): rechecking costs ~80 µs per transaction, and a restart should stay quick.
+DEFAULT_VERIFY_RECENT_TXS: Final = 20_000
+
+_G_GENESIS: Final = b"g/genesis"
+_G_VERSION: Final = b"g/version"
+_G_CHANNEL: Final = b"g/ch/"
+
+
+class StoreError(LedgerError):
+    """The ledger database cannot be opened, read or written (missing, locked by
+    another process, not a LevelDB database, I/O failure)."""
+
+    code = "store_error"
+
+
+class BlockRejectedError(LedgerError):
+    """``commit_block`` refused a block (wrong height, broken link, body not matching
+    its header, certificate for another block, duplicate tx id). Nothing was written."""
+
+    code = "block_rejected"
+
+
+@dataclass(frozen=True)
+class TxLocation:
+    """Where a transaction is: block height and index inside the block."""
+
+    height: int
+    index: int
+
+
+@dataclass(frozen=True)
+class LocatedTx:
+    transaction: Transaction
+    height: int
+    index: int
+
+
+@dataclass(frozen=True)
+class RawBlock:
+    """A block and its certificate as stored (canonical bytes), for catch-up serving."""
+
+    height: int
+    block: bytes
+    certificate: bytes
+
+
+@dataclass(frozen=True)
+class IndexSizes:
+    """Entry counts of a channel's per-block keys."""
+
+    blocks: int
+    headers: int
+    certificates: int
+    hashes: int
+    transactions: int
+    state_roots: int
+
+
+@dataclass(frozen=True)
+class Tip:
+    """A channel's last block. ``height`` 0 means no block yet; ``hash`` is then the
+    channel genesis hash (the ``prev_hash`` of block 1)."""
+
+    height: int
+    hash: bytes
+
+
+def height_key(height: int) -> bytes:
+    return height.to_bytes(8, "big")
+
+
+def _key_height(suffix: bytes) -> int:
+    if len(suffix) != 8:
+        raise ValueError("height key suffix must be 8 bytes")
+    return int.from_bytes(suffix, "big")
+
+
+class _Keys:
+    """Key builders for one channel."""
+
+    __slots__ = ("base", "block", "cert", "hash", "header", "root", "state", "tip", "tx", "wal")
+
+    def __init__(self, channel: str) -> None:
+        self.base = b"c/" + channel.encode("ascii") + b"/"
+        self.block = self.base + b"b/"
+        self.header = self.base + b"e/"
+        self.cert = self.base + b"q/"
+        self.hash = self.base + b"h/"
+        self.tx = self.base + b"t/"
+        self.state = self.base + b"s/"
+        self.tip = self.base + b"m/tip"
+        self.root = self.base + b"m/root/"
+        self.wal = self.base + b"w/"
+
+
+def _check_channel(channel: str) -> None:
+    if not isinstance(channel, str) or not is_name(channel):
+        raise ValueError(f"{channel!r} is not a valid channel name")
+
+
+class BlockStore:
+    """The node's ledger database. Open with :meth:`open`; use as a context manager.
+
+    Reads are safe from several threads; commits and WAL writes are serialised by a
+    lock. Decoding errors of stored values raise :class:`CorruptLedgerError`.
+    """
+
+    def __init__(self, db: plyvel.DB, path: Path, genesis_hash: bytes) -> None:
+        self._db = db
+        self._path = path
+        self._genesis_hash = genesis_hash
+        self._lock = threading.Lock()
+        self._keys: dict[str, _Keys] = {}
+        self._tips: dict[str, Tip] = {}
+        self._channels: set[str] = set()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @classmethod
+    def open(
+        cls,
+        path: str | Path,
+        genesis_hash: bytes,
+        *,
+        create: bool,
+        verify_recent: int = DEFAULT_VERIFY_RECENT,
+        verify_recent_txs: int = DEFAULT_VERIFY_RECENT_TXS,
+    ) -> BlockStore:
+        """Open (or with ``create=True`` create) the ledger database at ``path``.
+
+        Raises :class:`StoreError` if the database is missing (and ``create`` is false),
+        locked by another process or not LevelDB; :class:`ConfigError` if it was made
+        for another genesis or store format, or holds foreign data; and
+        :class:`CorruptLedgerError` if any channel's last ``verify_recent`` blocks (fewer
+        if they hold over ``verify_recent_txs`` transactions; see :meth:`check_recent`)
+        are inconsistent. ``verify_recent=0`` skips the check (the verifier walks all).
+        """
+        p = Path(path)
+        if len(genesis_hash) != HASH_SIZE:
+            raise ValueError("genesis hash must be 32 bytes")
+        if not create and not p.is_dir():
+            raise StoreError(f"no ledger database at {p}")
+        if create:
+            try:
+                p.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(f"cannot create {p.parent}: {exc.strerror}") from None
+        try:
+            db = plyvel.DB(str(p), create_if_missing=create)
+        except plyvel.IOError as exc:
+            text = str(exc)
+            if "lock" in text.lower():
+                raise StoreError(
+                    f"ledger database {p} is locked by another process (is the node running?)"
+                ) from None
+            raise StoreError(f"cannot open ledger database {p}: {text.strip()}") from None
+        except plyvel.Error as exc:
+            raise StoreError(
+                f"{p} is not a usable LevelDB ledger database: {str(exc).strip()}"
+            ) from None
+        except OSError as exc:
+            raise StoreError(f"cannot open ledger database {p}: {exc.strerror}") from None
+        store = cls(db, p, bytes(genesis_hash))
+        try:
+            store._init_meta(create)
+            store._load_channels()
+            if verify_recent > 0:
+                for channel in sorted(store._channels):
+                    store.check_recent(channel, verify_recent, max_txs=verify_recent_txs)
+        except BaseException:
+            db.close()
+            raise
+        return store
+
+    def _init_meta(self, create: bool) -> None:
+        stored = self._get(_G_GENESIS)
+        if stored is None:
+            has_data = False
+            with self._db.iterator(include_value=False) as it:
+                for _ in it:
+                    has_data = True
+                    break
+            if has_data:
+                raise ConfigError(str(self._path), "genesis", "not a wulian ledger database")
+            if not create:
+                raise StoreError(f"no ledger database at {self._path}")
+            with self._db.write_batch(sync=True) as wb:
+                wb.put(_G_GENESIS, self._genesis_hash)
+                wb.put(_G_VERSION, FORMAT_VERSION)
+            return
+        if stored != self._genesis_hash:
+            raise ConfigError(
+                str(self._path),
+                "genesis",
+                f"ledger was created for genesis {stored.hex()[:16]}…, "
+                f"not {self._genesis_hash.hex()[:16]}… (wrong data directory or genesis file?)",
+            )
+        version = self._get(_G_VERSION)
+        if version != FORMAT_VERSION:
+            raise ConfigError(
+                str(self._path), "version", f"unsupported ledger format version {version!r}"
+            )
+
+    def _load_channels(self) -> None:
+        with self._db.iterator(prefix=_G_CHANNEL, include_value=False) as it:
+            for key in it:
+                name = key[len(_G_CHANNEL) :].decode("ascii", "replace")
+                if not is_name(name):
+                    raise CorruptLedgerError(f"ledger corrupt: bad channel entry {key!r}")
+                self._channels.add(name)
+        for channel in self._channels:
+            self._tips[channel] = self._read_tip(channel)
+
+    def close(self) -> None:
+        """Close the database (idempotent)."""
+        if not self._db.closed:
+            self._db.close()
+
+    @property
+    def closed(self) -> bool:
+        return bool(self._db.closed)
+
+    def __enter__(self) -> BlockStore:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ helpers
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    @property
+    def genesis_hash(self) -> bytes:
+        return self._genesis_hash
+
+    def _get(self, key: bytes) -> bytes | None:
+        value = self._db.get(key)
+        return None if value is None else bytes(value)
+
+    def _k(self, channel: str) -> _Keys:
+        keys = self._keys.get(channel)
+        if keys is None:
+            _check_channel(channel)
+            keys = self._keys[channel] = _Keys(channel)
+        return keys
+
+    def _corrupt(self, channel: str, height: int | None, what: str) -> CorruptLedgerError:
+        where = f"channel {channel!r}" + (f" height {height}" if height is not None else "")
+        return CorruptLedgerError(
+            f"ledger corrupt: {where}: {what} (run `wulian ledger verify`)",
+            channel=channel,
+            height=height,
+        )
+
+    def _read_tip(self, channel: str) -> Tip:
+        raw = self._get(self._k(channel).tip)
+        if raw is None:
+            return Tip(0, channel_genesis_hash(self._genesis_hash, channel))
+        try:
+            value = decode(raw)
+            if (
+                not isinstance(value, list)
+                or len(value) != 2
+                or not isinstance(value[0], int)
+                or not isinstance(value[1], bytes)
+                or value[0] < 1
+                or len(value[1]) != HASH_SIZE
+            ):
+                raise ValueError("malformed")
+        except (LedgerError, ValueError):
+            raise self._corrupt(channel, None, "tip metadata is malformed") from None
+        return Tip(value[0], value[1])
+
+    # ------------------------------------------------------------------ reads
+
+    def channels(self) -> tuple[str, ...]:
+        """Channels holding at least one block, sorted."""
+        return tuple(sorted(self._channels))
+
+    def tip(self, channel: str) -> Tip:
+        tip = self._tips.get(channel)
+        if tip is None:
+            self._k(channel)
+            return Tip(0, channel_genesis_hash(self._genesis_hash, channel))
+        return tip
+
+    def height(self, channel: str) -> int:
+        """Height of the channel's last block (0 if none)."""
+        return self.tip(channel).height
+
+    def last_hash(self, channel: str) -> bytes:
+        """Hash of the last block's header, or the channel genesis hash if none."""
+        return self.tip(channel).hash
+
+    def raw_block(self, channel: str, height: int) -> bytes | None:
+        return self._get(self._k(channel).block + height_key(height))
+
+    def raw_certificate(self, channel: str, height: int) -> bytes | None:
+        return self._get(self._k(channel).cert + height_key(height))
+
+    def block(self, channel: str, height: int) -> Block | None:
+        raw = self.raw_block(channel, height)
+        return None if raw is None else self._decode_block(channel, height, raw)
+
+    def header(self, channel: str, height: int) -> BlockHeader | None:
+        """The block header alone (does not decode the transactions)."""
+        raw = self._get(self._k(channel).header + height_key(height))
+        if raw is None:
+            return None
+        try:
+            return BlockHeader.from_wire(decode(raw))
+        except LedgerError as exc:
+            raise self._corrupt(channel, height, f"stored header does not decode: {exc}") from None
+
+    def certificate(self, channel: str, height: int) -> CommitCertificate | None:
+        raw = self.raw_certificate(channel, height)
+        return None if raw is None else self._decode_cert(channel, height, raw)
+
+    def height_of(self, channel: str, block_hash: bytes) -> int | None:
+        raw = self._get(self._k(channel).hash + block_hash)
+        return None if raw is None else _key_height(raw)
+
+    def block_by_hash(self, channel: str, block_hash: bytes) -> Block | None:
+        height = self.height_of(channel, block_hash)
+        return None if height is None else self.block(channel, height)
+
+    def tx_location(self, channel: str, tx_id: bytes) -> TxLocation | None:
+        raw = self._get(self._k(channel).tx + tx_id)
+        if raw is None:
+            return None
+        loc = _parse_tx_location(raw)
+        if loc is None:
+            raise self._corrupt(channel, None, f"tx index entry {tx_id.hex()} is malformed")
+        return loc
+
+    def transaction(self, channel: str, tx_id: bytes) -> LocatedTx | None:
+        """The committed transaction with id ``tx_id`` and where it is, or None.
+
+        Decodes only that transaction (not the whole block); its id is recomputed and
+        must equal ``tx_id``, else :class:`CorruptLedgerError`.
+        """
+        loc = self.tx_location(channel, tx_id)
+        if loc is None:
+            return None
+        raw = self.raw_block(channel, loc.height)
+        tx: Transaction | None = None
+        if raw is not None:
+            try:
+                wire = msgpack.unpackb(raw, raw=False, strict_map_key=True)
+                tx = Transaction.from_wire(wire["txs"][loc.index])
+            except Exception:  # msgpack, indexing and schema errors alike: corrupt
+                tx = None
+        if tx is None or tx.tx_id != tx_id or tx.channel != channel:
+            raise self._corrupt(channel, loc.height, f"tx index for {tx_id.hex()} is wrong")
+        return LocatedTx(tx, loc.height, loc.index)
+
+    def state_root_at(self, channel: str, height: int) -> bytes | None:
+        """The state root recorded after applying block ``height`` (None if unknown)."""
+        return self._get(self._k(channel).root + height_key(height))
+
+    def get_state(self, channel: str, key: bytes) -> bytes | None:
+        return self._get(self._k(channel).state + key)
+
+    def iter_state(self, channel: str, prefix: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
+        """``(key, value)`` pairs whose key starts with ``prefix``, in key order, from a
+        consistent snapshot taken when iteration starts."""
+        full = self._k(channel).state
+        cut = len(full)
+        with self._db.iterator(prefix=full + prefix) as it:
+            for key, value in it:
+                yield key[cut:], value
+
+    def iter_raw_blocks(
+        self, channel: str, from_height: int = 1, to_height: int | None = None
+    ) -> Iterator[RawBlock]:
+        """Stored blocks and certificates with ``from_height ≤ height ≤ to_height``
+        (default: the tip), from one snapshot, without decoding them."""
+        keys = self._k(channel)
+        snap = self._db.snapshot()
+        try:
+            start = height_key(max(from_height, 0))
+            if to_height is None:
+                bstop, cstop = _prefix_end(keys.block), _prefix_end(keys.cert)
+            elif to_height < from_height:
+                return
+            else:
+                stop = height_key(to_height + 1)
+                bstop, cstop = keys.block + stop, keys.cert + stop
+            blocks = snap.iterator(start=keys.block + start, stop=bstop)
+            certs = snap.iterator(start=keys.cert + start, stop=cstop)
+            with blocks, certs:
+                for bkey, bval in blocks:
+                    h = _key_height(bkey[len(keys.block) :])
+                    item = next(certs, None)
+                    if item is None or item[0][len(keys.cert) :] != bkey[len(keys.block) :]:
+                        raise self._corrupt(channel, h, "block stored without its certificate")
+                    yield RawBlock(h, bval, item[1])
+        finally:
+            snap.close()
+
+    def iter_blocks(
+        self, channel: str, from_height: int = 1, to_height: int | None = None
+    ) -> Iterator[tuple[Block, CommitCertificate]]:
+        """Like :meth:`iter_raw_blocks`, decoded."""
+        for raw in self.iter_raw_blocks(channel, from_height, to_height):
+            yield (
+                self._decode_block(channel, raw.height, raw.block),
+                self._decode_cert(channel, raw.height, raw.certificate),
+            )
+
+    def iter_stored_blocks(self, channel: str) -> Iterator[tuple[int, bytes]]:
+        """Every stored ``(height, block bytes)`` of the channel in height order, whatever
+        the tip says (for the verifier, which must notice blocks beyond the tip)."""
+        keys = self._k(channel)
+        cut = len(keys.block)
+        with self._db.iterator(prefix=keys.block) as it:
+            for key, value in it:
+                suffix = key[cut:]
+                if len(suffix) != 8:
+                    raise self._corrupt(channel, None, f"malformed block key {key!r}")
+                yield _key_height(suffix), value
+
+    def index_sizes(self, channel: str) -> IndexSizes:
+        """How many entries each per-block index of the channel holds (the verifier
+        compares them with the chain, which catches stray entries)."""
+        keys = self._k(channel)
+
+        def count(prefix: bytes) -> int:
+            with self._db.iterator(prefix=prefix, include_value=False) as it:
+                return sum(1 for _ in it)
+
+        return IndexSizes(
+            blocks=count(keys.block),
+            headers=count(keys.header),
+            certificates=count(keys.cert),
+            hashes=count(keys.hash),
+            transactions=count(keys.tx),
+            state_roots=count(keys.root),
+        )
+
+    def get_wal(self, channel: str, name: str) -> bytes | None:
+        return self._get(self._k(channel).wal + _wal_name(name))
+
+    def wal_items(self, channel: str) -> dict[str, bytes]:
+        """Every write-ahead entry of the channel."""
+        prefix = self._k(channel).wal
+        with self._db.iterator(prefix=prefix) as it:
+            return {k[len(prefix) :].decode("utf-8"): v for k, v in it}
+
+    def _decode_block(self, channel: str, height: int, raw: bytes) -> Block:
+        try:
+            block = Block.decode(raw)
+        except LedgerError as exc:
+            raise self._corrupt(channel, height, f"stored block does not decode: {exc}") from None
+        if block.height != height or block.header.channel != channel:
+            raise self._corrupt(channel, height, "stored block has another channel or height")
+        return block
+
+    def _decode_cert(self, channel: str, height: int, raw: bytes) -> CommitCertificate:
+        try:
+            return CommitCertificate.from_wire(decode(raw))
+        except LedgerError as exc:
+            raise self._corrupt(
+                channel, height, f"stored certificate does not decode: {exc}"
+            ) from None
+
+    # ------------------------------------------------------------------ writes
+
+    def commit_block(
+        self,
+        channel: str,
+        block: Block,
+        certificate: CommitCertificate,
+        state_writes: Mapping[bytes, bytes | None],
+        state_root: bytes,
+        *,
+        wal: Mapping[str, bytes | None] | None = None,
+    ) -> None:
+        """Append ``block`` with its ``certificate`` and apply its state changes.
+
+        ``state_writes`` maps state keys to new values (``None`` deletes the key);
+        ``state_root`` is the channel's state digest after this block; ``wal`` entries
+        (``None`` deletes) are written in the same batch, so the consensus layer can
+        retire write-ahead data atomically with the commit.
+
+        Raises :class:`BlockRejectedError` — with nothing written — if the block is not
+        for ``channel``, its height is not ``height(channel) + 1``, its ``prev_hash`` is
+        not ``last_hash(channel)``, its body does not match its header, the certificate
+        names another channel/height/block, or a transaction id is already committed
+        (or repeated in the block). Certificate signatures are the caller's check.
+        """
+        with self._lock:
+            keys = self._k(channel)
+            tip = self.tip(channel)
+            h = block.height
+            where = f"block {h} on channel {channel!r}"
+            if block.header.channel != channel:
+                raise BlockRejectedError(f"{where}: block is for channel {block.header.channel!r}")
+            if h != tip.height + 1:
+                raise BlockRejectedError(f"{where}: expected height {tip.height + 1}")
+            if block.header.prev_hash != tip.hash:
+                raise BlockRejectedError(f"{where}: prev_hash does not link to block {tip.height}")
+            try:
+                block.check_body()
+            except LedgerError as exc:
+                raise BlockRejectedError(f"{where}: {exc}") from None
+            block_hash = block.hash
+            if (
+                certificate.channel != channel
+                or certificate.height != h
+                or certificate.block_hash != block_hash
+            ):
+                raise BlockRejectedError(f"{where}: certificate does not commit this block")
+            if len(state_root) != HASH_SIZE:
+                raise BlockRejectedError(f"{where}: state root must be {HASH_SIZE} bytes")
+            hk = height_key(h)
+            puts: list[tuple[bytes, bytes]] = [
+                (keys.block + hk, block.encoded()),
+                (keys.header + hk, block.header.encoded),
+                (keys.cert + hk, encode(certificate.to_wire())),
+                (keys.hash + block_hash, hk),
+                (keys.tip, encode([h, block_hash])),
+                (keys.root + hk, bytes(state_root)),
+            ]
+            deletes: list[bytes] = []
+            seen: set[bytes] = set()
+            for index, tx in enumerate(block.transactions):
+                tx_id = tx.tx_id
+                if tx_id in seen:
+                    raise BlockRejectedError(f"{where}: transaction {tx_id.hex()} appears twice")
+                seen.add(tx_id)
+                if self._db.get(keys.tx + tx_id) is not None:
+                    raise BlockRejectedError(
+                        f"{where}: transaction {tx_id.hex()} is already committed"
+                    )
+                puts.append((keys.tx + tx_id, encode([h, index])))
+            for skey, svalue in state_writes.items():
+                if not isinstance(skey, bytes) or not (svalue is None or isinstance(svalue, bytes)):
+                    raise BlockRejectedError(f"{where}: state keys and values must be bytes")
+                if svalue is None:
+                    deletes.append(keys.state + skey)
+                else:
+                    puts.append((keys.state + skey, svalue))
+            for name, value in (wal or {}).items():
+                wkey = keys.wal + _wal_name(name)
+                if value is None:
+                    deletes.append(wkey)
+                else:
+                    puts.append((wkey, bytes(value)))
+            new_channel = channel not in self._channels
+            if new_channel:
+                puts.append((_G_CHANNEL + channel.encode("ascii"), b""))
+            self._write(puts, deletes)
+            self._tips[channel] = Tip(h, block_hash)
+            self._channels.add(channel)
+
+    def put_wal(self, channel: str, entries: Mapping[str, bytes | None]) -> None:
+        """Write (``None``: delete) consensus write-ahead entries atomically and durably."""
+        keys = self._k(channel)
+        puts: list[tuple[bytes, bytes]] = []
+        deletes: list[bytes] = []
+        for name, value in entries.items():
+            wkey = keys.wal + _wal_name(name)
+            if value is None:
+                deletes.append(wkey)
+            else:
+                puts.append((wkey, bytes(value)))
+        with self._lock:
+            self._write(puts, deletes)
+
+    def _write(self, puts: list[tuple[bytes, bytes]], deletes: list[bytes]) -> None:
+        """The single point where data reaches LevelDB: one synced batch.
+
+        Deletes are applied before puts (a key both deleted and put ends up put).
+        """
+        try:
+            with self._db.write_batch(sync=True) as wb:
+                for key in deletes:
+                    wb.delete(key)
+                for key, value in puts:
+                    wb.put(key, value)
+        except plyvel.Error as exc:
+            raise StoreError(f"ledger write failed: {exc}") from exc
+
+    # ------------------------------------------------------------------ checks
+
+    def check_recent(
+        self,
+        channel: str,
+        depth: int = DEFAULT_VERIFY_RECENT,
+        *,
+        max_txs: int = DEFAULT_VERIFY_RECENT_TXS,
+    ) -> None:
+        """Check the channel's last ``depth`` blocks and indexes — fewer if those blocks
+        hold more than ``max_txs`` transactions (counted from the header copies), but
+        always the last block.
+
+        Checks: the tip names the last stored block and nothing is stored beyond it;
+        each block decodes, has its height and channel, links to the previous block's
+        header hash (block 1 to the channel genesis hash), matches its ``tx_root`` and
+        count, has its header copy, hash index, state root and a certificate naming it;
+        each transaction id is indexed at its place. Signatures are not checked.
+        Raises :class:`CorruptLedgerError` naming the channel and the height.
+        """
+        keys = self._k(channel)
+        tip = self._read_tip(channel)
+        if tip.height == 0:
+            return
+        with self._db.iterator(
+            start=keys.block + height_key(tip.height + 1),
+            stop=_prefix_end(keys.block),
+            include_value=False,
+        ) as it:
+            for key in it:
+                raise self._corrupt(
+                    channel,
+                    _key_height(key[len(keys.block) :]),
+                    f"block stored beyond the recorded tip {tip.height}",
+                )
+        first = tip.height
+        txs = self._header_tx_count(channel, first)
+        while first > 1 and tip.height - first + 1 < depth:
+            more = self._header_tx_count(channel, first - 1)
+            if txs + more > max_txs:
+                break
+            txs += more
+            first -= 1
+        if first == 1:
+            prev = channel_genesis_hash(self._genesis_hash, channel)
+        else:
+            before = self.block(channel, first - 1)
+            if before is None:
+                raise self._corrupt(channel, first - 1, "block missing")
+            prev = before.hash
+        for h in range(first, tip.height + 1):
+            raw = self.raw_block(channel, h)
+            if raw is None:
+                raise self._corrupt(channel, h, "block missing")
+            block = self._decode_block(channel, h, raw)
+            problem = self.check_block_record(channel, block, prev)
+            if problem is not None:
+                raise self._corrupt(channel, h, problem)
+            prev = block.hash
+        if prev != tip.hash:
+            raise self._corrupt(channel, tip.height, "tip metadata names another block hash")
+
+    def _header_tx_count(self, channel: str, height: int) -> int:
+        header = self.header(channel, height)
+        if header is None:
+            raise self._corrupt(channel, height, "block header copy missing")
+        return header.tx_count
+
+    def check_block_record(self, channel: str, block: Block, prev_hash: bytes) -> str | None:
+        """Structural checks of one stored block against its neighbours and indexes.
+
+        ``block`` is the decoded block stored at its height; ``prev_hash`` the previous
+        block's header hash (the channel genesis hash for block 1). Returns a description
+        of the first problem, or None. Signatures are not checked.
+        """
+        h = block.height
+        if block.header.prev_hash != prev_hash:
+            return f"prev_hash does not link to block {h - 1}"
+        try:
+            block.check_body()
+        except LedgerError as exc:
+            return f"body does not match header: {exc}"
+        keys = self._k(channel)
+        hk = height_key(h)
+        if self._get(keys.header + hk) != block.header.encoded:
+            return "stored header copy differs from the block's header"
+        block_hash = block.hash
+        if self._get(keys.hash + block_hash) != hk:
+            return "block hash index does not point to this height"
+        root = self.state_root_at(channel, h)
+        if root is None or len(root) != HASH_SIZE:
+            return "state root record missing"
+        raw_cert = self.raw_certificate(channel, h)
+        if raw_cert is None:
+            return "certificate missing"
+        try:
+            cert = CommitCertificate.from_wire(decode(raw_cert))
+        except LedgerError as exc:
+            return f"stored certificate does not decode: {exc}"
+        if cert.channel != channel or cert.height != h or cert.block_hash != block_hash:
+            return "certificate does not commit this block"
+        for index, tx in enumerate(block.transactions):
+            loc = _parse_tx_location(self._get(keys.tx + tx.tx_id))
+            if loc != TxLocation(h, index):
+                return f"tx index for transaction {index} ({tx.tx_id.hex()[:16]}…) is wrong"
+        return None
+
+
+def _parse_tx_location(raw: bytes | None) -> TxLocation | None:
+    """Decode a tx index value; None if absent or malformed."""
+    if raw is None:
+        return None
+    try:
+        value = decode(raw)
+    except LedgerError:
+        return None
+    if (
+        not isinstance(value, list)
+        or len(value) != 2
+        or not all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+    ):
+        return None
+    return TxLocation(value[0], value[1])
+
+
+def _prefix_end(prefix: bytes) -> bytes:
+    """The smallest key greater than every key starting with ``prefix`` (which ends
+    with ``/``, so incrementing its last byte cannot overflow)."""
+    return prefix[:-1] + bytes([prefix[-1] + 1])
+
+
+def _wal_name(name: str) -> bytes:
+    if not isinstance(name, str) or not name:
+        raise ValueError("WAL entry names are non-empty strings")
+    return name.encode("utf-8")
