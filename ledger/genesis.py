@@ -35,28 +35,10 @@ and key order do not change it. Because the format has no defaults and requires
 sorted role sets and lowercase hex, the parsed file equals :func:`genesis_document` of
 the loaded :class:`Genesis`: a third party recomputes the hash from the file alone.
 
-Default permissions (:data:`DEFAULT_SUBMIT`, used by :func:`make_local_genesis`;
-the channels layer imports :data:`TX_TYPES`)::
-
-    channel      tx type               submitted by
-    supervision  config_update         any institution (carries m-of-n approvals)
-                 admit_lender, suspend_lender, set_rule           bureau
-                 loan_event, loan_batch, periodic_report          lender
-                 anchor_receipt        node (the relay's return leg: evidence codes)
-    judicial     config_update         any institution
-                 anchor                court, node (any node's relay)
-                 file_case, file_case_batch                       lender
-                 publish_rule, publish_typical_case               court
-    risk         config_update         any institution
-                 risk_alert            risk_centre
-                 risk_disposition, risk_close                     bureau
-                 risk_feedback         lender
-    credit       config_update         any institution
-                 credit_entry          credit_agency
-                 credit_query          lender
-    service      config_update         any institution
-                 register_asset, request_financing                lender
-                 asset_check, match_financing, dispose_asset      service_platform
+Default permissions (:data:`DEFAULT_SUBMIT`, used by :func:`make_local_genesis`) are the
+channels layer's table ``channels.registry.TX_TYPE_ROLES`` (docs/channels.md lists every
+transaction type and who may send it); a test keeps the two equal. The ledger holds its
+own copy because a genesis is checked below the channels layer.
 
 Reads: ``read`` roles (the five institutions and ``auditor``; on ``judicial`` also
 ``clerk``) read the whole channel; ``scoped_read`` roles (``lender``) get only answers
@@ -143,42 +125,50 @@ def _roles(*names: str) -> frozenset[str]:
 #: Default "tx type → roles allowed to submit" per channel.
 DEFAULT_SUBMIT: Final[Mapping[str, Mapping[str, frozenset[str]]]] = {
     "supervision": {
-        CONFIG_UPDATE: _INST,
-        "admit_lender": _roles("bureau"),
-        "suspend_lender": _roles("bureau"),
-        "set_rule": _roles("bureau"),
-        "loan_event": _roles("lender"),
-        "loan_batch": _roles("lender"),
-        "periodic_report": _roles("lender"),
         "anchor_receipt": _roles(NODE_SUBMITTER),
-    },
-    "judicial": {
         CONFIG_UPDATE: _INST,
-        "anchor": _roles("court", NODE_SUBMITTER),
-        "file_case": _roles("lender"),
-        "file_case_batch": _roles("lender"),
-        "publish_rule": _roles("court"),
-        "publish_typical_case": _roles("court"),
+        "lender_admit": _roles("bureau"),
+        "lender_reinstate": _roles("bureau"),
+        "lender_suspend": _roles("bureau"),
+        "lender_update": _roles("bureau"),
+        "loan_event": _roles("lender"),
+        "loan_event_batch": _roles("lender"),
+        "periodic_report": _roles("lender"),
     },
     "risk": {
+        "alert": _roles("risk_centre"),
+        "alert_close": _roles("bureau"),
+        "alert_disposition": _roles("bureau"),
+        "alert_feedback": _roles("lender"),
+        "alert_followup": _roles("risk_centre"),
         CONFIG_UPDATE: _INST,
-        "risk_alert": _roles("risk_centre"),
-        "risk_disposition": _roles("bureau"),
-        "risk_close": _roles("bureau"),
-        "risk_feedback": _roles("lender"),
+    },
+    "judicial": {
+        "anchor": _roles("court", NODE_SUBMITTER),
+        "case_file": _roles("lender"),
+        "case_file_batch": _roles("lender"),
+        CONFIG_UPDATE: _INST,
+        "court_publication": _roles("court"),
+        "evidence_ack": _roles("court", NODE_SUBMITTER),
     },
     "credit": {
         CONFIG_UPDATE: _INST,
         "credit_entry": _roles("credit_agency"),
+        "credit_entry_revoke": _roles("credit_agency"),
         "credit_query": _roles("lender"),
+        "credit_sync": _roles("credit_agency"),
+        "firm_profile": _roles("credit_agency"),
     },
     "service": {
+        "asset_deregister": _roles("lender"),
+        "asset_register": _roles("lender"),
         CONFIG_UPDATE: _INST,
-        "register_asset": _roles("lender"),
-        "request_financing": _roles("lender"),
-        "asset_check": _roles("service_platform"),
-        "match_financing": _roles("service_platform"),
-        "dispose_asset": _roles("service_platform"),
+        "disposal_list": _roles("lender"),
+        "disposal_status": _roles("lender", "service_platform"),
+        "financing_cancel": _roles("lender"),
+        "financing_match": _roles("service_platform"),
+        "financing_release": _roles("service_platform"),
+        "financing_request": _roles("lender"),
     },
 }
 

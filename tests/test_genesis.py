@@ -188,12 +188,12 @@ def test_accessors_and_permissions(local_dir: Path) -> None:
     sup = g.channel("supervision").permissions
     assert sup.may_submit("loan_event", "lender")
     assert not sup.may_submit("loan_event", "bureau")
-    assert sup.may_submit("admit_lender", "bureau")
-    assert not sup.may_submit("admit_lender", "lender")
+    assert sup.may_submit("lender_admit", "bureau")
+    assert not sup.may_submit("lender_admit", "lender")
     jud = g.channel("judicial").permissions
     assert jud.may_submit("anchor", "court") and jud.may_submit("anchor", "node")
     assert not jud.may_submit("anchor", "lender")
-    assert g.channel("risk").permissions.may_submit("risk_disposition", "bureau")
+    assert g.channel("risk").permissions.may_submit("alert_disposition", "bureau")
     for c in g.channels:
         p = c.permissions
         assert set(c.submit) == TX_TYPES[c.channel_id]

@@ -430,12 +430,12 @@ def test_set_permissions_from_effective_height(net: Net) -> None:
     cfg = net.genesis.channel(CH)
     tracker = PermissionTracker(cfg, registry=OrgRegistry.from_genesis(net.genesis, CH))
     submit = dict(cfg.submit)
-    submit["admit_lender"] = frozenset({"bureau", "court"})
+    submit["lender_admit"] = frozenset({"bureau", "court"})
     perms = Permissions(submit, cfg.read, cfg.scoped_read - {"lender"})
     upd = net.update(THREE, SetPermissions(perms), 12)
     assert tracker.observe_block(_block(1, [_tx(net, upd)])) == (upd,)
-    assert not tracker.permissions_at(11).may_submit("admit_lender", "court")
-    assert tracker.permissions_at(12).may_submit("admit_lender", "court")
+    assert not tracker.permissions_at(11).may_submit("lender_admit", "court")
+    assert tracker.permissions_at(12).may_submit("lender_admit", "court")
     assert tracker.permissions_at(11).read_access("lender") == "scoped"
     assert tracker.permissions_at(12).read_access("lender") == "none"
 

@@ -1,0 +1,293 @@
+"""The state API the channel rules run against, and the block state digest.
+
+* :class:`StateReader` — what the rules may read: ``get`` and ``iter_prefix`` (key
+  order). The LevelDB store and :class:`MemoryState` implement it.
+* :class:`WriteSet` — an overlay recording puts and deletes over a reader; reads see
+  the overlay's own writes. A block gets one overlay; each transaction a child overlay
+  that is merged into the block's on success and dropped on rejection, so a rejected
+  transaction leaves no trace.
+* :func:`state_root_after` — the chained state digest of a block (a digest of the
+  writes, *not* a Merkle root of the whole state; see ``docs/channels.md``).
+* Height-stamped keys: ``<prefix><height as 12 decimal digits>[/…]``.
+  :func:`iter_height_range` and :func:`last_at_or_below` answer "facts in heights
+  (lo, hi]" and "latest fact at or below H" with a handful of prefix probes, using
+  nothing but ``iter_prefix`` (decimal prefix decomposition), so as-of-height reads
+  stay cheap on any :class:`StateReader`.
+
+Values are canonical encodings (:mod:`ledger.encoding`); :meth:`WriteSet.get_value`
+and :meth:`WriteSet.put_value` wrap that.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, Final, Protocol
+
+from ledger.encoding import decode, encode
+from ledger.hashing import TAG_STATE, tagged_hash
+
+#: Width of a zero-padded decimal height inside a key.
+HEIGHT_DIGITS: Final = 12
+MAX_HEIGHT: Final = 10**HEIGHT_DIGITS - 1
+
+#: The ``prev_root`` of the first block of a channel (documented constant).
+GENESIS_STATE_ROOT: Final = tagged_hash(TAG_STATE, b"genesis")
+
+#: Outcome code of a VALID transaction in the state digest and in :class:`TxOutcome`.
+OK: Final = "ok"
+
+
+class StateReader(Protocol):
+    """Read access to a channel's key-value state (bytes keys, canonical values)."""
+
+    def get(self, key: bytes) -> bytes | None: ...
+
+    def iter_prefix(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+        """Items whose key starts with ``prefix``, in ascending byte order of key."""
+        ...
+
+
+def _prefix_end(prefix: bytes) -> bytes | None:
+    """Smallest key greater than every key starting with ``prefix`` (None: no bound)."""
+    p = bytearray(prefix)
+    while p and p[-1] == 0xFF:
+        p.pop()
+    if not p:
+        return None
+    p[-1] += 1
+    return bytes(p)
+
+
+class _SortedKeys:
+    """A dict plus a sorted key list: O(log n) prefix ranges, in-order iteration."""
+
+    def __init__(self) -> None:
+        self.items: dict[bytes, Any] = {}
+        self.keys: list[bytes] = []
+
+    def set(self, key: bytes, value: Any) -> None:
+        if key not in self.items:
+            bisect.insort(self.keys, key)
+        self.items[key] = value
+
+    def remove(self, key: bytes) -> None:
+        if key in self.items:
+            del self.items[key]
+            i = bisect.bisect_left(self.keys, key)
+            del self.keys[i]
+
+    def range(self, prefix: bytes) -> list[bytes]:
+        lo = bisect.bisect_left(self.keys, prefix)
+        end = _prefix_end(prefix)
+        hi = len(self.keys) if end is None else bisect.bisect_left(self.keys, end)
+        return self.keys[lo:hi]
+
+
+class MemoryState:
+    """An in-memory :class:`StateReader` that block write sets are applied to.
+
+    Used by the tests and the in-memory network; the node uses the LevelDB store.
+    """
+
+    def __init__(self) -> None:
+        self._data = _SortedKeys()
+
+    def get(self, key: bytes) -> bytes | None:
+        value: bytes | None = self._data.items.get(key)
+        return value
+
+    def iter_prefix(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+        for key in self._data.range(prefix):
+            yield key, self._data.items[key]
+
+    def apply_writes(self, writes: Iterable[tuple[bytes, bytes | None]]) -> None:
+        """Apply a block's writes (``None`` deletes)."""
+        for key, value in writes:
+            if value is None:
+                self._data.remove(key)
+            else:
+                self._data.set(key, value)
+
+    def __len__(self) -> int:
+        return len(self._data.items)
+
+    def snapshot(self) -> dict[bytes, bytes]:
+        """A copy of every item (tests compare states with it)."""
+        return dict(self._data.items)
+
+
+_DELETED: Final = None
+
+
+class WriteSet:
+    """A write overlay over ``base``: records puts and deletes; reads see them.
+
+    ``child()`` opens a nested overlay; ``merge_into_parent()`` folds a child's writes
+    into its parent; ``discard()`` forgets them. Nothing reaches ``base``: the caller
+    takes :meth:`writes` and persists them (atomically, with the block).
+    """
+
+    def __init__(self, base: StateReader, *, parent: WriteSet | None = None) -> None:
+        self._base = base
+        self._parent = parent
+        self._writes = _SortedKeys()
+
+    # -- reads -------------------------------------------------------------------
+    def get(self, key: bytes) -> bytes | None:
+        if key in self._writes.items:
+            value: bytes | None = self._writes.items[key]
+            return value
+        return self._base.get(key)
+
+    def iter_prefix(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+        """Merged view of base and own writes, in key order (own writes snapshotted
+        when iteration starts; do not rely on seeing writes made while iterating)."""
+        own_keys = self._writes.range(prefix)
+        own = [(k, self._writes.items[k]) for k in own_keys]
+        shadowed = set(own_keys)
+        i = 0
+        for key, value in self._base.iter_prefix(prefix):
+            while i < len(own) and own[i][0] < key:
+                if own[i][1] is not _DELETED:
+                    yield own[i]
+                i += 1
+            if key in shadowed:
+                continue
+            yield key, value
+        while i < len(own):
+            if own[i][1] is not _DELETED:
+                yield own[i]
+            i += 1
+
+    def get_value(self, key: bytes) -> Any:
+        """Decoded value at ``key`` or ``None`` if absent."""
+        raw = self.get(key)
+        return None if raw is None else decode(raw)
+
+    # -- writes ------------------------------------------------------------------
+    def put(self, key: bytes, value: bytes) -> None:
+        self._writes.set(key, bytes(value))
+
+    def put_value(self, key: bytes, value: Any) -> None:
+        self.put(key, encode(value))
+
+    def delete(self, key: bytes) -> None:
+        self._writes.set(key, _DELETED)
+
+    # -- nesting -----------------------------------------------------------------
+    def child(self) -> WriteSet:
+        return WriteSet(self, parent=self)
+
+    def merge_into_parent(self) -> None:
+        if self._parent is None:
+            raise RuntimeError("merge_into_parent on a top-level WriteSet")
+        for key in self._writes.keys:
+            self._parent._writes.set(key, self._writes.items[key])
+        self.discard()
+
+    def discard(self) -> None:
+        self._writes = _SortedKeys()
+
+    def writes(self) -> tuple[tuple[bytes, bytes | None], ...]:
+        """Every recorded write in key order (``None`` = delete)."""
+        return tuple((k, self._writes.items[k]) for k in self._writes.keys)
+
+    def __len__(self) -> int:
+        return len(self._writes.keys)
+
+
+def read_value(reader: StateReader, key: bytes) -> Any:
+    """Decoded value at ``key`` of any reader, or ``None``."""
+    raw = reader.get(key)
+    return None if raw is None else decode(raw)
+
+
+def state_root_after(
+    prev_root: bytes,
+    block_writes: Sequence[tuple[bytes, bytes | None]],
+    outcome_codes: Sequence[str],
+) -> bytes:
+    """Chained state digest after a block.
+
+    ``tagged_hash(TAG_STATE, prev_root + encode([sorted writes, outcome codes]))`` where
+    each write is ``[key, value or None]``. Two validators that applied the same blocks
+    to the same genesis have the same digest; it is *not* a Merkle root of the state
+    and cannot prove single keys.
+    """
+    if len(prev_root) != 32:
+        raise ValueError("prev_root must be 32 bytes")
+    writes = sorted(block_writes, key=lambda kv: kv[0])
+    body = encode([[[k, v] for k, v in writes], list(outcome_codes)])
+    return tagged_hash(TAG_STATE, prev_root + body)
+
+
+# -- height-stamped keys --------------------------------------------------------
+
+
+def height_part(height: int) -> bytes:
+    """The fixed-width decimal form of ``height`` used inside keys."""
+    if not 0 <= height <= MAX_HEIGHT:
+        raise ValueError(f"height {height} out of range")
+    return b"%012d" % height
+
+
+def seq_part(n: int) -> bytes:
+    """Fixed-width decimal for indexes inside a block or a loan history."""
+    return b"%06d" % n
+
+
+def _cover(lo: int, hi: int, width: int) -> list[str]:
+    """Minimal ascending list of decimal prefixes covering exactly ``[lo, hi]``
+    among ``width``-digit zero-padded numbers."""
+    if lo > hi:
+        return []
+    top = 10**width - 1
+    if lo == 0 and hi == top:
+        return [""]
+    unit = 10 ** (width - 1)
+    dl, rl = divmod(lo, unit)
+    dh, rh = divmod(hi, unit)
+    if dl == dh:
+        return [str(dl) + p for p in _cover(rl, rh, width - 1)]
+    out = [str(dl) + p for p in _cover(rl, unit - 1, width - 1)]
+    out += [str(d) for d in range(dl + 1, dh)]
+    out += [str(dh) + p for p in _cover(0, rh, width - 1)]
+    return out
+
+
+def iter_height_range(
+    reader: StateReader, prefix: bytes, lo_exclusive: int, hi_inclusive: int
+) -> Iterator[tuple[bytes, bytes]]:
+    """Items under ``prefix + height_part(h) …`` with ``lo_exclusive < h <= hi_inclusive``,
+    in key order (so in height order)."""
+    lo = max(lo_exclusive + 1, 0)
+    hi = min(hi_inclusive, MAX_HEIGHT)
+    for p in _cover(lo, hi, HEIGHT_DIGITS):
+        yield from reader.iter_prefix(prefix + p.encode())
+
+
+def _nonempty(reader: StateReader, prefix: bytes) -> bool:
+    return next(iter(reader.iter_prefix(prefix)), None) is not None
+
+
+def last_at_or_below(reader: StateReader, prefix: bytes, height: int) -> tuple[bytes, bytes] | None:
+    """The greatest item under ``prefix + height_part(h) …`` with ``h <= height``."""
+    if height < 0:
+        return None
+    for p in reversed(_cover(0, min(height, MAX_HEIGHT), HEIGHT_DIGITS)):
+        base = prefix + p.encode()
+        if not _nonempty(reader, base):
+            continue
+        digits = len(p)
+        while digits < HEIGHT_DIGITS:
+            for d in b"9876543210":
+                if _nonempty(reader, base + bytes([d])):
+                    base += bytes([d])
+                    break
+            digits += 1
+        last: tuple[bytes, bytes] | None = None
+        for item in reader.iter_prefix(base):
+            last = item
+        return last
+    return None
