@@ -245,27 +245,34 @@ def parse_event_map(raw: Any, what: str = "loan_event") -> LoanEvent:
         rate_bp=p.integer("rate_bp", hi=MAX_RATE_BP),
         term_months=p.integer("term_months", lo=1, hi=MAX_TERM_MONTHS),
         event_time_ms=p.integer("event_time_ms", lo=1),
-        commitment=p.digest("commitment"),
+        commitment=p.digest("c"),
     )
     p.done()
     return ev
 
 
-def parse_loan_event(raw: dict[str, Any]) -> LoanEvent:
-    return parse_event_map(raw)
-
-
-def parse_loan_event_batch(raw: dict[str, Any]) -> LoanEventBatch:
-    p = PayloadReader(raw, "loan_event_batch")
-    items = p.items("events", min_len=1, max_len=MAX_BATCH_EVENTS)
+def _parse_records(raw: dict[str, Any], what: str, max_len: int) -> tuple[LoanEvent, ...]:
+    """Loan events travel as ``"records"`` (ledger.blocks' convention): each record map
+    holds the regulatory fields and its salted commitment ``"c"``, so every event becomes
+    one record leaf of the block's ``record_root`` and gets its own evidence code."""
+    p = PayloadReader(raw, what)
+    items = p.items("records", min_len=1, max_len=max_len)
     p.done()
     events = []
     for i, item in enumerate(items):
         try:
-            events.append(parse_event_map(item, f"events[{i}]"))
+            events.append(parse_event_map(item, f"records[{i}]"))
         except SchemaError as exc:
-            raise SchemaError(f"events[{i}]: {exc.message}") from None
-    return LoanEventBatch(tuple(events))
+            raise SchemaError(f"records[{i}]: {exc.message}") from None
+    return tuple(events)
+
+
+def parse_loan_event(raw: dict[str, Any]) -> LoanEvent:
+    return _parse_records(raw, "loan_event", 1)[0]
+
+
+def parse_loan_event_batch(raw: dict[str, Any]) -> LoanEventBatch:
+    return LoanEventBatch(_parse_records(raw, "loan_event_batch", MAX_BATCH_EVENTS))
 
 
 def parse_periodic_report(raw: dict[str, Any]) -> PeriodicReport:

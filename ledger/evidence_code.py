@@ -13,11 +13,13 @@ symbols (37 is prime and larger than the alphabet). The code is a locator, not a
 proof: the proof is the receipt.
 
 Parsing is forgiving the way Crockford base32 intends: case-insensitive, hyphens and
-spaces ignored, ``I``/``L`` read as ``1`` and ``O`` as ``0``, the ``WL`` prefix optional.
+whitespace ignored, full-width forms folded (NFKC), ``I``/``L`` read as ``1`` and ``O``
+as ``0``, the ``WL`` prefix optional.
 """
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass
 from typing import Final
 
@@ -79,7 +81,10 @@ def code_for_leaf(leaf: bytes) -> EvidenceCode:
 
 
 def _normalise(text: str) -> str:
-    s = "".join(ch for ch in text.upper() if ch not in "- \t")
+    # NFKC folds full-width forms (a Chinese IME's "ＷＬ－７Ｆ３Ｋ") to ASCII; every kind of
+    # whitespace (a pasted trailing newline) and hyphens are ignored.
+    folded = unicodedata.normalize("NFKC", text).upper()
+    s = "".join(ch for ch in folded if ch != "-" and not ch.isspace())
     if s.startswith(PREFIX) and len(s) == len(PREFIX) + BODY_SYMBOLS + 1:
         s = s[len(PREFIX) :]
     return s
@@ -118,29 +123,41 @@ def parse(text: str) -> EvidenceCode:
 def suggestions(text: str) -> list[EvidenceCode]:
     """Codes one typo away from ``text`` whose check symbol matches ("did you mean").
 
-    Considers every single-symbol substitution in the body or check, and every swap of
-    two adjacent symbols. Returns them sorted by value; the caller keeps those that exist.
-    An unparseable length or alphabet yields no suggestions.
+    Considers every single-symbol substitution in the body or check (including a body
+    symbol mistyped as one outside the alphabet, such as ``U``), every swap of two
+    adjacent body symbols, and the swap of the last body symbol with the check symbol.
+    Returns them sorted by value; the caller keeps those that exist. Text of the wrong
+    length, or with more than one symbol outside the alphabet, yields no suggestions.
     """
     s = _normalise(text)
-    if len(s) != BODY_SYMBOLS + 1 or any(ch not in _DECODE for ch in s[:BODY_SYMBOLS]):
+    if len(s) != BODY_SYMBOLS + 1:
         return []
+    body, last = s[:BODY_SYMBOLS], s[-1]
+    bad = [i for i, ch in enumerate(body) if ch not in _DECODE]
+    if len(bad) > 1:
+        return []
+    check = _CHECK_DECODE.get(last)
     found: set[int] = set()
-    body = s[:BODY_SYMBOLS]
+
+    def consider(candidate: str, want: int | None) -> None:
+        if all(ch in _DECODE for ch in candidate):
+            v = _value_of(candidate)
+            if want is None or v % 37 == want:
+                found.add(v)
+
     # The check symbol itself mistyped: the body is right.
-    found.add(_value_of(body))
-    check = _CHECK_DECODE.get(s[-1])
+    consider(body, None)
     if check is not None:
-        for i in range(BODY_SYMBOLS):
+        for i in bad or range(BODY_SYMBOLS):
             for sym in ALPHABET:
                 if sym != body[i]:
-                    v = _value_of(body[:i] + sym + body[i + 1 :])
-                    if v % 37 == check:
-                        found.add(v)
-        for i in range(BODY_SYMBOLS - 1):
-            if body[i] != body[i + 1]:
-                swapped = body[:i] + body[i + 1] + body[i] + body[i + 2 :]
-                v = _value_of(swapped)
-                if v % 37 == check:
-                    found.add(v)
+                    consider(body[:i] + sym + body[i + 1 :], check)
+        if not bad:
+            for i in range(BODY_SYMBOLS - 1):
+                if body[i] != body[i + 1]:
+                    consider(body[:i] + body[i + 1] + body[i] + body[i + 2 :], check)
+    # The last body symbol and the check symbol swapped.
+    swapped_check = _CHECK_DECODE.get(body[-1])
+    if swapped_check is not None and last != body[-1]:
+        consider(body[:-1] + last, swapped_check)
     return [EvidenceCode(v) for v in sorted(found)]

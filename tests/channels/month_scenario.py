@@ -159,7 +159,7 @@ def run_month(seed: int = 2020_08_12) -> MonthResult:
                 ev(*OVER_CAP_LOAN, "settlement", res.loans[OVER_CAP_LOAN].principal)
             )
         txs = [
-            h.tx("supervision", lender, "loan_event_batch", {"events": evs})
+            h.tx("supervision", lender, "loan_event_batch", {"records": evs})
             for lender, evs in batches.items()
         ]
         submit("supervision", txs + extra, labels)

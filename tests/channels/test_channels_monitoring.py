@@ -128,7 +128,7 @@ def test_late_report() -> None:
     h = make()
     h.advance(10 * DAY_MS)
     start = h.height(SUP)
-    h.ok(SUP, "lender-a", "loan_event_batch", {"events": [
+    h.ok(SUP, "lender-a", "loan_event_batch", {"records": [
         h.event("A1", "contract", 1000, event_time=h.now - 3 * DAY_MS),
         h.event("A1", "disbursement", 1000, event_time=h.now - 2 * DAY_MS),
         h.event("A2", "contract", 1000, event_time=h.now - DAY_MS),  # exactly the bound: fine

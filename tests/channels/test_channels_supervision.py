@@ -194,7 +194,7 @@ def test_unadmitted_lender_and_payload_checks(h: Harness) -> None:
 def test_batch_events_each_get_an_identity(h: Harness) -> None:
     events = [h.event(f"L{i}", "contract", 1000 + i, borrower=i) for i in range(5)]
     events += [h.event(f"L{i}", "disbursement", 1000 + i, borrower=i) for i in range(5)]
-    out = h.ok(SUP, "lender-a", "loan_event_batch", {"events": events})
+    out = h.ok(SUP, "lender-a", "loan_event_batch", {"records": events})
     assert out.result == {"events": 10}
     view = SupervisionView(h.net.states[SUP], h.height(SUP))
     refs = [f.ref for f in view.loan_events_in_range(0, h.height(SUP))]
@@ -208,19 +208,19 @@ def test_batch_is_atomic(h: Harness) -> None:
         h.event("L1", "disbursement", 1000),
         h.event("L1", "repayment", 2000),  # overpayment
     ]
-    out = h.rejected(SUP, "lender-a", "loan_event_batch", {"events": events}, "overpayment")
+    out = h.rejected(SUP, "lender-a", "loan_event_batch", {"records": events}, "overpayment")
     assert out.message.startswith("event 2")
     dup = [
         h.event("L1", "contract", 1000, report_id="X"),
         h.event("L2", "contract", 1000, report_id="X"),
     ]
-    h.rejected(SUP, "lender-a", "loan_event_batch", {"events": dup}, "duplicate_report_id")
-    h.rejected(SUP, "lender-a", "loan_event_batch", {"events": []}, "bad_payload")
+    h.rejected(SUP, "lender-a", "loan_event_batch", {"records": dup}, "duplicate_report_id")
+    h.rejected(SUP, "lender-a", "loan_event_batch", {"records": []}, "bad_payload")
     too_many = [h.event(f"L{i}", "contract", 1) for i in range(1001)]
-    h.rejected(SUP, "lender-a", "loan_event_batch", {"events": too_many}, "bad_payload")
+    h.rejected(SUP, "lender-a", "loan_event_batch", {"records": too_many}, "bad_payload")
     bad = [h.event("L1", "contract", 1000), {"loan_id": "L2"}]
-    out = h.rejected(SUP, "lender-a", "loan_event_batch", {"events": bad}, "bad_payload")
-    assert "events[1]" in out.message
+    out = h.rejected(SUP, "lender-a", "loan_event_batch", {"records": bad}, "bad_payload")
+    assert "records[1]" in out.message
 
 
 # -- periodic reports ----------------------------------------------------------------

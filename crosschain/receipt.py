@@ -1,0 +1,763 @@
+"""Evidence receipts: self-contained JSON proofs, assembled by a court node and verified
+offline by anyone holding the network's genesis validator sets.
+
+The format and the verification algorithm are specified in ``docs/receipts.md``
+(which an independent implementation, ``tests/independent_verifier.py``, follows from
+the text alone). In short, a receipt chains:
+
+    record (salt + bytes) ─commitment─▶ supervision record leaf ─RFC 9162─▶
+    supervision header.record_root ─certificate (supervision validators, tracked from
+    genesis through certified config blocks)─▶ supervision header hash ─anchor record
+    leaf, RFC 9162─▶ judicial header.record_root ─certificate (court validators,
+    tracked from genesis)─▶ trusted.
+
+:func:`verify_receipt` never raises for a bad receipt: it returns a
+:class:`VerificationReport` listing every check with ``pass``/``fail``/``skip`` and a
+reason code. :func:`build_receipt` makes one from blocks; :func:`assemble_receipt`
+from an evidence code through the :class:`ReceiptSource` port.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final, Protocol
+
+from crosschain.anchor import SOURCE_CHANNEL, TARGET_CHANNEL, anchor_record_leaf
+from crosschain.evidence_index import AnchorEntry, EvidenceEntry
+from crosschain.validator_history import (
+    MAX_CONFIG_TXS,
+    MAX_PROOF_HASHES,
+    ConfigStep,
+    ConfigStepError,
+    ConfigTxProof,
+    ValidatorHistory,
+)
+from ledger.blocks import Block, BlockHeader, block_record_leaves, record_leaf, record_leaves
+from ledger.certificate import CommitCertificate, ValidatorSet, Vote, verify_certificate
+from ledger.crypto import ED25519, SignatureScheme
+from ledger.encoding import decode
+from ledger.errors import CertificateError, LedgerError, ProofError, SchemaError
+from ledger.evidence_code import EvidenceCode, code_for_leaf
+from ledger.genesis import Genesis
+from ledger.hashing import TAG_RECORD, tagged_hash
+from ledger.merkle import inclusion_proof, verify_inclusion
+
+FORMAT: Final = "wulian-receipt/1"
+MAX_STEPS: Final = 4096
+MAX_VOTES: Final = 1024
+MAX_BODY_HEX: Final = 2 * (256 * 1024 + 1024)
+INT_MAX: Final = 2**63 - 1
+
+#: Check names, in the order they are reported.
+CHECKS: Final = (
+    "format",
+    "court_validators",
+    "judicial_certificate",
+    "anchor_inclusion",
+    "supervision_validators",
+    "supervision_certificate",
+    "record_inclusion",
+    "evidence_code",
+    "commitment",
+)
+PASS: Final = "pass"
+FAIL: Final = "fail"
+SKIP: Final = "skip"
+
+_HEADER_KEYS: Final = (
+    "v",
+    "ch",
+    "h",
+    "prev",
+    "txr",
+    "n",
+    "rr",
+    "rn",
+    "sh",
+    "sr",
+    "prop",
+    "view",
+    "t",
+)
+_HEADER_BYTES: Final = frozenset({"prev", "txr", "rr", "sr"})
+_HEADER_STRS: Final = frozenset({"ch", "prop"})
+
+
+# -- JSON reading helpers: each raises SchemaError naming the path -------------------
+
+
+def _obj(v: Any, path: str, keys: Sequence[str]) -> dict[str, Any]:
+    if not isinstance(v, dict):
+        raise SchemaError(f"{path}: expected an object")
+    if set(v) != set(keys):
+        raise SchemaError(f"{path}: expected exactly the keys {sorted(keys)}")
+    return v
+
+
+def _int(v: Any, path: str) -> int:
+    if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v <= INT_MAX:
+        raise SchemaError(f"{path}: expected an integer in [0, 2^63-1]")
+    return v
+
+
+def _str(v: Any, path: str) -> str:
+    if not isinstance(v, str):
+        raise SchemaError(f"{path}: expected a string")
+    try:
+        v.encode("utf-8")
+    except UnicodeEncodeError:
+        raise SchemaError(f"{path}: not valid Unicode") from None
+    return v
+
+
+def _hex(v: Any, path: str, size: int | None = None, max_chars: int = 4096) -> bytes:
+    if (
+        not isinstance(v, str)
+        or len(v) % 2
+        or len(v) > max_chars
+        or any(c not in "0123456789abcdef" for c in v)
+    ):
+        raise SchemaError(f"{path}: expected lowercase hex")
+    b = bytes.fromhex(v)
+    if size is not None and len(b) != size:
+        raise SchemaError(f"{path}: expected {size} bytes")
+    return b
+
+
+def _list(v: Any, path: str, max_len: int) -> list[Any]:
+    if not isinstance(v, list) or len(v) > max_len:
+        raise SchemaError(f"{path}: expected a list of at most {max_len} items")
+    return v
+
+
+def _proof(v: Any, path: str) -> tuple[bytes, ...]:
+    return tuple(
+        _hex(p, f"{path}[{i}]", 32) for i, p in enumerate(_list(v, path, MAX_PROOF_HASHES))
+    )
+
+
+def _version(v: Any, path: str) -> None:
+    if _int(v, path) != 1:
+        raise SchemaError(f"{path}: expected 1")
+
+
+# -- JSON forms -------------------------------------------------------------------
+
+
+def header_to_json(h: BlockHeader) -> dict[str, Any]:
+    return {k: (v.hex() if isinstance(v, bytes) else v) for k, v in h.to_wire().items()}
+
+
+def header_from_json(v: Any, path: str) -> BlockHeader:
+    m = _obj(v, path, _HEADER_KEYS)
+    _version(m["v"], f"{path}.v")
+    vals: dict[str, Any] = {}
+    for k in _HEADER_KEYS[1:]:
+        if k in _HEADER_BYTES:
+            vals[k] = _hex(m[k], f"{path}.{k}", 32)
+        elif k in _HEADER_STRS:
+            vals[k] = _str(m[k], f"{path}.{k}")
+        else:
+            vals[k] = _int(m[k], f"{path}.{k}")
+    return BlockHeader(
+        channel=vals["ch"],
+        height=vals["h"],
+        prev_hash=vals["prev"],
+        tx_root=vals["txr"],
+        tx_count=vals["n"],
+        record_root=vals["rr"],
+        record_count=vals["rn"],
+        state_height=vals["sh"],
+        state_root=vals["sr"],
+        proposer=vals["prop"],
+        view=vals["view"],
+        time_ms=vals["t"],
+    )
+
+
+def cert_to_json(c: CommitCertificate) -> dict[str, Any]:
+    return {
+        "v": 1,
+        "ch": c.channel,
+        "h": c.height,
+        "view": c.view,
+        "b": c.block_hash.hex(),
+        "votes": [[v.validator, v.signature.hex()] for v in c.votes],
+    }
+
+
+def cert_from_json(v: Any, path: str) -> CommitCertificate:
+    m = _obj(v, path, ("v", "ch", "h", "view", "b", "votes"))
+    _version(m["v"], f"{path}.v")
+    votes = []
+    for i, item in enumerate(_list(m["votes"], f"{path}.votes", MAX_VOTES)):
+        p = f"{path}.votes[{i}]"
+        if not isinstance(item, list) or len(item) != 2:
+            raise SchemaError(f"{p}: expected [validator, signature]")
+        votes.append(Vote(_str(item[0], p + "[0]"), _hex(item[1], p + "[1]", max_chars=256)))
+    return CommitCertificate(
+        channel=_str(m["ch"], f"{path}.ch"),
+        height=_int(m["h"], f"{path}.h"),
+        view=_int(m["view"], f"{path}.view"),
+        block_hash=_hex(m["b"], f"{path}.b", 32),
+        votes=tuple(votes),
+    )
+
+
+def step_to_json(s: ConfigStep) -> dict[str, Any]:
+    return {
+        "header": header_to_json(s.header),
+        "certificate": cert_to_json(s.certificate),
+        "txs": [
+            {"body": t.body.hex(), "index": t.index, "proof": [p.hex() for p in t.proof]}
+            for t in s.txs
+        ],
+    }
+
+
+def step_from_json(v: Any, path: str) -> ConfigStep:
+    m = _obj(v, path, ("header", "certificate", "txs"))
+    txs = []
+    for i, t in enumerate(_list(m["txs"], f"{path}.txs", MAX_CONFIG_TXS)):
+        p = f"{path}.txs[{i}]"
+        tm = _obj(t, p, ("body", "index", "proof"))
+        txs.append(
+            ConfigTxProof(
+                _hex(tm["body"], p + ".body", max_chars=MAX_BODY_HEX),
+                _int(tm["index"], p + ".index"),
+                _proof(tm["proof"], p + ".proof"),
+            )
+        )
+    return ConfigStep(
+        header_from_json(m["header"], f"{path}.header"),
+        cert_from_json(m["certificate"], f"{path}.certificate"),
+        tuple(txs),
+    )
+
+
+@dataclass(frozen=True)
+class RecordLeaf:
+    """The decoded fields of a supervision record leaf."""
+
+    tx_type: str
+    tx_id: bytes
+    index: int
+    commitment: bytes
+
+    @property
+    def leaf(self) -> bytes:
+        return record_leaf(self.tx_type, self.tx_id, self.index, self.commitment)
+
+    @staticmethod
+    def decode(leaf: bytes) -> RecordLeaf:
+        """Raises :class:`SchemaError` / EncodingError if ``leaf`` is not a record leaf."""
+        m = decode(leaf)
+        if not isinstance(m, dict) or set(m) != {"v", "type", "tx", "i", "c"} or m["v"] != 1:
+            raise SchemaError("not a record leaf")
+        t, tx, i, c = m["type"], m["tx"], m["i"], m["c"]
+        if (
+            not isinstance(t, str)
+            or not isinstance(tx, bytes)
+            or len(tx) != 32
+            or not isinstance(i, int)
+            or isinstance(i, bool)
+            or not isinstance(c, bytes)
+            or len(c) != 32
+        ):
+            raise SchemaError("not a record leaf")
+        return RecordLeaf(t, tx, i, c)
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """A parsed receipt (see docs/receipts.md for every field)."""
+
+    evidence_code: str
+    record: RecordLeaf
+    record_index: int
+    record_proof: tuple[bytes, ...]
+    supervision_header: BlockHeader
+    supervision_certificate: CommitCertificate
+    supervision_config: tuple[ConfigStep, ...]
+    anchor_tx: bytes
+    anchor_index: int
+    anchor_proof: tuple[bytes, ...]
+    judicial_header: BlockHeader
+    judicial_certificate: CommitCertificate
+    judicial_config: tuple[ConfigStep, ...] = field(default=())
+
+    def to_json(self) -> dict[str, Any]:
+        r = self.record
+        return {
+            "format": FORMAT,
+            "evidence_code": self.evidence_code,
+            "record": {
+                "leaf": {
+                    "v": 1,
+                    "type": r.tx_type,
+                    "tx": r.tx_id.hex(),
+                    "i": r.index,
+                    "c": r.commitment.hex(),
+                },
+                "index": self.record_index,
+                "proof": [p.hex() for p in self.record_proof],
+            },
+            "supervision": {
+                "header": header_to_json(self.supervision_header),
+                "certificate": cert_to_json(self.supervision_certificate),
+                "config": [step_to_json(s) for s in self.supervision_config],
+            },
+            "anchor": {
+                "tx": self.anchor_tx.hex(),
+                "index": self.anchor_index,
+                "proof": [p.hex() for p in self.anchor_proof],
+            },
+            "judicial": {
+                "header": header_to_json(self.judicial_header),
+                "certificate": cert_to_json(self.judicial_certificate),
+                "config": [step_to_json(s) for s in self.judicial_config],
+            },
+        }
+
+    @staticmethod
+    def from_json(obj: Any) -> Receipt:
+        """Parse the JSON form. Raises :class:`SchemaError` naming the bad path."""
+        top = _obj(
+            obj,
+            "receipt",
+            ("format", "evidence_code", "record", "supervision", "anchor", "judicial"),
+        )
+        if top["format"] != FORMAT:
+            raise SchemaError(f"receipt.format: expected {FORMAT!r}")
+        rec = _obj(top["record"], "record", ("leaf", "index", "proof"))
+        leaf = _obj(rec["leaf"], "record.leaf", ("v", "type", "tx", "i", "c"))
+        _version(leaf["v"], "record.leaf.v")
+        sup = _obj(top["supervision"], "supervision", ("header", "certificate", "config"))
+        anc = _obj(top["anchor"], "anchor", ("tx", "index", "proof"))
+        jud = _obj(top["judicial"], "judicial", ("header", "certificate", "config"))
+        return Receipt(
+            evidence_code=_str(top["evidence_code"], "evidence_code"),
+            record=RecordLeaf(
+                _str(leaf["type"], "record.leaf.type"),
+                _hex(leaf["tx"], "record.leaf.tx", 32),
+                _int(leaf["i"], "record.leaf.i"),
+                _hex(leaf["c"], "record.leaf.c", 32),
+            ),
+            record_index=_int(rec["index"], "record.index"),
+            record_proof=_proof(rec["proof"], "record.proof"),
+            supervision_header=header_from_json(sup["header"], "supervision.header"),
+            supervision_certificate=cert_from_json(sup["certificate"], "supervision.certificate"),
+            supervision_config=tuple(
+                step_from_json(s, f"supervision.config[{i}]")
+                for i, s in enumerate(_list(sup["config"], "supervision.config", MAX_STEPS))
+            ),
+            anchor_tx=_hex(anc["tx"], "anchor.tx", 32),
+            anchor_index=_int(anc["index"], "anchor.index"),
+            anchor_proof=_proof(anc["proof"], "anchor.proof"),
+            judicial_header=header_from_json(jud["header"], "judicial.header"),
+            judicial_certificate=cert_from_json(jud["certificate"], "judicial.certificate"),
+            judicial_config=tuple(
+                step_from_json(s, f"judicial.config[{i}]")
+                for i, s in enumerate(_list(jud["config"], "judicial.config", MAX_STEPS))
+            ),
+        )
+
+
+# -- building ---------------------------------------------------------------------
+
+
+def anchor_inclusion(judicial_block: Block, tx_index: int) -> tuple[int, tuple[bytes, ...]]:
+    """``(leaf index, audit path)`` of the record leaf of the header anchor at
+    ``tx_index`` in ``judicial_block``. Raises :class:`SchemaError` if that
+    transaction contributes no record leaf."""
+    txs = judicial_block.transactions
+    if not 0 <= tx_index < len(txs) or not record_leaves(txs[tx_index]):
+        raise SchemaError(f"judicial transaction {tx_index} is not a header anchor")
+    before = sum(len(record_leaves(t)) for t in txs[:tx_index])
+    leaves = block_record_leaves(txs)
+    return before, tuple(inclusion_proof(leaves, before))
+
+
+def build_receipt(
+    *,
+    leaf_index: int,
+    supervision_block: Block,
+    supervision_certificate: CommitCertificate,
+    judicial_block: Block,
+    judicial_certificate: CommitCertificate,
+    anchor_tx_index: int,
+    supervision_config: Sequence[ConfigStep] = (),
+    judicial_config: Sequence[ConfigStep] = (),
+) -> Receipt:
+    """The receipt of record leaf ``leaf_index`` of ``supervision_block``, anchored by
+    the header anchor at ``anchor_tx_index`` of ``judicial_block``.
+
+    ``supervision_config``/``judicial_config`` are the config steps of each channel
+    below the block's height (every one, from genesis). Raises :class:`SchemaError`
+    if the parts do not fit together (wrong index, not an anchor)."""
+    leaves = block_record_leaves(supervision_block.transactions)
+    if not 0 <= leaf_index < len(leaves):
+        raise SchemaError(f"supervision block has no record leaf {leaf_index}")
+    leaf = leaves[leaf_index]
+    record = RecordLeaf.decode(leaf)
+    a_index, a_proof = anchor_inclusion(judicial_block, anchor_tx_index)
+    anchor = judicial_block.transactions[anchor_tx_index]
+    expected = anchor_record_leaf(anchor.tx_id, supervision_block.hash)
+    if block_record_leaves(judicial_block.transactions)[a_index] != expected:
+        raise SchemaError("that judicial transaction does not anchor this supervision block")
+    return Receipt(
+        evidence_code=str(code_for_leaf(leaf)),
+        record=record,
+        record_index=leaf_index,
+        record_proof=tuple(inclusion_proof(leaves, leaf_index)),
+        supervision_header=supervision_block.header,
+        supervision_certificate=supervision_certificate,
+        supervision_config=tuple(
+            s for s in supervision_config if s.height < supervision_block.height
+        ),
+        anchor_tx=anchor.tx_id,
+        anchor_index=a_index,
+        anchor_proof=a_proof,
+        judicial_header=judicial_block.header,
+        judicial_certificate=judicial_certificate,
+        judicial_config=tuple(s for s in judicial_config if s.height < judicial_block.height),
+    )
+
+
+class ReceiptSource(Protocol):
+    """What a court node provides to assemble receipts (judicial state and blocks)."""
+
+    def evidence(self, code: EvidenceCode) -> list[EvidenceEntry]:
+        """The judicial evidence index (:func:`crosschain.anchor_rules.read_evidence`)."""
+        ...
+
+    def anchor_entry(self, source_height: int) -> AnchorEntry | None:
+        """The judicial anchor index (:func:`crosschain.anchor_rules.read_anchor_entry`)."""
+        ...
+
+    def block(self, channel: str, height: int) -> tuple[Block, CommitCertificate] | None: ...
+
+    def config_steps(self, channel: str, below: int) -> list[ConfigStep]:
+        """Every config step of ``channel`` below ``below``, from genesis (supervision:
+        :func:`crosschain.anchor_rules.read_config_steps`; judicial: its config blocks)."""
+        ...
+
+
+class ReceiptUnavailable(LedgerError):
+    """No receipt can be assembled (unknown code, not anchored yet, block missing)."""
+
+    code = "receipt_unavailable"
+
+
+def assemble_receipt(code: EvidenceCode, source: ReceiptSource) -> list[Receipt]:
+    """Receipts for every record with evidence code ``code`` (normally one).
+
+    Raises :class:`ReceiptUnavailable` if the code is unknown or a part is missing."""
+    entries = source.evidence(code)
+    if not entries:
+        raise ReceiptUnavailable(f"no anchored record has evidence code {code}")
+    out = []
+    for e in entries:
+        anchor = source.anchor_entry(e.source_height)
+        sup = source.block(SOURCE_CHANNEL, e.source_height)
+        if anchor is None or sup is None:
+            raise ReceiptUnavailable(f"{SOURCE_CHANNEL} block {e.source_height} is not available")
+        jud = source.block(TARGET_CHANNEL, anchor.judicial_height)
+        if jud is None:
+            raise ReceiptUnavailable(f"{TARGET_CHANNEL} block {anchor.judicial_height} is missing")
+        out.append(
+            build_receipt(
+                leaf_index=e.leaf_index,
+                supervision_block=sup[0],
+                supervision_certificate=sup[1],
+                judicial_block=jud[0],
+                judicial_certificate=jud[1],
+                anchor_tx_index=anchor.tx_index,
+                supervision_config=source.config_steps(SOURCE_CHANNEL, e.source_height),
+                judicial_config=source.config_steps(TARGET_CHANNEL, anchor.judicial_height),
+            )
+        )
+    return out
+
+
+# -- verification -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TrustRoot:
+    """The genesis validator sets a verifier trusts: the court (judicial) channel's and
+    the supervision channel's, both from the network genesis."""
+
+    judicial: ValidatorSet
+    supervision: ValidatorSet
+
+    @staticmethod
+    def from_genesis(genesis: Genesis) -> TrustRoot:
+        return TrustRoot(
+            genesis.channel(TARGET_CHANNEL).validators, genesis.channel(SOURCE_CHANNEL).validators
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            ch: [{"id": v.node_id, "pk": v.public_key.hex()} for v in vs.validators]
+            for ch, vs in ((TARGET_CHANNEL, self.judicial), (SOURCE_CHANNEL, self.supervision))
+        }
+
+    @staticmethod
+    def from_json(obj: Any) -> TrustRoot:
+        """Raises :class:`SchemaError`."""
+        m = _obj(obj, "trust root", (TARGET_CHANNEL, SOURCE_CHANNEL))
+        sets = []
+        for ch in (TARGET_CHANNEL, SOURCE_CHANNEL):
+            items = _list(m[ch], ch, 1024)
+            sets.append(
+                ValidatorSet.from_wire(
+                    [
+                        {
+                            "id": _str(_obj(v, f"{ch}[{i}]", ("id", "pk"))["id"], f"{ch}[{i}].id"),
+                            "pk": _hex(v["pk"], f"{ch}[{i}].pk", 32),
+                        }
+                        for i, v in enumerate(items)
+                    ]
+                )
+            )
+        return TrustRoot(sets[0], sets[1])
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    status: str
+    reason: str = ""
+    detail: str = ""
+
+    def to_json(self) -> dict[str, str]:
+        return {
+            "name": self.name,
+            "status": self.status,
+            "reason": self.reason,
+            "detail": self.detail,
+        }
+
+
+@dataclass(frozen=True)
+class VerificationReport:
+    """Every check performed, with the facts the receipt establishes."""
+
+    checks: tuple[Check, ...]
+    evidence_code: str | None = None
+    commitment: bytes | None = None
+    supervision_height: int | None = None
+    supervision_time_ms: int | None = None
+    judicial_height: int | None = None
+    anchored_time_ms: int | None = None
+
+    @property
+    def failures(self) -> tuple[Check, ...]:
+        return tuple(c for c in self.checks if c.status == FAIL)
+
+    @property
+    def ok(self) -> bool:
+        """The receipt proves its record leaf was anchored: no check failed and every
+        check but ``commitment`` ran."""
+        return not self.failures and all(
+            c.status == PASS for c in self.checks if c.name != "commitment"
+        )
+
+    @property
+    def data_verified(self) -> bool:
+        """``ok`` and the given record/salt or commitment matched."""
+        return self.ok and self.check("commitment").status == PASS
+
+    def check(self, name: str) -> Check:
+        return next(c for c in self.checks if c.name == name)
+
+    def summary(self) -> list[tuple[str, str, str]]:
+        """``(name, status, reason)`` of every check (what verifiers must agree on)."""
+        return [(c.name, c.status, c.reason) for c in self.checks]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "data_verified": self.data_verified,
+            "evidence_code": self.evidence_code,
+            "commitment": None if self.commitment is None else self.commitment.hex(),
+            "supervision_height": self.supervision_height,
+            "supervision_time_ms": self.supervision_time_ms,
+            "judicial_height": self.judicial_height,
+            "anchored_time_ms": self.anchored_time_ms,
+            "checks": [c.to_json() for c in self.checks],
+        }
+
+
+def record_commitment(salt: bytes, record_bytes: bytes) -> bytes:
+    """``tagged_hash(TAG_RECORD, salt + record_bytes)`` — the salted commitment."""
+    return tagged_hash(TAG_RECORD, salt + record_bytes)
+
+
+def _history(
+    channel: str,
+    genesis: ValidatorSet,
+    steps: Sequence[ConfigStep],
+    below: int,
+    scheme: SignatureScheme,
+) -> ValidatorHistory:
+    history = ValidatorHistory.genesis(channel, genesis)
+    for step in steps:
+        if step.height >= below:
+            raise ConfigStepError(f"config step {step.height} is not below height {below}")
+        history = history.apply_step(step, scheme=scheme)
+    return history
+
+
+def _certified(
+    header: BlockHeader,
+    cert: CommitCertificate,
+    channel: str,
+    history: ValidatorHistory,
+    scheme: SignatureScheme,
+) -> Check:
+    name = f"{channel}_certificate"
+    if header.channel != channel:
+        return Check(name, FAIL, "wrong_channel", f"header is of channel {header.channel!r}")
+    try:
+        verify_certificate(
+            cert,
+            channel=channel,
+            height=header.height,
+            block_hash=header.hash,
+            validators=history.at(header.height),
+            scheme=scheme,
+        )
+    except CertificateError as exc:
+        return Check(name, FAIL, "bad_certificate", exc.message)
+    return Check(name, PASS)
+
+
+def _included(name: str, leaf: bytes, index: int, proof: Sequence[bytes], h: BlockHeader) -> Check:
+    try:
+        verify_inclusion(leaf, index, h.record_count, proof, h.record_root)
+    except ProofError as exc:
+        return Check(name, FAIL, "bad_proof", exc.message)
+    return Check(name, PASS)
+
+
+def verify_receipt(
+    receipt: Receipt | Mapping[str, Any],
+    trust: TrustRoot | Genesis,
+    record_bytes: bytes | None = None,
+    salt: bytes | None = None,
+    commitment: bytes | None = None,
+    *,
+    scheme: SignatureScheme = ED25519,
+) -> VerificationReport:
+    """Verify ``receipt`` (parsed or its JSON object) offline against ``trust``.
+
+    Never raises for a bad receipt or bad input: the report lists each check of
+    :data:`CHECKS` with ``pass``, ``fail`` (and a reason code) or ``skip``. With
+    ``record_bytes`` and ``salt`` (or ``commitment``), the ``commitment`` check
+    compares them with the anchored commitment. ``trust`` is the network genesis or
+    the two genesis validator sets taken from it (:class:`TrustRoot`).
+    """
+    if isinstance(trust, Genesis):
+        trust = TrustRoot.from_genesis(trust)
+    if isinstance(receipt, Receipt):
+        r = receipt
+    else:
+        try:
+            r = Receipt.from_json(receipt)
+        except LedgerError as exc:
+            fail = Check("format", FAIL, "malformed", exc.message)
+            return VerificationReport(
+                (fail, *(Check(n, SKIP, "", "malformed receipt") for n in CHECKS[1:]))
+            )
+    checks: list[Check] = [Check("format", PASS)]
+
+    def history_check(
+        name: str, channel: str, genesis: ValidatorSet, steps: Sequence[ConfigStep], below: int
+    ) -> ValidatorHistory | None:
+        try:
+            history = _history(channel, genesis, steps, below, scheme)
+        except ConfigStepError as exc:
+            checks.append(Check(name, FAIL, "bad_config_step", exc.message))
+            return None
+        checks.append(Check(name, PASS))
+        return history
+
+    jh = r.judicial_header
+    sh = r.supervision_header
+    court = history_check(
+        "court_validators", TARGET_CHANNEL, trust.judicial, r.judicial_config, jh.height
+    )
+    if court is None:
+        checks.append(Check("judicial_certificate", SKIP, "", "court validators unknown"))
+    else:
+        checks.append(_certified(jh, r.judicial_certificate, TARGET_CHANNEL, court, scheme))
+    checks.append(
+        _included(
+            "anchor_inclusion",
+            anchor_record_leaf(r.anchor_tx, sh.hash),
+            r.anchor_index,
+            r.anchor_proof,
+            jh,
+        )
+    )
+    sup = history_check(
+        "supervision_validators", SOURCE_CHANNEL, trust.supervision, r.supervision_config, sh.height
+    )
+    if sup is None:
+        checks.append(Check("supervision_certificate", SKIP, "", "supervision validators unknown"))
+    else:
+        checks.append(_certified(sh, r.supervision_certificate, SOURCE_CHANNEL, sup, scheme))
+    leaf = r.record.leaf
+    checks.append(_included("record_inclusion", leaf, r.record_index, r.record_proof, sh))
+    expected_code = str(code_for_leaf(leaf))
+    if r.evidence_code == expected_code:
+        checks.append(Check("evidence_code", PASS))
+    else:
+        checks.append(
+            Check("evidence_code", FAIL, "code_mismatch", f"the leaf's code is {expected_code}")
+        )
+    checks.append(_commitment_check(r.record.commitment, record_bytes, salt, commitment))
+    return VerificationReport(
+        tuple(checks),
+        evidence_code=r.evidence_code,
+        commitment=r.record.commitment,
+        supervision_height=sh.height,
+        supervision_time_ms=sh.time_ms,
+        judicial_height=jh.height,
+        anchored_time_ms=jh.time_ms,
+    )
+
+
+def _commitment_check(
+    anchored: bytes, record_bytes: bytes | None, salt: bytes | None, commitment: bytes | None
+) -> Check:
+    if record_bytes is None and salt is None and commitment is None:
+        return Check("commitment", SKIP, "", "no record or commitment given")
+    if (record_bytes is None) != (salt is None):
+        return Check("commitment", FAIL, "incomplete_input", "give both the record and its salt")
+    if (
+        record_bytes is not None
+        and salt is not None
+        and record_commitment(salt, record_bytes) != anchored
+    ):
+        return Check(
+            "commitment",
+            FAIL,
+            "commitment_mismatch",
+            "the record and salt do not hash to the anchored commitment",
+        )
+    if commitment is not None and commitment != anchored:
+        return Check(
+            "commitment",
+            FAIL,
+            "commitment_mismatch",
+            "the given commitment is not the anchored one",
+        )
+    return Check("commitment", PASS)
+
+
+#: Signature of :func:`verify_receipt`, for callers that inject a verifier.
+ReceiptVerifier = Callable[..., VerificationReport]
