@@ -22,7 +22,7 @@ up: $(STAMP)
 
 ## Lint, type-check, hold the layering contract, then run every test.
 test: $(STAMP) lint
-	$(BIN)/python -m pytest -n $(WORKERS) --durations=25 -m "not slow"
+	$(BIN)/python -m pytest -n $(WORKERS) --dist loadgroup --durations=25 -m "not slow"
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -32,7 +32,7 @@ lint: $(STAMP)
 
 ## Long runs: thousands of simulator seeds, soak and fault suites.
 soak: $(STAMP)
-	$(BIN)/python -m pytest -n $(WORKERS) --durations=25 -m slow
+	$(BIN)/python -m pytest -n $(WORKERS) --dist loadgroup --durations=25 -m slow
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

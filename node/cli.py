@@ -18,9 +18,13 @@ from ledger.errors import LedgerError
 
 #: Modules under node/commands/ and clients/ that add subcommands, in help order.
 COMMAND_MODULES: tuple[str, ...] = (
+    "node.commands.up_cmd",
+    "node.commands.node_cmd",
+    "clients.cli",
     "node.commands.keys_cmd",
     "node.commands.ledger_cmd",
-    "node.commands.up_cmd",
+    "node.commands.explorer_cmd",
+    "node.commands.simulate_cmd",
 )
 
 

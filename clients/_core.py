@@ -1,0 +1,715 @@
+"""The SDK's shared core, sans-I/O: what to send, how to read answers, when to retry.
+
+Every network operation is a generator that *yields effects* and receives their
+results (the h11 / etcd-raft style): :class:`Request` (the driver sends one HTTP
+request and sends back a :class:`Response` or a :class:`Failure`), :class:`Sleep`
+and :class:`Blocking` (a local call such as a record-store write; the async driver
+runs it in a thread). ``clients/_sync.py`` and ``clients/_async.py`` are thin drivers
+over the same generators, so the sync and async clients cannot drift apart.
+
+Retry and failover policy (:meth:`Core.call`):
+
+* nodes are tried in order, starting with the last one that answered; a node that
+  failed is tried last for ``cooldown_s``;
+* a node is used only after its ``/v1/info`` named our genesis hash and a genesis
+  node (else it is dropped for good; all dropped → :class:`WrongNetwork`);
+* connection failures, timeouts, 5xx, ``overloaded``, ``not_ready`` and
+  ``not_validator`` move on to the next node — for idempotent calls only, which is
+  every call the SDK makes (reads, and signed transactions, idempotent by their id); a
+  non-idempotent call is retried only when the request surely never left;
+* every attempt is signed afresh (new time and nonce); a ``stale_request`` or
+  ``replayed_request`` answer is retried once on the same node;
+* after a full round, back off exponentially (``backoff_s`` … ``max_backoff_s``, with
+  jitter) and go round again, ``retries`` times, never past the call's deadline; then
+  :class:`NodeUnreachable` listing every attempt.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import random
+import secrets
+import time
+from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final, TypeVar
+from urllib.parse import quote
+
+from clients._config import Settings
+from clients._errors import (
+    Attempt,
+    AuthenticationFailed,
+    NodeError,
+    NodeUnreachable,
+    NotCommitted,
+    NotFound,
+    PermissionDenied,
+    SubmitRejected,
+    WrongNetwork,
+)
+from clients._models import CommittedTx, Outcome, TxStatus
+from ledger.blocks import MAX_TX_PAYLOAD_BYTES, BlockHeader, Transaction
+from ledger.certificate import CommitCertificate, verify_certificate
+from ledger.encoding import decode, encode
+from ledger.errors import EncodingError, LedgerError, SchemaError
+from ledger.merkle import verify_inclusion
+from ledger.request_auth import sign_request
+
+T = TypeVar("T")
+
+JSON: Final = "application/json"
+MSGPACK: Final = "application/msgpack"
+EVENT_STREAM: Final = "text/event-stream"
+
+#: Node error codes that mean "try another node".
+FAILOVER_CODES: Final = frozenset({"overloaded", "not_ready", "not_validator"})
+#: 401 codes fixed by signing again (clock skew, nonce collision).
+RESIGN_CODES: Final = frozenset({"stale_request", "replayed_request"})
+#: Longest single ``wait_ms`` the SDK asks a node for (the node allows 60 s); short
+#: enough to notice a node that died while we waited.
+WAIT_SLICE_MS: Final = 5_000
+#: Most bytes per batch request (transactions per request: ``Settings.batch_size``).
+BATCH_MAX_BYTES: Final = 2 * 1024 * 1024
+
+
+# ---------------------------------------------------------------------------- effects
+
+
+@dataclass(frozen=True)
+class Request:
+    """Send one HTTP request to ``url`` (``base + target``; the target is signed as is)."""
+
+    node: int
+    url: str
+    method: str
+    target: str
+    headers: Mapping[str, str] = field(hash=False)
+    body: bytes
+    timeout: float
+
+
+@dataclass(frozen=True)
+class Response:
+    status: int
+    headers: Mapping[str, str] = field(hash=False)  # lower-case names
+    body: bytes
+
+    @property
+    def content_type(self) -> str:
+        return self.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+@dataclass(frozen=True)
+class Failure:
+    """The request got no HTTP answer. ``sent``: it may have reached the node."""
+
+    problem: str
+    sent: bool
+
+
+@dataclass(frozen=True)
+class Sleep:
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Blocking:
+    """Run ``fn()`` (local, blocking: e.g. a durable store write) and send back its
+    result; an exception it raises is thrown into the operation."""
+
+    fn: Callable[[], Any]
+
+
+Effect = Request | Sleep | Blocking
+Reply = Response | Failure | Any
+Op = Generator[Effect, Any, T]
+
+
+# ---------------------------------------------------------------------------- JSON wire
+
+
+def json_to_wire(value: Any) -> Any:
+    """The node's JSON mapping back to wire values: ``{"$hex": h}`` → bytes."""
+    if isinstance(value, dict):
+        if set(value) == {"$hex"} and isinstance(value["$hex"], str):
+            try:
+                return bytes.fromhex(value["$hex"])
+            except ValueError:
+                raise SchemaError("bad {'$hex': …} value in the node's answer") from None
+        return {str(k): json_to_wire(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [json_to_wire(v) for v in value]
+    return value
+
+
+def parse_body(resp: Response) -> Any:
+    """Decode a msgpack or JSON answer into wire values. Raises SchemaError."""
+    if resp.content_type == MSGPACK:
+        try:
+            return decode(resp.body)
+        except EncodingError as exc:
+            raise SchemaError(f"node answered malformed msgpack: {exc}") from None
+    try:
+        return json_to_wire(json.loads(resp.body or b"null"))
+    except (ValueError, RecursionError) as exc:
+        raise SchemaError(f"node answered malformed JSON: {exc}") from None
+
+
+def error_of(resp: Response) -> tuple[str, str]:
+    """``(code, message)`` of an error answer (``{"error": {"code", "message"}}``)."""
+    try:
+        doc = json.loads(resp.body or b"{}")
+        err = doc.get("error") if isinstance(doc, dict) else None
+        if isinstance(err, dict):
+            return str(err.get("code", "")), str(err.get("message", ""))
+    except (ValueError, RecursionError):
+        pass
+    text = resp.body[:200].decode("utf-8", "replace").strip()
+    return f"http_{resp.status}", text or f"HTTP {resp.status}"
+
+
+def raise_for(resp: Response, *, stage: str, tx_id: bytes | None = None, url: str = "") -> None:
+    """Raise the typed error for a non-2xx answer."""
+    if resp.status < 300:
+        return
+    code, message = error_of(resp)
+    cls: type[NodeError] = NodeError
+    if resp.status == 401:
+        cls = AuthenticationFailed
+    elif resp.status == 403:
+        cls = PermissionDenied
+    elif resp.status == 404:
+        cls = NotFound
+    raise cls(resp.status, code, message, stage=stage, tx_id=tx_id, url=url)
+
+
+# ---------------------------------------------------------------------------- node pool
+
+
+class NodePool:
+    """Which node to try next (sticky to the last good one; failed ones last)."""
+
+    def __init__(self, urls: Sequence[str], cooldown_s: float) -> None:
+        self.urls = tuple(urls)
+        self.cooldown_s = cooldown_s
+        self.preferred = 0
+        self.down_until = [0.0] * len(urls)
+        #: None: not checked yet; "": verified; other text: why it is not ours.
+        self.identity: list[str | None] = [None] * len(urls)
+
+    def order(self, now: float) -> list[int]:
+        n = len(self.urls)
+        ring = [(self.preferred + k) % n for k in range(n)]
+        usable = [i for i in ring if self.identity[i] in (None, "")]
+        return [i for i in usable if self.down_until[i] <= now] + [
+            i for i in usable if self.down_until[i] > now
+        ]
+
+    def failed(self, i: int, now: float) -> None:
+        self.down_until[i] = now + self.cooldown_s
+        if self.preferred == i:
+            self.preferred = (i + 1) % len(self.urls)
+
+    def succeeded(self, i: int) -> None:
+        self.down_until[i] = 0.0
+        self.preferred = i
+
+    def wrong(self) -> list[tuple[str, str]]:
+        return [(u, p) for u, p in zip(self.urls, self.identity, strict=True) if p]
+
+
+# ---------------------------------------------------------------------------- the core
+
+
+class Core:
+    """Request building, response reading and the retry policy for one client."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        clock_ms: Callable[[], int] | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settings = settings
+        self.network = settings.genesis.hash
+        self.org = settings.org
+        self.pool = NodePool(settings.nodes, settings.cooldown_s)
+        self._clock_ms = clock_ms or (lambda: time.time_ns() // 1_000_000)
+        self.monotonic = monotonic
+        self._rng = random.Random()
+        self._node_ids = {n.node_id for n in settings.genesis.nodes}
+
+    def now_ms(self) -> int:
+        return self._clock_ms()
+
+    # ------------------------------------------------------------------ requests
+
+    def request(
+        self,
+        node: int,
+        method: str,
+        target: str,
+        *,
+        body: bytes = b"",
+        content_type: str | None = None,
+        accept: str = JSON,
+        timeout: float | None = None,
+        sign: bool = True,
+        extra: Mapping[str, str] | None = None,
+    ) -> Request:
+        """A request to ``node``, signed now with a fresh nonce (if ``sign``)."""
+        headers: dict[str, str] = {"accept": accept}
+        if sign:
+            headers.update(
+                sign_request(
+                    self.settings.signer,
+                    network=self.network,
+                    org=self.org,
+                    method=method,
+                    path=target,
+                    body=body,
+                    time_ms=self._clock_ms(),
+                    nonce=secrets.token_bytes(16),
+                )
+            )
+        if content_type is not None:
+            headers["content-type"] = content_type
+        if extra:
+            headers.update(extra)
+        return Request(
+            node=node,
+            url=self.pool.urls[node] + target,
+            method=method,
+            target=target,
+            headers=headers,
+            body=body,
+            timeout=self.settings.timeout if timeout is None else timeout,
+        )
+
+    def backoff(self, round_: int) -> float:
+        s = self.settings
+        base: float = min(s.max_backoff_s, s.backoff_s * (2.0**round_))
+        return base * (0.5 + self._rng.random() / 2)
+
+    def _identify(self, i: int, attempts: list[Attempt]) -> Op[bool]:
+        """Check node ``i``'s ``/v1/info`` once; True if it is ours."""
+        req = self.request(i, "GET", "/v1/info", sign=False)
+        reply = yield req
+        url = self.pool.urls[i]
+        if isinstance(reply, Failure):
+            attempts.append(Attempt(url, reply.problem))
+            self.pool.failed(i, self.monotonic())
+            return False
+        if reply.status != 200:
+            attempts.append(Attempt(url, f"/v1/info answered {reply.status}"))
+            self.pool.failed(i, self.monotonic())
+            return False
+        try:
+            info = json.loads(reply.body)
+            genesis_hash = str(info["genesis_hash"])
+            node_id = str(info["node"])
+        except (ValueError, KeyError, TypeError):
+            attempts.append(Attempt(url, "/v1/info answer is malformed"))
+            self.pool.failed(i, self.monotonic())
+            return False
+        if genesis_hash != self.network.hex():
+            self.pool.identity[i] = f"genesis hash {genesis_hash[:16]}… is not ours"
+        elif node_id not in self._node_ids:
+            self.pool.identity[i] = f"node id {node_id!r} is not in our genesis"
+        else:
+            self.pool.identity[i] = ""
+            return True
+        attempts.append(Attempt(url, str(self.pool.identity[i])))
+        return False
+
+    def call(
+        self,
+        method: str,
+        target: str,
+        *,
+        body: bytes = b"",
+        content_type: str | None = None,
+        accept: str = JSON,
+        timeout: float | None = None,
+        deadline: float | None = None,
+        idempotent: bool = True,
+        stage: str = "query",
+        tx_id: bytes | None = None,
+        sign: bool = True,
+        what: str = "request",
+        retries: int | None = None,
+    ) -> Op[tuple[int, Response]]:
+        """Send a request with failover; return ``(node index, answer)`` for any answer
+        that is not a reason to try elsewhere (2xx, and 4xx other than the failover
+        codes). Raises :class:`NodeUnreachable` or :class:`WrongNetwork`."""
+        attempts: list[Attempt] = []
+        rounds = (self.settings.retries if retries is None else retries) + 1
+        for round_ in range(rounds):
+            order = self.pool.order(self.monotonic())
+            if not order:
+                url, problem = self.pool.wrong()[0]
+                raise WrongNetwork(url, problem)
+            for i in order:
+                if deadline is not None and self.monotonic() >= deadline:
+                    raise NodeUnreachable(tuple(attempts), stage=stage, tx_id=tx_id, what=what)
+                url = self.pool.urls[i]
+                if self.pool.identity[i] is None:
+                    ok = yield from self._identify(i, attempts)
+                    if not ok:
+                        continue
+                per_try = self.settings.timeout if timeout is None else timeout
+                if deadline is not None:
+                    per_try = max(0.05, min(per_try, deadline - self.monotonic()))
+                resigned = False
+                while True:
+                    req = self.request(
+                        i, method, target, body=body, content_type=content_type,
+                        accept=accept, timeout=per_try, sign=sign,
+                    )  # fmt: skip
+                    reply = yield req
+                    if isinstance(reply, Failure):
+                        attempts.append(Attempt(url, reply.problem))
+                        self.pool.failed(i, self.monotonic())
+                        if not idempotent and reply.sent:
+                            raise NodeUnreachable(
+                                tuple(attempts), stage=stage, tx_id=tx_id, what=what
+                            )
+                        break
+                    assert isinstance(reply, Response)
+                    code = ""
+                    if reply.status >= 400:
+                        code, _ = error_of(reply)
+                    if reply.status == 401 and code in RESIGN_CODES and not resigned:
+                        resigned = True
+                        continue
+                    if reply.status >= 500 or code in FAILOVER_CODES:
+                        attempts.append(Attempt(url, f"HTTP {reply.status} {code}".strip()))
+                        self.pool.failed(i, self.monotonic())
+                        break
+                    self.pool.succeeded(i)
+                    return i, reply
+            if not self.pool.order(self.monotonic()):
+                url, problem = self.pool.wrong()[0]
+                raise WrongNetwork(url, problem)
+            if round_ + 1 < rounds:
+                pause = self.backoff(round_)
+                if deadline is not None:
+                    pause = min(pause, max(0.0, deadline - self.monotonic()))
+                yield Sleep(pause)
+        raise NodeUnreachable(tuple(attempts), stage=stage, tx_id=tx_id, what=what)
+
+    # ------------------------------------------------------------------ operations
+
+    def info(self) -> Op[dict[str, Any]]:
+        i, resp = yield from self.call("GET", "/v1/info", sign=False, what="info request")
+        raise_for(resp, stage="query", url=self.pool.urls[i])
+        doc = json.loads(resp.body)
+        if not isinstance(doc, dict):
+            raise SchemaError("/v1/info: expected an object")
+        doc["url"] = self.pool.urls[i]
+        return doc
+
+    def get_doc(self, target: str, *, stage: str = "query", what: str = "query") -> Op[Any]:
+        """GET a signed read (msgpack answer) and return its wire value."""
+        i, resp = yield from self.call("GET", target, accept=MSGPACK, stage=stage, what=what)
+        raise_for(resp, stage=stage, url=self.pool.urls[i])
+        return parse_body(resp)
+
+    def channel_height(self, channel: str) -> Op[int]:
+        doc = yield from self.get_doc(f"/v1/channels/{quote(channel)}")
+        h = doc.get("height") if isinstance(doc, dict) else None
+        if not isinstance(h, int):
+            raise SchemaError("channel status: no height")
+        return h
+
+    def submit_tx(
+        self, tx: Transaction, *, wait_ms: int = 0, deadline: float | None = None
+    ) -> Op[TxStatus]:
+        """POST one signed transaction (idempotent by its id). Returns its status
+        (``pending`` or ``committed``); raises :class:`SubmitRejected` for a refusal."""
+        q = f"?wait_ms={wait_ms}" if wait_ms else ""
+        i, resp = yield from self.call(
+            "POST",
+            f"/v1/channels/{quote(tx.channel)}/transactions{q}",
+            body=encode(tx.to_wire()),
+            content_type=MSGPACK,
+            timeout=self.settings.timeout + wait_ms / 1000,
+            deadline=deadline,
+            stage="submit",
+            tx_id=tx.tx_id,
+            what="transaction",
+        )
+        return self._submit_answer(tx, i, resp)
+
+    def _submit_answer(self, tx: Transaction, i: int, resp: Response) -> TxStatus:
+        if resp.status in (200, 202):
+            return TxStatus.from_wire(parse_body(resp), tx_id=tx.tx_id, channel=tx.channel)
+        code, message = error_of(resp)
+        if resp.status == 401:
+            raise_for(resp, stage="submit", tx_id=tx.tx_id, url=self.pool.urls[i])
+        if 400 <= resp.status < 500:
+            raise SubmitRejected(tx.tx_id, code, message, status=resp.status)
+        raise_for(resp, stage="submit", tx_id=tx.tx_id, url=self.pool.urls[i])
+        raise SchemaError(f"unexpected answer {resp.status} to a submission")
+
+    def status(self, channel: str, tx_id: bytes) -> Op[TxStatus]:
+        """The status at the first node that answers (``unknown`` if it has no record)."""
+        i, resp = yield from self.call(
+            "GET",
+            f"/v1/channels/{quote(channel)}/transactions/{tx_id.hex()}",
+            accept=MSGPACK,
+            stage="query",
+            tx_id=tx_id,
+            what="status query",
+        )
+        if resp.status == 404 and error_of(resp)[0] == "not_found":
+            return TxStatus(tx_id=tx_id, channel=channel, status="unknown")
+        raise_for(resp, stage="query", tx_id=tx_id, url=self.pool.urls[i])
+        return TxStatus.from_wire(parse_body(resp), tx_id=tx_id, channel=channel)
+
+    def wait(
+        self,
+        channel: str,
+        tx_id: bytes,
+        *,
+        tx: Transaction | None,
+        timeout: float,
+        post_wait: bool = True,
+        on_sent: Callable[[], None] | None = None,
+    ) -> Op[TxStatus]:
+        """Follow a transaction until it is committed (returned, VALID or not).
+
+        With ``tx`` (and ``post_wait``) each round resubmits it with ``wait_ms`` — the
+        node then answers when it commits, and a node that lost it (crash) gets it
+        again; otherwise rounds poll the status, resubmitting ``tx`` (if given) when the
+        node asked does not know it. Raises :class:`NotCommitted` after ``timeout``
+        (node outages inside the window are ridden out), :class:`SubmitRejected` if
+        the network refused it.
+        """
+        deadline = self.monotonic() + timeout
+        last = "unknown"
+        poll = 0.05
+        submitted = False
+        while True:
+            started = self.monotonic()
+            remaining = deadline - started
+            if remaining <= 0:
+                raise NotCommitted(tx_id, timeout, last)
+            try:
+                if tx is not None and (post_wait or not submitted):
+                    slice_ms = int(min(remaining * 1000, WAIT_SLICE_MS)) if post_wait else 0
+                    st = yield from self.submit_tx(tx, wait_ms=max(slice_ms, 0), deadline=deadline)
+                    if on_sent is not None and not submitted:
+                        yield Blocking(on_sent)
+                    submitted = True
+                else:
+                    st = yield from self.status(channel, tx_id)
+                    if st.status == "unknown" and tx is not None:
+                        submitted = False  # resubmit next round
+            except NodeUnreachable as exc:
+                last = f"no node reachable ({exc.attempts[-1] if exc.attempts else ''})"
+                yield Sleep(min(1.0, max(0.0, deadline - self.monotonic())))
+                continue
+            last = st.status
+            if st.status == "committed":
+                return st
+            if st.status == "rejected":
+                raise SubmitRejected(tx_id, "rejected", st.reason or "refused by the node")
+            if not post_wait or tx is None or self.monotonic() - started < poll:
+                # polling, or a node that answered "pending" without waiting
+                yield Sleep(min(poll, max(0.0, deadline - self.monotonic())))
+                poll = min(poll * 2, 0.5)
+
+    def submit_batch(
+        self, txs: Sequence[Transaction], *, wait_ms: int, deadline: float | None
+    ) -> Op[list[TxStatus]]:
+        """POST a batch (all of one channel); one status per transaction, in order."""
+        channel = txs[0].channel
+        body = encode({"txs": [t.to_wire() for t in txs]})
+        q = f"?wait_ms={wait_ms}" if wait_ms else ""
+        i, resp = yield from self.call(
+            "POST",
+            f"/v1/channels/{quote(channel)}/transactions/batch{q}",
+            body=body,
+            content_type=MSGPACK,
+            timeout=self.settings.timeout + wait_ms / 1000,
+            deadline=deadline,
+            stage="submit",
+            what=f"batch of {len(txs)} transactions",
+        )
+        if resp.status != 200:
+            code, message = error_of(resp)
+            if resp.status != 401 and 400 <= resp.status < 500:
+                raise SubmitRejected(txs[0].tx_id, code, f"whole batch refused: {message}")
+            raise_for(resp, stage="submit", url=self.pool.urls[i])
+        doc = parse_body(resp)
+        results = doc.get("results") if isinstance(doc, dict) else None
+        if not isinstance(results, list) or len(results) != len(txs):
+            raise SchemaError("batch answer: expected one result per transaction")
+        return [
+            TxStatus.from_wire(r, tx_id=t.tx_id, channel=channel)
+            for r, t in zip(results, txs, strict=True)
+        ]
+
+    def submit_many(
+        self,
+        txs: Sequence[Transaction],
+        *,
+        timeout: float,
+        progress: Callable[[int, int], None] | None = None,
+        on_final: Callable[[list[TxStatus]], None] | None = None,
+    ) -> Op[list[TxStatus]]:
+        """Submit many transactions (one channel) in batches and follow them until each
+        is final (committed or rejected) or ``timeout`` passes.
+
+        Node failures mid-way move the remaining batches to another node; a batch that
+        failed in flight is sent again (idempotent: never committed twice). Returns one
+        status per transaction in input order — ``pending``/``unknown`` ones did not
+        commit in time. ``progress(done, total)`` is called as transactions finish;
+        ``on_final`` with the statuses that became final in each answer (the client
+        records them in the store).
+        """
+        if not txs:
+            return []
+        if len({t.channel for t in txs}) != 1:
+            raise SchemaError("submit_many: all transactions must be for one channel")
+        deadline = self.monotonic() + timeout
+        by_id = {t.tx_id: t for t in txs}
+        if len(by_id) != len(txs):
+            raise SchemaError("submit_many: a transaction appears twice")
+        final: dict[bytes, TxStatus] = {}
+        open_: dict[bytes, TxStatus] = {}
+        done = 0
+        while len(final) < len(txs):
+            remaining = deadline - self.monotonic()
+            if remaining <= 0:
+                break
+            todo = [t for t in txs if t.tx_id not in final]
+            for chunk in _chunks(todo, self.settings.batch_size):
+                remaining = deadline - self.monotonic()
+                if remaining <= 0:
+                    break
+                wait_ms = int(min(remaining * 1000, WAIT_SLICE_MS))
+                try:
+                    statuses = yield from self.submit_batch(
+                        chunk, wait_ms=wait_ms, deadline=deadline
+                    )
+                except NodeUnreachable:
+                    yield Sleep(min(0.5, max(0.0, deadline - self.monotonic())))
+                    continue
+                now_final = []
+                for st in statuses:
+                    if st.status in ("committed", "rejected"):
+                        final[st.tx_id] = st
+                        open_.pop(st.tx_id, None)
+                        now_final.append(st)
+                    else:
+                        open_[st.tx_id] = st
+                if on_final is not None and now_final:
+                    yield Blocking(functools.partial(on_final, now_final))
+                if progress is not None and len(final) != done:
+                    done = len(final)
+                    progress(done, len(txs))
+        out: list[TxStatus] = []
+        for t in txs:
+            found = final.get(t.tx_id) or open_.get(t.tx_id)
+            out.append(found or TxStatus(tx_id=t.tx_id, channel=t.channel, status="unknown"))
+        return out
+
+    # ------------------------------------------------------------------ stream
+
+    def stream_request(self, node: int, channel: str, start: int | None) -> Request:
+        target = f"/v1/channels/{quote(channel)}/stream"
+        if start is not None:
+            target += f"?from={start}"
+        return self.request(node, "GET", target, accept=EVENT_STREAM)
+
+    def block_event(
+        self, data: str, *, channel: str, expect_height: int | None, verify: bool
+    ) -> tuple[int, list[CommittedTx]]:
+        """Parse one ``block`` event (a JSON block view) into our committed
+        transactions. Checks that the header hashes to ``hash``, each listed tx id is
+        its transaction's and (scoped views) its inclusion proof against ``tx_root``;
+        with ``verify`` also the commit certificate against the genesis validators
+        (valid until the channel's validator set changes). Raises SchemaError."""
+        try:
+            view = json_to_wire(json.loads(data))
+        except (ValueError, RecursionError) as exc:
+            raise SchemaError(f"stream: malformed block event: {exc}") from None
+        if not isinstance(view, dict):
+            raise SchemaError("stream: block event is not an object")
+        try:
+            header = BlockHeader.from_wire(view.get("header"))
+        except LedgerError as exc:
+            raise SchemaError(f"stream: bad header: {exc}") from None
+        if header.channel != channel or view.get("hash") != header.hash:
+            raise SchemaError(f"stream: block {header.height} does not match its hash/channel")
+        if expect_height is not None and header.height != expect_height:
+            raise SchemaError(f"stream: expected block {expect_height}, got {header.height}")
+        if verify:
+            try:
+                cert = CommitCertificate.from_wire(view.get("certificate"))
+                verify_certificate(
+                    cert,
+                    channel=channel,
+                    height=header.height,
+                    block_hash=header.hash,
+                    validators=self.settings.genesis.channel(channel).validators,
+                )
+            except LedgerError as exc:
+                raise SchemaError(f"stream: block {header.height}: {exc}") from None
+        out: list[CommittedTx] = []
+        items = view.get("txs")
+        if not isinstance(items, list):
+            raise SchemaError("stream: block event without txs")
+        for item in items:
+            if not isinstance(item, dict):
+                raise SchemaError("stream: malformed transaction entry")
+            try:
+                tx = Transaction.from_wire(item.get("tx"))
+            except LedgerError as exc:
+                raise SchemaError(f"stream: bad transaction: {exc}") from None
+            index = item.get("index")
+            if not isinstance(index, int) or tx.tx_id != item.get("id"):
+                raise SchemaError("stream: transaction entry does not match its id")
+            proof = item.get("proof")
+            if proof is not None:
+                try:
+                    verify_inclusion(tx.tx_id, index, header.tx_count, proof, header.tx_root)
+                except LedgerError as exc:
+                    raise SchemaError(f"stream: tx {tx.tx_id.hex()[:16]}…: {exc}") from None
+            if tx.sender != self.org:
+                continue
+            out.append(
+                CommittedTx(
+                    channel=channel,
+                    height=header.height,
+                    index=index,
+                    tx_id=tx.tx_id,
+                    tx_type=tx.type,
+                    block_hash=header.hash,
+                    block_time_ms=header.time_ms,
+                    outcome=Outcome.from_wire(item.get("outcome")),
+                    payload=tx.payload,
+                )
+            )
+        return header.height, out
+
+
+def _chunks(txs: Iterable[Transaction], max_txs: int) -> Iterable[list[Transaction]]:
+    chunk: list[Transaction] = []
+    size = 0
+    for t in txs:
+        n = len(t.body_bytes) + 128
+        if chunk and (len(chunk) >= max_txs or size + n > BATCH_MAX_BYTES):
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(t)
+        size += n
+    if chunk:
+        yield chunk
+
+
+assert MAX_TX_PAYLOAD_BYTES < BATCH_MAX_BYTES

@@ -1,0 +1,116 @@
+"""Replica configuration: identity, keys, and every bound the replica enforces."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ledger.crypto import SignatureScheme, Signer
+from ledger.errors import ConfigError
+from ledger.schema import is_name
+
+
+@dataclass(frozen=True)
+class ReplicaConfig:
+    """How one replica of one channel behaves.
+
+    All times are milliseconds of the caller's clock (virtual in the simulator).
+    Raises :class:`ledger.errors.ConfigError` (path ``"replica config"``) on a bad value.
+    """
+
+    node_id: str
+    channel: str
+    signer: Signer = field(repr=False)
+    scheme: SignatureScheme = field(repr=False)
+    genesis_prev_hash: bytes
+    #: Pipelining window W: heights committed+1 … committed+W may be in flight.
+    window: int = 8
+    #: A batch closes when it holds this many transactions…
+    max_batch_txs: int = 500
+    #: …or this many bytes of encoded transactions…
+    max_batch_bytes: int = 1 << 20
+    #: …or when its oldest transaction has waited this long at the primary.
+    batch_interval_ms: int = 20
+    #: View-change timeout before any doubling.
+    base_timeout_ms: int = 1000
+    #: The doubling stops at base × 2^max_timeout_doublings.
+    max_timeout_doublings: int = 16
+    #: A proposal's time may differ from ours by at most this much.
+    max_clock_drift_ms: int = 5000
+    #: A valid transaction not proposed within this long arms the view-change timer.
+    censorship_timeout_ms: int = 2000
+    #: Mempool bound (transactions) and per-sender quota.
+    mempool_limit: int = 20_000
+    mempool_per_sender: int = 5_000
+    #: How many committed transaction ids are remembered for deduplication.
+    recent_committed_limit: int = 200_000
+    #: …reloaded on restart from at most this many of the latest committed blocks.
+    restart_memory_blocks: int = 256
+    #: Messages held per peer while they cannot be judged yet (future view/height).
+    max_buffered_per_peer: int = 512
+    #: Messages for views further ahead than this are dropped, not buffered.
+    max_future_views: int = 4
+    #: Encoded messages larger than this are refused by :func:`decode_message`.
+    max_message_bytes: int = 64 << 20
+    #: Catch-up: blocks per FETCH, and how long to wait for the answer.
+    fetch_batch: int = 64
+    fetch_timeout_ms: int = 1000
+    #: Period of STATUS broadcasts (which drive catch-up and NEW-VIEW retransmission).
+    status_interval_ms: int = 250
+    #: FORWARD messages carry at most this many transactions.
+    forward_batch_txs: int = 500
+    #: Bounded caches of verified signatures (messages) and verified client transactions.
+    signature_cache_size: int = 65_536
+    tx_cache_size: int = 65_536
+    #: Pending evidence records kept between two Ready (more are counted, not kept).
+    max_pending_evidence: int = 1024
+
+    def __post_init__(self) -> None:
+        def bad(name: str, problem: str) -> ConfigError:
+            return ConfigError("replica config", name, problem)
+
+        if not is_name(self.node_id):
+            raise bad("node_id", f"{self.node_id!r} is not a valid identifier")
+        if not is_name(self.channel):
+            raise bad("channel", f"{self.channel!r} is not a valid identifier")
+        if len(self.genesis_prev_hash) != 32:
+            raise bad("genesis_prev_hash", "expected 32 bytes")
+        positive = (
+            "window",
+            "max_batch_txs",
+            "max_batch_bytes",
+            "base_timeout_ms",
+            "mempool_limit",
+            "mempool_per_sender",
+            "recent_committed_limit",
+            "max_buffered_per_peer",
+            "max_future_views",
+            "max_message_bytes",
+            "fetch_batch",
+            "fetch_timeout_ms",
+            "status_interval_ms",
+            "forward_batch_txs",
+            "signature_cache_size",
+            "tx_cache_size",
+            "max_pending_evidence",
+        )
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise bad(name, "must be positive")
+        non_negative = (
+            "batch_interval_ms",
+            "max_clock_drift_ms",
+            "censorship_timeout_ms",
+            "max_timeout_doublings",
+            "restart_memory_blocks",
+        )
+        for name in non_negative:
+            if getattr(self, name) < 0:
+                raise bad(name, "must not be negative")
+        if self.window > 64:
+            raise bad("window", "at most 64 heights may be in flight")
+        if self.max_batch_txs > 20_000:
+            raise bad("max_batch_txs", "at most 20000 (ledger.blocks.MAX_TXS_PER_BLOCK)")
+
+    def timeout_ms(self, failed_view_changes: int) -> int:
+        """The view-change timeout after ``failed_view_changes`` consecutive failures."""
+        return self.base_timeout_ms << min(failed_view_changes, self.max_timeout_doublings)

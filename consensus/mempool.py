@@ -1,0 +1,205 @@
+"""The bounded pool of client transactions waiting to be ordered.
+
+* Bounded in total (``limit``) and per client sender (``per_sender``), so one client
+  cannot fill it for everyone (Aardvark's lesson).
+* Deduplicated by transaction id; ids of recently committed transactions are
+  remembered (bounded FIFO) so a resubmission is answered "committed", not re-ordered.
+* Arrival order is kept (first come, first proposed) with each transaction's arrival
+  time, which drives batching at the primary and censorship detection at backups.
+* Transactions included in an in-flight proposal are *reserved*: not proposed again
+  and not counted as waiting.
+
+The mempool does not check signatures or rules; the replica does before :meth:`add`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Final
+
+from ledger.blocks import Transaction
+
+ACCEPTED: Final = "accepted"
+DUPLICATE: Final = "duplicate"
+COMMITTED: Final = "committed"
+REJECTED: Final = "rejected"
+
+
+@dataclass(frozen=True)
+class SubmitResult:
+    """The fate of one submitted transaction.
+
+    ``status`` is ``accepted`` (new in the pool), ``duplicate`` (already waiting: the
+    submission is idempotent), ``committed`` (recently committed already) or
+    ``rejected`` (``reason`` says why: bad signature, rule, pool full, quota).
+    """
+
+    tx_id: bytes
+    status: str
+    reason: str | None = None
+
+    @property
+    def accepted(self) -> bool:
+        """True if the transaction is (or already was) waiting to be ordered."""
+        return self.status in (ACCEPTED, DUPLICATE)
+
+
+class _Entry:
+    __slots__ = ("arrival_ms", "reforwarded", "size", "tx")
+
+    def __init__(self, tx: Transaction, arrival_ms: int) -> None:
+        self.tx = tx
+        self.arrival_ms = arrival_ms
+        self.size = tx_size(tx)
+        self.reforwarded = False
+
+
+def tx_size(tx: Transaction) -> int:
+    """Approximate encoded size of ``tx`` (used for batch byte limits)."""
+    return len(tx.body_bytes) + len(tx.signature) + 16
+
+
+class Mempool:
+    """See the module docstring."""
+
+    def __init__(self, *, limit: int, per_sender: int, recent_committed_limit: int) -> None:
+        self._limit = limit
+        self._per_sender = per_sender
+        self._recent_limit = recent_committed_limit
+        self._entries: dict[bytes, _Entry] = {}
+        self._free: dict[bytes, None] = {}  # unreserved ids, arrival order
+        self._free_bytes = 0
+        self._reserved: dict[bytes, int] = {}  # id -> height of the proposal holding it
+        self._by_sender: dict[str, int] = {}
+        self._recent: dict[bytes, None] = {}
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, tx_id: object) -> bool:
+        return tx_id in self._entries
+
+    @property
+    def free_count(self) -> int:
+        """Transactions waiting and not in any in-flight proposal."""
+        return len(self._free)
+
+    @property
+    def free_bytes(self) -> int:
+        """Their total approximate size."""
+        return self._free_bytes
+
+    def _set_free(self, free: dict[bytes, None]) -> None:
+        self._free = free
+        self._free_bytes = sum(self._entries[t].size for t in free)
+
+    def get(self, tx_id: bytes) -> Transaction | None:
+        entry = self._entries.get(tx_id)
+        return entry.tx if entry else None
+
+    def is_committed(self, tx_id: bytes) -> bool:
+        return tx_id in self._recent
+
+    def check(self, tx: Transaction) -> str | None:
+        """Why ``tx`` would not be admitted (a status or reason), or None."""
+        tx_id = tx.tx_id
+        if tx_id in self._entries:
+            return DUPLICATE
+        if tx_id in self._recent:
+            return COMMITTED
+        if len(self._entries) >= self._limit:
+            return "mempool full"
+        if self._by_sender.get(tx.sender, 0) >= self._per_sender:
+            return f"sender {tx.sender!r} has {self._per_sender} transactions waiting"
+        return None
+
+    def add(self, tx: Transaction, arrival_ms: int) -> None:
+        """Admit ``tx`` (the caller has checked it with :meth:`check`)."""
+        tx_id = tx.tx_id
+        entry = self._entries[tx_id] = _Entry(tx, arrival_ms)
+        if tx_id not in self._reserved:
+            self._free[tx_id] = None
+            self._free_bytes += entry.size
+        self._by_sender[tx.sender] = self._by_sender.get(tx.sender, 0) + 1
+
+    def reserve(self, tx_ids: Iterable[bytes], height: int) -> None:
+        for tx_id in tx_ids:
+            self._reserved[tx_id] = height
+            if self._free.pop(tx_id, 0) is None:
+                self._free_bytes -= self._entries[tx_id].size
+
+    def reserved_at(self, tx_id: bytes) -> int | None:
+        return self._reserved.get(tx_id)
+
+    def release_all(self) -> None:
+        """Forget every reservation (proposals in flight were abandoned)."""
+        if not self._reserved:
+            return
+        self._reserved.clear()
+        self._set_free(dict.fromkeys(self._entries))
+
+    def release_above(self, height: int) -> None:
+        """Forget reservations for proposals at heights > ``height``."""
+        gone = [tx_id for tx_id, h in self._reserved.items() if h > height]
+        if not gone:
+            return
+        for tx_id in gone:
+            del self._reserved[tx_id]
+        self._set_free({t: None for t in self._entries if t not in self._reserved})
+
+    def committed(self, tx_ids: Iterable[bytes]) -> None:
+        """Transactions were committed: drop them and remember their ids."""
+        for tx_id in tx_ids:
+            entry = self._entries.pop(tx_id, None)
+            if entry is not None:
+                if self._free.pop(tx_id, 0) is None:
+                    self._free_bytes -= entry.size
+                left = self._by_sender[entry.tx.sender] - 1
+                if left:
+                    self._by_sender[entry.tx.sender] = left
+                else:
+                    del self._by_sender[entry.tx.sender]
+            self._reserved.pop(tx_id, None)
+            if tx_id not in self._recent:
+                if len(self._recent) >= self._recent_limit:
+                    del self._recent[next(iter(self._recent))]
+                self._recent[tx_id] = None
+
+    def batch(self, max_txs: int, max_bytes: int) -> list[Transaction]:
+        """The oldest free transactions, up to ``max_txs`` and ``max_bytes``."""
+        out: list[Transaction] = []
+        size = 0
+        for tx_id in self._free:
+            entry = self._entries[tx_id]
+            if out and size + entry.size > max_bytes:
+                break
+            out.append(entry.tx)
+            size += entry.size
+            if len(out) >= max_txs:
+                break
+        return out
+
+    def oldest_free_arrival(self) -> int | None:
+        for tx_id in self._free:
+            return self._entries[tx_id].arrival_ms
+        return None
+
+    def overdue(self, deadline_ms: int) -> Iterator[tuple[Transaction, bool]]:
+        """Free transactions that arrived at or before ``deadline_ms``, oldest first,
+        each with whether it was already re-forwarded (see :meth:`mark_reforwarded`)."""
+        for tx_id in self._free:
+            entry = self._entries[tx_id]
+            if entry.arrival_ms > deadline_ms:
+                return
+            yield entry.tx, entry.reforwarded
+
+    def shift_arrivals(self, shift_ms: int) -> None:
+        """Move every arrival time ``shift_ms`` later (the clock was just set)."""
+        for entry in self._entries.values():
+            entry.arrival_ms += shift_ms
+
+    def mark_reforwarded(self, tx_id: bytes) -> None:
+        entry = self._entries.get(tx_id)
+        if entry is not None:
+            entry.reforwarded = True

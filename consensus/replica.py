@@ -1,0 +1,1477 @@
+"""The PBFT replica of one channel, as a sans-I/O state machine.
+
+Drive it like etcd's raft node::
+
+    replica.tick(now_ms)            # first call: before anything else
+    replica.step(message)           # a message from a peer (verified here)
+    replica.submit(transactions)    # client transactions → mempool (→ FORWARD)
+    while replica.has_ready():
+        rd = replica.ready()
+        store(rd.persist)           # durably, BEFORE sending rd.messages
+        apply(rd.committed)         # store + apply, in height order
+        send(rd.messages)           # Outbound.to None = every other validator
+        record(rd.evidence)
+        replica.advance(rd)
+
+Nothing here reads a clock, a socket or a random source; the same inputs give the
+same outputs. The protocol, its rules and why they are safe are in docs/consensus.md.
+
+API extensions beyond the contract (all compatible):
+
+* ``Replica.view_active`` (False while waiting for a NEW-VIEW), ``committed_hash``,
+  ``mempool_size``, ``evidence_count``, ``durable_state()``; ``Replica.metrics`` is a
+  plain ``dict[str, int]`` of counters (``dropped.<reason>``, ``refused.<reason>``,
+  ``evidence.<kind>``, ``sent.<kind>``, ``received.<kind>``, ``committed.*``, …).
+* :class:`~consensus.mempool.SubmitResult` has ``status`` in
+  ``accepted | duplicate | committed | rejected`` and a ``reason``; ``.accepted`` is
+  True for accepted and duplicate (resubmitting is idempotent).
+* :class:`~consensus.durable.DurableState` also has ``to_records``/``from_records``
+  (one record per prepared certificate, so a store can write only what changed).
+* ``tick()`` should come first: until the first tick the replica has no clock, holds
+  proposals it cannot judge, and counts earlier arrivals as arriving at that tick.
+* ``advance()`` re-examines work that was waiting for the application (state roots of
+  blocks just applied), so it may itself produce a new Ready. ``ready()`` twice
+  without ``advance()`` raises :class:`~consensus.errors.InternalError`.
+* ``Outbound.to`` names one node for answers (BLOCKS to a FETCH, a NEW-VIEW re-sent to
+  a replica that missed it); ``None`` is every other validator of the channel.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from consensus.app import Application
+from consensus.config import ReplicaConfig
+from consensus.durable import DurableState
+from consensus.errors import (
+    BAD_CERTIFICATE,
+    BAD_NEW_VIEW,
+    BAD_VIEW_CHANGE,
+    DOUBLE_VOTE,
+    EQUIVOCATION,
+    FORGED_TRANSACTION,
+    INVALID_PROPOSAL,
+    NOT_PRIMARY,
+    REFUSED,
+    InternalError,
+    Misbehaviour,
+    NotReady,
+    ProtocolViolation,
+)
+from consensus.log import Slot
+from consensus.mempool import ACCEPTED, COMMITTED, DUPLICATE, REJECTED, Mempool, SubmitResult
+from consensus.messages import (
+    Blocks,
+    Commit,
+    Fetch,
+    Forward,
+    Message,
+    NewView,
+    Prepare,
+    PreparedCertificate,
+    PrePrepare,
+    Status,
+    ViewChange,
+    sign,
+)
+from consensus.verification import SignatureCache
+from consensus.viewchange import (
+    Context,
+    Selection,
+    build_new_view,
+    check_new_view,
+    check_view_change,
+    new_view_primary,
+    signed_by,
+)
+from ledger.blocks import Block, BlockHeader, Transaction, block_record_leaves, build_block
+from ledger.certificate import CommitCertificate, ValidatorSet, verify_certificate
+from ledger.errors import LedgerError
+
+__all__ = ["Outbound", "Ready", "Replica"]
+
+#: Bound on the validator keys remembered to recognise followers.
+MAX_KNOWN_NODES = 1024
+
+
+@dataclass(frozen=True)
+class Outbound:
+    """A message to send: to one node, or (``to=None``) to every other validator."""
+
+    to: str | None
+    message: Message
+
+
+@dataclass(frozen=True)
+class Ready:
+    """Work for the caller, in this order: persist, store/apply, send, record."""
+
+    persist: DurableState | None
+    messages: tuple[Outbound, ...]
+    committed: tuple[tuple[Block, CommitCertificate], ...]
+    evidence: tuple[Misbehaviour, ...]
+
+
+@dataclass(frozen=True)
+class _Anchor:
+    """A certified committed point above our own committed height (from a VIEW-CHANGE
+    or NEW-VIEW): the new view builds on it while catch-up fetches the blocks below."""
+
+    height: int
+    block_hash: bytes
+    time_ms: int
+    header: BlockHeader
+    cert: CommitCertificate
+
+
+@dataclass
+class _FetchState:
+    peer: str
+    lo: int
+    hi: int
+    deadline_ms: int
+
+
+class Replica:
+    """One replica; see the module docstring for the driving loop."""
+
+    def __init__(
+        self,
+        config: ReplicaConfig,
+        app: Application,
+        *,
+        committed_height: int = 0,
+        committed_hash: bytes | None = None,
+        committed_time_ms: int = 0,
+        durable: DurableState | None = None,
+    ) -> None:
+        self.config = config
+        self.app = app
+        self.node_id = config.node_id
+        self.metrics: dict[str, int] = {}
+        self._sigs = SignatureCache(config.scheme, config.signature_cache_size)
+        self._vsets: dict[int, ValidatorSet] = {}
+        #: Last known key of every validator seen in any set (bounded): how we
+        #: recognise a follower that left the set.
+        self._known_keys: dict[str, bytes] = {}
+        self._ctx = Context(
+            channel=config.channel,
+            genesis_prev_hash=config.genesis_prev_hash,
+            window=config.window,
+            validators_at=app.validators_at,
+            state_root_at=app.state_root_at,
+            sigs=self._sigs,
+        )
+        self._mempool = Mempool(
+            limit=config.mempool_limit,
+            per_sender=config.mempool_per_sender,
+            recent_committed_limit=config.recent_committed_limit,
+        )
+
+        # -- the committed chain ------------------------------------------------------
+        self._committed_height = committed_height
+        self._committed_header: BlockHeader | None = None
+        self._committed_cert: CommitCertificate | None = None
+        if committed_height == 0:
+            self._committed_hash = config.genesis_prev_hash
+            self._committed_time = 0
+        else:
+            entry = app.committed_block(committed_height)
+            if entry is None:
+                raise InternalError(f"the store has no committed block {committed_height}")
+            block, cert = entry
+            self._committed_header, self._committed_cert = block.header, cert
+            self._committed_hash = committed_hash or block.hash
+            self._committed_time = committed_time_ms or block.header.time_ms
+            if self._committed_hash != block.hash:
+                raise InternalError("committed_hash is not the stored block's hash")
+        self._stored_height = committed_height
+        self._anchor: _Anchor | None = None
+        self._remember_recent_commits(committed_height)
+        first = max(1, committed_height - config.restart_memory_blocks)
+        for h in range(first, committed_height + 2):
+            self._vset(h)  # learn the keys of recent validators (followers among them)
+
+        # -- views and votes (durable) -------------------------------------------------
+        d = durable or DurableState()
+        self._view = d.view
+        self._active = d.view_active
+        self._vc_sent = d.view_change_sent
+        self._votes: dict[int, tuple[int, bytes]] = {
+            h: (v, b) for h, v, b in d.votes if h > committed_height
+        }
+        self._prepared: dict[int, PreparedCertificate] = {
+            pc.height: pc for pc in d.prepared if pc.height > committed_height
+        }
+        self._dirty = durable is None or len(self._votes) != len(d.votes)
+
+        # -- volatile ------------------------------------------------------------------
+        #: Consecutive view changes that did not lead to a commit (timeout doubling).
+        self._failed = 0
+        self._vc_since_commit = not self._active
+        self._slots: dict[int, Slot] = {}
+        self._new_view: NewView | None = None
+        self._nv_top = 0
+        self._view_changes: dict[str, ViewChange] = {}
+        self._my_vc: ViewChange | None = None
+        self._pending_nv: NewView | None = None
+        self._buffer: dict[str, list[Message]] = {}
+        self._buffer_dirty = False
+        self._now = 0
+        self._ticked = False
+        self._progress_deadline: int | None = None
+        self._censor_deadline: int | None = None
+        self._vc_deadline: int | None = None if self._active else 0
+        self._next_status = 0
+        self._last_full_proposal: int | None = None
+        self._fetch: _FetchState | None = None
+        self._fetch_turn = 0
+        self._behind_since: int | None = None
+        self._peer_status: dict[str, Status] = {}
+        self._max_claim = 0
+        self._nv_sent_to: dict[str, tuple[int, int]] = {}
+        self._status_sent_to: dict[str, int] = {}
+        self._view_entered_at = 0
+        self._forward_queue: list[Transaction] = []
+
+        # -- outputs -------------------------------------------------------------------
+        self._out_messages: list[Outbound] = []
+        self._out_committed: list[tuple[Block, CommitCertificate]] = []
+        self._out_evidence: list[Misbehaviour] = []
+        self._awaiting: Ready | None = None
+
+    def _remember_recent_commits(self, height: int) -> None:
+        """After a restart: reload the ids of recently committed transactions, so a
+        resubmission is still recognised (bounded by ``restart_memory_blocks``)."""
+        ids: list[list[bytes]] = []
+        budget = self.config.recent_committed_limit
+        h = height
+        while h >= 1 and budget > 0 and height - h < self.config.restart_memory_blocks:
+            entry = self.app.committed_block(h)
+            if entry is None:
+                break
+            ids.append([tx.tx_id for tx in entry[0].transactions])
+            budget -= len(ids[-1])
+            h -= 1
+        for block_ids in reversed(ids):
+            self._mempool.committed(block_ids)
+
+    # ================================================================================
+    # Introspection
+    # ================================================================================
+
+    @property
+    def view(self) -> int:
+        return self._view
+
+    @property
+    def view_active(self) -> bool:
+        return self._active
+
+    @property
+    def committed_height(self) -> int:
+        return self._committed_height
+
+    @property
+    def committed_hash(self) -> bytes:
+        return self._committed_hash
+
+    @property
+    def primary(self) -> str:
+        """The primary of the current view for the next height to propose."""
+        return self._vset(self._base() + 1).primary(self._view)
+
+    @property
+    def mempool_size(self) -> int:
+        return len(self._mempool)
+
+    @property
+    def evidence_count(self) -> int:
+        return sum(v for k, v in self.metrics.items() if k.startswith("evidence."))
+
+    # ================================================================================
+    # Inputs
+    # ================================================================================
+
+    def tick(self, now_ms: int) -> None:
+        """Advance the clock: timers, batch closing, STATUS, FORWARD flushing.
+
+        Until the first tick the replica has no clock: proposals are held (their time
+        cannot be judged) and whatever happened before counts as happening at the
+        first tick.
+        """
+        if not self._ticked:
+            self._ticked = True
+            self._rebase_clock(now_ms)
+        if now_ms > self._now:
+            self._now = now_ms
+        if self._forward_queue:
+            self._flush_forwards()
+        if self._now >= self._next_status:
+            self._next_status = self._now + self.config.status_interval_ms
+            self._broadcast_status()
+        self._after_input()
+
+    def _rebase_clock(self, now_ms: int) -> None:
+        shift = now_ms - self._now
+        if shift <= 0:
+            return
+        self._now = now_ms
+        self._mempool.shift_arrivals(shift)
+        if self._progress_deadline is not None:
+            self._progress_deadline += shift
+        if self._censor_deadline is not None:
+            self._censor_deadline += shift
+        if self._vc_deadline is not None and self._vc_deadline > 0:
+            self._vc_deadline += shift
+        self._next_status = now_ms
+        self._buffer_dirty = True
+
+    def submit(self, txs: Sequence[Transaction]) -> list[SubmitResult]:
+        """Admit client transactions; each new one is forwarded to every validator."""
+        results = [self._admit(tx) for tx in txs]
+        for tx, result in zip(txs, results, strict=True):
+            if result.status == ACCEPTED:
+                self._forward_queue.append(tx)
+        if len(self._forward_queue) >= self.config.forward_batch_txs:
+            self._flush_forwards()
+        self._after_input()
+        return results
+
+    def step(self, msg: Message) -> None:
+        """Handle one message from a peer. Never raises because of its content."""
+        self._count(f"received.{msg.kind}")
+        try:
+            self._dispatch(msg)
+        except LedgerError:
+            # A message built in-process with values that cannot even be encoded
+            # (decode_message refuses such bytes before they get here).
+            self._drop("malformed")
+        self._after_input()
+
+    def _dispatch(self, msg: Message) -> None:
+        if msg.channel != self.config.channel:
+            self._drop("wrong_channel")
+        elif msg.sender == self.node_id:
+            self._drop("own_name")
+        elif isinstance(msg, PrePrepare | Prepare | Commit):
+            if self._verify(msg, msg.height):
+                self._on_slot_message(msg)
+        elif isinstance(msg, ViewChange):
+            self._on_view_change(msg)
+        elif isinstance(msg, NewView):
+            self._on_new_view(msg)
+        elif isinstance(msg, Status | Fetch):
+            # Also from a follower: a replica that was a validator once (it left the
+            # set and still follows the chain by catch-up), verified with its last key.
+            follower = msg.sender not in self._vset(self._base() + 1).by_id
+            ok = self._verify_known(msg) if follower else self._verify(msg, self._base() + 1)
+            if ok:
+                if isinstance(msg, Status):
+                    self._on_status(msg, follower=follower)
+                else:
+                    self._on_fetch(msg)
+        elif self._verify(msg, self._base() + 1):
+            if isinstance(msg, Forward):
+                self._on_forward(msg)
+            else:
+                self._on_blocks(msg)
+
+    # ================================================================================
+    # Ready / advance
+    # ================================================================================
+
+    def has_ready(self) -> bool:
+        return self._awaiting is None and bool(
+            self._dirty or self._out_messages or self._out_committed or self._out_evidence
+        )
+
+    def ready(self) -> Ready:
+        """Take the pending work. Call :meth:`advance` with it before the next ready()."""
+        if self._awaiting is not None:
+            raise InternalError("ready() called again before advance()")
+        rd = Ready(
+            persist=self._snapshot() if self._dirty else None,
+            messages=tuple(self._out_messages),
+            committed=tuple(self._out_committed),
+            evidence=tuple(self._out_evidence),
+        )
+        self._dirty = False
+        self._out_messages.clear()
+        self._out_committed.clear()
+        self._out_evidence.clear()
+        self._awaiting = rd
+        return rd
+
+    def advance(self, rd: Ready) -> None:
+        """The caller persisted, stored/applied and sent ``rd``."""
+        if rd is not self._awaiting:
+            raise InternalError("advance() with a Ready that is not the outstanding one")
+        self._awaiting = None
+        if rd.committed:
+            # The application applied blocks: the sets it answers may have changed.
+            self._vsets.clear()
+            self._stored_height = max(self._stored_height, rd.committed[-1][0].height)
+            gone = [h for h in self._votes if h <= self._stored_height]
+            gone_pc = [h for h in self._prepared if h <= self._stored_height]
+            for h in gone:
+                del self._votes[h]
+            for h in gone_pc:
+                del self._prepared[h]
+            if gone or gone_pc:
+                self._dirty = True
+            self._buffer_dirty = True
+        self._after_input()
+
+    def durable_state(self) -> DurableState:
+        """The current durable state (what the next Ready.persist would hold)."""
+        return self._snapshot()
+
+    # ================================================================================
+    # Helpers: counting, sending, verifying
+    # ================================================================================
+
+    def _count(self, key: str, n: int = 1) -> None:
+        self.metrics[key] = self.metrics.get(key, 0) + n
+
+    def _drop(self, reason: str) -> None:
+        self._count(f"dropped.{reason}")
+
+    def _evidence(
+        self,
+        offender: str,
+        kind: str,
+        view: int,
+        height: int,
+        detail: str,
+        proof: tuple[Message, ...] = (),
+    ) -> None:
+        self._count(f"evidence.{kind}")
+        if len(self._out_evidence) >= self.config.max_pending_evidence:
+            self._drop("evidence_overflow")
+            return
+        self._out_evidence.append(Misbehaviour(offender, kind, view, height, detail, proof))
+
+    def _send(self, msg: Message, to: str | None = None) -> None:
+        self._count(f"sent.{msg.kind}")
+        self._out_messages.append(Outbound(to, msg))
+
+    def _vset(self, height: int) -> ValidatorSet:
+        h = max(1, height)
+        vset = self._vsets.get(h)
+        if vset is None:
+            if len(self._vsets) >= 4 * self.config.window + 16:
+                self._vsets.clear()
+            vset = self._vsets[h] = self.app.validators_at(h)
+            for v in vset.validators:
+                if v.node_id in self._known_keys or len(self._known_keys) < MAX_KNOWN_NODES:
+                    self._known_keys[v.node_id] = v.public_key
+        return vset
+
+    def _verify_known(self, msg: Message) -> bool:
+        key = self._known_keys.get(msg.sender)
+        if key is None:
+            self._drop("not_validator")
+            return False
+        if not self._sigs.verify(key, msg.tag, msg.signing_bytes, msg.signature):
+            self._drop("bad_signature")
+            return False
+        return True
+
+    def _is_validator(self, height: int) -> bool:
+        return self.node_id in self._vset(height).by_id
+
+    def _primary_of(self, view: int, height: int) -> str:
+        return self._vset(height).primary(view)
+
+    def _verify(self, msg: Message, height: int) -> bool:
+        member = self._vset(height).by_id.get(msg.sender)
+        if member is None:
+            self._drop("not_validator")
+            return False
+        if not self._sigs.verify(member.public_key, msg.tag, msg.signing_bytes, msg.signature):
+            self._drop("bad_signature")
+            return False
+        return True
+
+    def _base(self) -> int:
+        """The height the window starts above: committed, or a certified anchor."""
+        if self._anchor is not None and self._anchor.height > self._committed_height:
+            return self._anchor.height
+        return self._committed_height
+
+    def _timeout(self) -> int:
+        return self.config.timeout_ms(self._failed)
+
+    def _snapshot(self) -> DurableState:
+        return DurableState(
+            view=self._view,
+            view_active=self._active,
+            view_change_sent=self._vc_sent,
+            votes=tuple((h, v, b) for h, (v, b) in sorted(self._votes.items())),
+            prepared=tuple(pc for _, pc in sorted(self._prepared.items())),
+        )
+
+    # ================================================================================
+    # The progress engine (run after every input)
+    # ================================================================================
+
+    def _after_input(self) -> None:
+        self._drain_buffer()
+        if not self._active:
+            self._maybe_build_new_view()
+            if self._pending_nv is not None:
+                nv, self._pending_nv = self._pending_nv, None
+                self._on_new_view(nv, verified=True)
+        self._maybe_propose()
+        self._check_timers()
+        self._maybe_fetch()
+
+    def _drain_buffer(self) -> None:
+        rounds = 0
+        while self._buffer_dirty and self._buffer and rounds < 2 * self.config.window + 2:
+            rounds += 1
+            self._buffer_dirty = False
+            held = [(s, m) for s in sorted(self._buffer) for m in self._buffer[s]]
+            self._buffer.clear()
+            for _, msg in held:
+                self._on_slot_message(msg, buffered=True)
+        if not self._buffer:
+            self._buffer_dirty = False
+
+    def _hold(self, msg: Message, buffered: bool) -> None:
+        queue = self._buffer.setdefault(msg.sender, [])
+        if len(queue) >= self.config.max_buffered_per_peer:
+            self._drop("buffer_full")
+            return
+        queue.append(msg)
+        if not buffered:
+            self._count("buffered")
+
+    # ================================================================================
+    # Normal case: PRE-PREPARE, PREPARE, COMMIT
+    # ================================================================================
+
+    def _on_slot_message(self, msg: Message, buffered: bool = False) -> None:
+        if not isinstance(msg, PrePrepare | Prepare | Commit):
+            raise InternalError("only slot messages are buffered")
+        h, v, base, w = msg.height, msg.view, self._base(), self.config.window
+        if h <= base:
+            self._drop("stale_height")
+            return
+        if v < self._view:
+            self._drop("old_view")
+            return
+        if v > self._view + self.config.max_future_views:
+            self._drop("future_view")
+            return
+        if h > base + 3 * w:
+            self._drop("outside_window")
+            return
+        if v > self._view or not self._active or h > base + w:
+            self._hold(msg, buffered)
+            return
+        if isinstance(msg, PrePrepare):
+            try:
+                self._on_preprepare(msg)
+            except NotReady:
+                self._hold(msg, buffered)
+        elif isinstance(msg, Prepare):
+            self._on_prepare(msg)
+        else:
+            self._on_commit(msg)
+
+    def _slot(self, height: int) -> Slot:
+        slot = self._slots.get(height)
+        if slot is None:
+            slot = self._slots[height] = Slot(height)
+        return slot
+
+    def _parent(self, height: int) -> tuple[bytes, int] | None:
+        """(hash, time) of the block this replica expects at ``height − 1``."""
+        p = height - 1
+        if p == self._committed_height:
+            return self._committed_hash, self._committed_time
+        anchor = self._anchor
+        if anchor is not None and p == anchor.height:
+            return anchor.block_hash, anchor.time_ms
+        slot = self._slots.get(p)
+        if slot is not None and slot.preprepare is not None:
+            block = slot.preprepare.block
+            return block.hash, block.header.time_ms
+        return None
+
+    def _on_preprepare(self, pp: PrePrepare) -> None:
+        h, v = pp.height, pp.view
+        slot = self._slot(h)
+        if slot.preprepare is not None:
+            if slot.preprepare.block_hash == pp.block_hash:
+                self._drop("duplicate")
+            elif slot.preprepare.sender == pp.sender:
+                self._evidence(
+                    pp.sender,
+                    EQUIVOCATION,
+                    v,
+                    h,
+                    "two PRE-PREPAREs for one (view, height)",
+                    (slot.preprepare, pp),
+                )
+            else:
+                # Signed by two different replicas (a NEW-VIEW's re-proposal and a
+                # primary misled by another NEW-VIEW): no single culprit to prove.
+                self._count("refused.slot_taken")
+            return
+        if h <= self._nv_top:
+            # Heights covered by the NEW-VIEW take only its re-proposals.
+            self._count("refused.slot_taken")
+            return
+        voted = self._votes.get(h)
+        if voted is not None and voted[0] == v and voted[1] != pp.block_hash:
+            # We endorsed another block at (v, h) before a restart: keep to it.
+            self._count("refused.conflicting_vote")
+            return
+        primary = self._primary_of(v, h)
+        if pp.sender != primary:
+            self._evidence(pp.sender, NOT_PRIMARY, v, h, f"primary is {primary}", (pp,))
+            return
+        try:
+            self._check_proposal(pp)
+        except ProtocolViolation as exc:
+            if exc.kind == REFUSED:
+                self._count(f"refused.{exc.detail}")
+            else:
+                self._evidence(pp.sender, exc.kind, v, h, exc.detail, (pp,))
+            self._suspect()
+            return
+        self._accept_preprepare(slot, pp)
+
+    def _check_proposal(self, pp: PrePrepare) -> None:
+        """The backup's checks; raises ProtocolViolation (refuse) or NotReady (wait)."""
+        block, h, v = pp.block, pp.height, pp.view
+        header = block.header
+        if header.channel != self.config.channel or header.height != h:
+            raise ProtocolViolation(INVALID_PROPOSAL, "wrong channel or height in header")
+        if header.view != v or header.proposer != pp.sender:
+            raise ProtocolViolation(INVALID_PROPOSAL, "header view/proposer differ from message")
+        if not self._ticked:
+            raise NotReady("no clock yet")
+        parent = self._parent(h)
+        if parent is None:
+            raise NotReady(f"parent of {h} unknown")
+        parent_hash, parent_time = parent
+        if header.prev_hash != parent_hash:
+            raise self._blame(pp, h - 1, f"wrong previous hash at height {h}", "parent_mismatch")
+        if header.time_ms < parent_time:
+            raise self._blame(pp, h - 1, "block time before its parent's", "parent_time")
+        drift = self.config.max_clock_drift_ms
+        if header.time_ms > self._now + drift:
+            raise ProtocolViolation(
+                INVALID_PROPOSAL, f"block time {header.time_ms} ahead of ours {self._now}"
+            )
+        if header.time_ms < self._now - drift:
+            # Too old — but network delay, not the primary, may be to blame.
+            raise ProtocolViolation(REFUSED, "stale_time")
+        state_height = max(0, h - self.config.window)
+        if header.state_height != state_height:
+            raise ProtocolViolation(INVALID_PROPOSAL, f"state height {header.state_height}")
+        root = self.app.state_root_at(state_height)
+        if root is None:
+            raise NotReady(f"state root {state_height} not applied yet")
+        if header.state_root != root:
+            raise ProtocolViolation(INVALID_PROPOSAL, f"wrong state root at {state_height}")
+        if header.tx_count > self.config.max_batch_txs:
+            raise ProtocolViolation(INVALID_PROPOSAL, f"{header.tx_count} transactions")
+        try:
+            block.check_body()
+        except LedgerError as exc:
+            raise ProtocolViolation(INVALID_PROPOSAL, str(exc)) from None
+        seen: set[bytes] = set()
+        for tx in block.transactions:
+            tx_id = tx.tx_id
+            if tx_id in seen:
+                raise ProtocolViolation(INVALID_PROPOSAL, f"tx {tx_id.hex()[:16]} twice")
+            seen.add(tx_id)
+            at = self._mempool.reserved_at(tx_id)
+            if at is not None and at != h:
+                detail = f"tx {tx_id.hex()[:16]} already proposed at {at}"
+                raise self._blame(pp, at, detail, "tx_in_flight")
+            if self._mempool.is_committed(tx_id):
+                # A primary that is behind may not know yet; the channel layer also
+                # marks a repeated transaction id invalid, so this is best effort.
+                raise ProtocolViolation(REFUSED, "committed_tx")
+            known = self._mempool.get(tx_id)
+            if known is not None and known.signature == tx.signature:
+                continue  # admitted earlier: signature and rules already checked
+            if not self._sigs.verify_tx(tx):
+                raise ProtocolViolation(
+                    FORGED_TRANSACTION, f"tx {tx_id.hex()[:16]}: invalid client signature"
+                )
+            reason = self.app.validate_tx(tx)
+            if reason is not None:
+                raise ProtocolViolation(FORGED_TRANSACTION, f"tx {tx_id.hex()[:16]}: {reason}")
+
+    def _blame(self, pp: PrePrepare, height: int, detail: str, reason: str) -> ProtocolViolation:
+        """A proposal conflicts with the block we hold at ``height``. That is its
+        proposer's fault only if the same replica proposed ``height`` in this view
+        (an honest primary builds on its own proposals). If another primary did (the
+        primary changes with the validator set), that one may have equivocated and
+        misled an honest successor: refuse without blame."""
+        slot = self._slots.get(height)
+        if slot is not None and slot.preprepare is not None:
+            earlier = slot.preprepare.sender
+        else:
+            earlier = self._primary_of(pp.view, height)
+        if earlier == pp.sender:
+            return ProtocolViolation(INVALID_PROPOSAL, detail)
+        return ProtocolViolation(REFUSED, reason)
+
+    def _accept_preprepare(self, slot: Slot, pp: PrePrepare) -> None:
+        slot.preprepare = pp
+        self._mempool.reserve((tx.tx_id for tx in pp.block.transactions), pp.height)
+        if pp.block.header.tx_count >= self.config.max_batch_txs:
+            self._last_full_proposal = self._now
+        self._buffer_dirty = True
+        self._try_endorse(pp.height)
+        self._check_prepared(pp.height)  # the PREPAREs may have come first
+        if pp.height == self._committed_height + 1:
+            self._commit_ready_slots()  # the COMMITs may have come first
+
+    def _try_endorse(self, h: int) -> None:
+        """Send our PREPARE for the slot's proposal if the chaining rule allows it:
+        the parent is committed/anchored, or we endorsed it and it is prepared."""
+        slot = self._slots.get(h)
+        if slot is None or slot.preprepare is None or slot.endorsed:
+            return
+        pp = slot.preprepare
+        parent = self._parent(h)
+        if parent is None or parent[0] != pp.block.header.prev_hash:
+            return
+        if h - 1 > self._base():
+            up = self._slots.get(h - 1)
+            if up is None or not (up.endorsed and up.prepared):
+                return
+        if not self._is_validator(h):
+            return
+        if not self._record_vote(h, pp.view, pp.block_hash):
+            return
+        slot.endorsed = True
+        mine = sign(
+            Prepare(self.config.channel, self.node_id, pp.view, h, pp.block_hash),
+            self.config.signer,
+        )
+        slot.prepares[self.node_id] = mine
+        self._send(mine)
+        if slot.prepared:
+            # The quorum of PREPAREs came before we could endorse (our parent was not
+            # prepared yet): now we can COMMIT, and our child can be endorsed.
+            self._try_commit_vote(h)
+            self._try_endorse(h + 1)
+        else:
+            self._check_prepared(h)
+
+    def _record_vote(self, h: int, view: int, block_hash: bytes) -> bool:
+        """Record (durably, via the next Ready) that we endorse ``block_hash`` at
+        ``(view, h)``; False if that would contradict an earlier vote."""
+        prior = self._votes.get(h)
+        if prior is not None:
+            if prior == (view, block_hash):
+                return True
+            if prior[0] >= view:
+                self._count("refused.conflicting_vote")
+                return False
+        self._votes[h] = (view, block_hash)
+        self._dirty = True
+        return True
+
+    def _on_prepare(self, p: Prepare) -> None:
+        slot = self._slot(p.height)
+        prior = slot.prepares.get(p.sender)
+        if prior is not None:
+            if prior.block_hash == p.block_hash:
+                self._drop("duplicate")
+            elif (p.sender, "prepare") not in slot.reported:
+                slot.reported.add((p.sender, "prepare"))
+                self._evidence(p.sender, DOUBLE_VOTE, p.view, p.height, "two PREPAREs", (prior, p))
+            return
+        slot.prepares[p.sender] = p
+        self._check_prepared(p.height)
+
+    def _check_prepared(self, h: int) -> None:
+        slot = self._slots.get(h)
+        if slot is None or slot.preprepare is None or slot.prepared:
+            return
+        pp = slot.preprepare
+        matching = slot.prepares_for(pp.block_hash)
+        q = self._vset(h).quorum
+        members = [p for p in matching if p.sender in self._vset(h).by_id]
+        if len(members) < q:
+            return
+        slot.prepared = True
+        pc = PreparedCertificate(pp, tuple(members[:q]))
+        prior = self._prepared.get(h)
+        if prior is None or prior.view <= pc.view:
+            self._prepared[h] = pc
+            self._dirty = True
+        self._try_commit_vote(h)
+        self._try_endorse(h + 1)
+
+    def _try_commit_vote(self, h: int) -> None:
+        slot = self._slots.get(h)
+        if slot is None or slot.preprepare is None:
+            return
+        if not (slot.prepared and slot.endorsed) or slot.sent_commit:
+            return
+        pp = slot.preprepare
+        if not self._record_vote(h, pp.view, pp.block_hash):
+            return
+        slot.sent_commit = True
+        mine = sign(
+            Commit(self.config.channel, self.node_id, pp.view, h, pp.block_hash),
+            self.config.signer,
+        )
+        slot.commits[self.node_id] = mine
+        self._send(mine)
+        self._commit_ready_slots()
+
+    def _on_commit(self, c: Commit) -> None:
+        slot = self._slot(c.height)
+        prior = slot.commits.get(c.sender)
+        if prior is not None:
+            if prior.block_hash == c.block_hash:
+                self._drop("duplicate")
+            elif (c.sender, "commit") not in slot.reported:
+                slot.reported.add((c.sender, "commit"))
+                self._evidence(c.sender, DOUBLE_VOTE, c.view, c.height, "two COMMITs", (prior, c))
+            return
+        slot.commits[c.sender] = c
+        if c.height == self._committed_height + 1:
+            self._commit_ready_slots()
+
+    def _commit_ready_slots(self) -> None:
+        """Commit, strictly in height order, every next slot holding a quorum of
+        COMMITs for the block we have."""
+        while True:
+            h = self._committed_height + 1
+            slot = self._slots.get(h)
+            if slot is None or slot.preprepare is None:
+                return
+            pp = slot.preprepare
+            if pp.block.header.prev_hash != self._committed_hash:
+                return  # our proposal at h is not on the committed chain: catch up
+            vset = self._vset(h)
+            votes = [c for c in slot.commits_for(pp.block_hash) if c.sender in vset.by_id]
+            if len(votes) < vset.quorum:
+                return
+            cert = CommitCertificate(
+                channel=self.config.channel,
+                height=h,
+                view=pp.view,
+                block_hash=pp.block_hash,
+                votes=tuple(c.vote() for c in votes[: vset.quorum]),
+            )
+            self._commit(pp.block, cert, by_consensus=True)
+
+    def _commit(self, block: Block, cert: CommitCertificate, *, by_consensus: bool) -> None:
+        h = block.height
+        if h != self._committed_height + 1 or block.header.prev_hash != self._committed_hash:
+            raise InternalError(f"commit of height {h} out of order")
+        self._committed_height = h
+        self._committed_hash = block.hash
+        self._committed_time = block.header.time_ms
+        self._committed_header = block.header
+        self._committed_cert = cert
+        self._out_committed.append((block, cert))
+        self._mempool.committed(tx.tx_id for tx in block.transactions)
+        self._slots.pop(h, None)
+        self._count("committed.blocks")
+        self._count("committed.txs", len(block.transactions))
+        anchor = self._anchor
+        if anchor is not None and anchor.height <= h:
+            if anchor.height == h and anchor.block_hash != block.hash:
+                self._count("safety.anchor_mismatch")
+            self._anchor = None
+        if by_consensus:
+            self._count("committed.by_consensus")
+            if self._active:
+                self._failed = 0
+                self._vc_since_commit = False
+        else:
+            self._count("committed.by_catchup")
+        self._progress_deadline = None
+        self._behind_since = None
+        self._buffer_dirty = True
+        # The next proposal may have been waiting for this parent (which we may never
+        # have seen prepared if the COMMITs outran the PREPAREs, or came by catch-up).
+        self._try_endorse(h + 1)
+
+    # ================================================================================
+    # Proposing (primary)
+    # ================================================================================
+
+    def _maybe_propose(self) -> None:
+        if not self._mempool.free_count:
+            return
+        if not self._active or self._committed_height < self._base():
+            # Still catching up to the stable point: we would not know which
+            # transactions the blocks below it already hold.
+            return
+        base, w = self._base(), self.config.window
+        h = base + 1
+        while h <= base + w:
+            slot = self._slots.get(h)
+            if slot is None or slot.preprepare is None:
+                break
+            h += 1
+        while h <= base + w and self._propose_at(h):
+            h += 1
+
+    def _propose_at(self, h: int) -> bool:
+        v = self._view
+        if h <= self._nv_top or self._primary_of(v, h) != self.node_id:
+            return False
+        prior = self._votes.get(h)
+        if prior is not None and prior[0] >= v:
+            return False  # proposed before a restart: never propose another block
+        parent = self._parent(h)
+        if parent is None:
+            return False
+        cfg = self.config
+        oldest = self._mempool.oldest_free_arrival()
+        if oldest is None:
+            return False
+        full = (
+            self._mempool.free_count >= cfg.max_batch_txs
+            or self._mempool.free_bytes >= cfg.max_batch_bytes
+        )
+        if not full and self._now - oldest < cfg.batch_interval_ms:
+            return False  # the batch is still open
+        txs = self._mempool.batch(cfg.max_batch_txs, cfg.max_batch_bytes)
+        state_height = max(0, h - cfg.window)
+        root = self.app.state_root_at(state_height)
+        if root is None:
+            return False
+        try:
+            block_record_leaves(txs)
+        except LedgerError as exc:  # admission checked every transaction's records
+            raise InternalError(f"admitted transaction with bad records: {exc}") from None
+        block = build_block(
+            channel=cfg.channel,
+            height=h,
+            prev_hash=parent[0],
+            transactions=txs,
+            state_height=state_height,
+            state_root=root,
+            proposer=self.node_id,
+            view=v,
+            time_ms=max(self._now, parent[1]),
+        )
+        if not self._record_vote(h, v, block.hash):
+            return False
+        pp = sign(PrePrepare(cfg.channel, self.node_id, v, block), cfg.signer)
+        self._count("proposed.blocks")
+        self._send(pp)
+        self._accept_preprepare(self._slot(h), pp)
+        return True
+
+    # ================================================================================
+    # Transactions: admission and forwarding
+    # ================================================================================
+
+    def _admit(self, tx: Transaction) -> SubmitResult:
+        tx_id = tx.tx_id
+        status = self._mempool.check(tx)
+        if status in (DUPLICATE, COMMITTED):
+            self._count(f"mempool.{status}")
+            return SubmitResult(tx_id, status)
+        if status is not None:
+            return self._reject(tx_id, status)
+        if tx.channel != self.config.channel:
+            return self._reject(tx_id, f"transaction is for channel {tx.channel!r}")
+        try:
+            block_record_leaves([tx])
+        except LedgerError as exc:
+            return self._reject(tx_id, str(exc))
+        if not self._sigs.verify_tx(tx):
+            return self._reject(tx_id, "invalid client signature")
+        reason = self.app.validate_tx(tx)
+        if reason is not None:
+            return self._reject(tx_id, reason)
+        self._mempool.add(tx, self._now)
+        self._count("mempool.accepted")
+        return SubmitResult(tx_id, ACCEPTED)
+
+    def _reject(self, tx_id: bytes, reason: str) -> SubmitResult:
+        self._count("mempool.rejected")
+        return SubmitResult(tx_id, REJECTED, reason)
+
+    def _flush_forwards(self) -> None:
+        queue, self._forward_queue = self._forward_queue, []
+        step = self.config.forward_batch_txs
+        for i in range(0, len(queue), step):
+            fw = Forward(self.config.channel, self.node_id, tuple(queue[i : i + step]))
+            self._send(sign(fw, self.config.signer))
+
+    def _on_forward(self, fw: Forward) -> None:
+        for tx in fw.transactions:
+            self._admit(tx)
+
+    # ================================================================================
+    # Timers and view change
+    # ================================================================================
+
+    def _suspect(self) -> None:
+        """Something the primary did is wrong: start the view-change timer."""
+        if self._active and self._progress_deadline is None:
+            self._progress_deadline = self._now + self._timeout()
+
+    def _pending_work(self) -> bool:
+        """A proposal is in flight (ours to see through), or we voted for one (perhaps
+        before a restart) that is not committed yet."""
+        if any(s.preprepare is not None or s.commits for s in self._slots.values()):
+            return True
+        h = self._committed_height
+        return any(k > h for k in self._votes) or any(k > h for k in self._prepared)
+
+    def _behind(self) -> bool:
+        """Peers (f+1 of them) or a certificate show we are behind: catching up, not
+        the primary, is what we are waiting for."""
+        h = self._committed_height
+        anchor = self._anchor
+        if anchor is not None and anchor.height > h:
+            return True
+        return self._max_claim > h and self._catchup_target() > h
+
+    def _check_timers(self) -> None:
+        now = self._now
+        if not self._active:
+            if self._vc_deadline is not None and now >= self._vc_deadline:
+                self._view_change_timeout()
+            return
+        if self._behind():
+            # Do not blame the primary for what catch-up will bring; the timers start
+            # again (from scratch) once we are level.
+            self._progress_deadline = None
+            self._censor_deadline = None
+            return
+        if self._pending_work() and self._progress_deadline is None:
+            self._progress_deadline = now + self._timeout()
+        censored = self._censorship_suspected()
+        if censored and self._censor_deadline is None:
+            self._censor_deadline = now + self._timeout()
+        elif not censored:
+            self._censor_deadline = None
+        expired = (self._progress_deadline is not None and now >= self._progress_deadline) or (
+            self._censor_deadline is not None and now >= self._censor_deadline
+        )
+        if expired and self._is_validator(self._base() + 1):
+            self._count("timeouts.progress")
+            self._start_view_change(self._view + 1)
+
+    def _censorship_suspected(self) -> bool:
+        cfg = self.config
+        oldest = self._mempool.oldest_free_arrival()
+        if oldest is None or self._now - oldest < cfg.censorship_timeout_ms:
+            return False
+        # A primary busy proposing full batches is not censoring, unless it has been
+        # far too long (a primary could otherwise starve one transaction forever).
+        busy = (
+            self._last_full_proposal is not None
+            and self._now - self._last_full_proposal < cfg.censorship_timeout_ms
+        )
+        if busy and self._now - oldest < 4 * cfg.censorship_timeout_ms:
+            return False
+        again = [
+            tx
+            for tx, done in self._mempool.overdue(self._now - cfg.censorship_timeout_ms)
+            if not done
+        ][: cfg.forward_batch_txs]
+        if again:
+            # Re-forward once: the primary (or others) may simply have missed it.
+            for tx in again:
+                self._mempool.mark_reforwarded(tx.tx_id)
+            fw = Forward(cfg.channel, self.node_id, tuple(again))
+            self._count("reforwarded.txs", len(again))
+            self._send(sign(fw, cfg.signer))
+        return True
+
+    def _view_change_timeout(self) -> None:
+        vset = self._vset(self._base() + 1)
+        votes = sum(
+            1
+            for s, vc in self._view_changes.items()
+            if vc.new_view >= self._view and s in vset.by_id
+        )
+        in_view = sum(
+            1
+            for s, st in self._peer_status.items()
+            if st.view == self._view and st.view_active and s in vset.by_id
+        )
+        if votes >= vset.quorum and in_view <= vset.f:
+            # A quorum asked for this view (or beyond) and no NEW-VIEW came: next view.
+            # (Unless f+1 peers say they are in it: then we only missed its NEW-VIEW,
+            # which our VIEW-CHANGE below makes them send again.)
+            self._count("view_changes.failed")
+            self._start_view_change(self._view + 1)
+        else:
+            # Not enough replicas asked yet (lost messages?): say it again.
+            self._count("view_changes.retransmitted")
+            self._my_vc = None
+            self._send_view_change()
+            self._vc_deadline = self._now + self._timeout()
+
+    def _start_view_change(self, new_view: int) -> None:
+        if new_view <= self._view:
+            return
+        self._count("view_changes.started")
+        if self._vc_since_commit:
+            # The previous view change did not lead to a commit: it failed.
+            self._failed += 1
+        self._vc_since_commit = True
+        self._view = new_view
+        self._active = False
+        self._vc_sent = max(self._vc_sent, new_view)
+        self._dirty = True
+        self._slots.clear()
+        self._new_view = None
+        self._nv_top = 0
+        self._pending_nv = None
+        self._mempool.release_all()
+        self._progress_deadline = None
+        self._censor_deadline = None
+        self._vc_deadline = self._now + self._timeout()
+        self._my_vc = None
+        self._send_view_change()
+        self._buffer_dirty = True
+
+    def _stable(self) -> tuple[int, BlockHeader | None, CommitCertificate | None]:
+        anchor = self._anchor
+        if anchor is not None and anchor.height > self._committed_height:
+            return anchor.height, anchor.header, anchor.cert
+        return self._committed_height, self._committed_header, self._committed_cert
+
+    def _send_view_change(self) -> None:
+        if not self._is_validator(self._base() + 1):
+            return
+        s, header, cert = self._stable()
+        w = self.config.window
+        prepared = tuple(pc for h, pc in sorted(self._prepared.items()) if s < h <= s + w)
+        vc = sign(
+            ViewChange(self.config.channel, self.node_id, self._view, s, header, cert, prepared),
+            self.config.signer,
+        )
+        self._my_vc = vc
+        self._view_changes[self.node_id] = vc
+        self._send(vc)
+
+    def _on_view_change(self, vc: ViewChange) -> None:
+        if not signed_by(vc, self._vset(vc.stable_height + 1), self._sigs):
+            self._drop("bad_signature")
+            return
+        prior = self._view_changes.get(vc.sender)
+        if prior is not None and prior.new_view > vc.new_view:
+            self._drop("old_view")
+            return
+        if prior is not None and prior.fingerprint == vc.fingerprint:
+            self._drop("duplicate")
+            self._help_behind(vc.sender, vc.new_view)
+            return
+        try:
+            check_view_change(vc, self._ctx)
+        except ProtocolViolation as exc:
+            self._evidence(vc.sender, BAD_VIEW_CHANGE, vc.new_view, vc.stable_height, exc.detail)
+            return
+        self._view_changes[vc.sender] = vc
+        self._note_certified(vc.stable_height, vc.stable_header, vc.stable_cert)
+        if self._help_behind(vc.sender, vc.new_view):
+            return
+        self._maybe_join()
+        self._maybe_build_new_view()
+
+    def _help_behind(self, peer: str, their_view: int) -> bool:
+        """If ``peer`` is in an older view than ours, send it our NEW-VIEW."""
+        if their_view > self._view or (their_view == self._view and not self._active):
+            return False
+        nv = self._new_view
+        if nv is not None and self._active:
+            last = self._nv_sent_to.get(peer)
+            if last is None and their_view == self._view:
+                # It may just not have received the broadcast NEW-VIEW yet: give it
+                # two status intervals before sending it again.
+                grace = 2 * self.config.status_interval_ms
+                last = (nv.view, self._view_entered_at + grace - self._timeout())
+            if last is None or last[0] != nv.view or self._now - last[1] >= self._timeout():
+                self._nv_sent_to[peer] = (nv.view, self._now)
+                self._count("new_view.resent")
+                self._send(nv, peer)
+        return True
+
+    def _maybe_join(self) -> None:
+        """f+1 VIEW-CHANGEs for views above ours: move to the smallest of them."""
+        vset = self._vset(self._base() + 1)
+        higher = sorted(
+            vc.new_view
+            for s, vc in self._view_changes.items()
+            if vc.new_view > self._view and s in vset.by_id and s != self.node_id
+        )
+        if len(higher) >= vset.f + 1:
+            self._count("view_changes.joined")
+            self._start_view_change(higher[0])
+
+    def _maybe_build_new_view(self) -> None:
+        if self._active:
+            return
+        vcs = [vc for vc in self._view_changes.values() if vc.new_view == self._view]
+        if not vcs or self.node_id not in (vc.sender for vc in vcs):
+            return
+        if new_view_primary(vcs, self._ctx, self._view) != self.node_id:
+            return
+        vset = self._vset(max(vc.stable_height for vc in vcs) + 1)
+        if sum(1 for vc in vcs if vc.sender in vset.by_id) < vset.quorum:
+            return
+        try:
+            nv, selection = build_new_view(
+                vcs, self._ctx, self._view, self.node_id, self.config.signer
+            )
+        except NotReady:
+            return  # catch up to the stable point first (fetch is driven by the anchor)
+        except ProtocolViolation as exc:
+            self._count("new_view.build_failed")
+            self._count(f"new_view.build_failed.{exc.kind}")
+            return
+        self._count("new_view.sent")
+        self._send(nv)
+        self._enter_view(nv, selection, nv.proposals)
+
+    def _on_new_view(self, nv: NewView, verified: bool = False) -> None:
+        if nv.view < self._view or (nv.view == self._view and self._active):
+            mine = self._new_view
+            if (
+                mine is not None
+                and mine.view == nv.view
+                and mine.sender == nv.sender
+                and mine.fingerprint != nv.fingerprint
+                and nv.signing_bytes != mine.signing_bytes
+                and nv.view_changes
+                and signed_by(
+                    nv, self._vset(max(vc.stable_height for vc in nv.view_changes) + 1), self._sigs
+                )
+            ):
+                self._evidence(nv.sender, EQUIVOCATION, nv.view, 0, "two NEW-VIEWs", (mine, nv))
+                return
+            self._drop("old_view")
+            return
+        if not verified:
+            if not nv.view_changes:
+                self._drop("malformed")
+                return
+            s = max(vc.stable_height for vc in nv.view_changes)
+            if not signed_by(nv, self._vset(s + 1), self._sigs):
+                self._drop("bad_signature")
+                return
+        try:
+            selection, proposals = check_new_view(nv, self._ctx)
+        except NotReady:
+            # Hold it until we have caught up to its stable point.
+            if self._pending_nv is None or self._pending_nv.view <= nv.view:
+                self._pending_nv = nv
+            for vc in nv.view_changes:
+                self._note_certified(vc.stable_height, vc.stable_header, vc.stable_cert)
+            return
+        except ProtocolViolation as exc:
+            self._evidence(nv.sender, BAD_NEW_VIEW, nv.view, 0, exc.detail, (nv,))
+            return
+        self._enter_view(nv, selection, proposals)
+
+    def _enter_view(
+        self, nv: NewView, selection: Selection, proposals: Sequence[PrePrepare]
+    ) -> None:
+        self._count("view_changes.completed")
+        self._view = nv.view
+        self._active = True
+        self._vc_sent = max(self._vc_sent, nv.view)
+        self._dirty = True
+        self._vc_deadline = None
+        self._progress_deadline = None
+        self._censor_deadline = None
+        self._slots.clear()
+        self._mempool.release_all()
+        self._new_view = nv
+        self._view_entered_at = self._now
+        self._pending_nv = None
+        self._nv_top = selection.stable_height + len(selection.blocks)
+        for s in [s for s, vc in self._view_changes.items() if vc.new_view <= nv.view]:
+            del self._view_changes[s]
+        if selection.stable_cert is not None:
+            header = next(
+                vc.stable_header
+                for vc in nv.view_changes
+                if vc.stable_height == selection.stable_height and vc.stable_header
+            )
+            self._note_certified(selection.stable_height, header, selection.stable_cert)
+        for pp in proposals:
+            if pp.height > self._base():
+                self._accept_preprepare(self._slot(pp.height), pp)
+        self._buffer_dirty = True
+
+    def _note_certified(
+        self, height: int, header: BlockHeader | None, cert: CommitCertificate | None
+    ) -> None:
+        """A verified certificate shows ``height`` committed: anchor the window there
+        (if above ours) and let catch-up fetch the blocks below it."""
+        if header is None or cert is None or height <= self._base():
+            return
+        self._anchor = _Anchor(height, header.hash, header.time_ms, header, cert)
+        self._count("anchored")
+        self._try_endorse(height + 1)
+
+    # ================================================================================
+    # STATUS and catch-up
+    # ================================================================================
+
+    def _status(self) -> Status:
+        st = Status(
+            self.config.channel,
+            self.node_id,
+            self._view,
+            self._active,
+            self._committed_height,
+            self._committed_hash,
+        )
+        return sign(st, self.config.signer)
+
+    def _broadcast_status(self) -> None:
+        # Followers (no longer validators) send it too: that is how the validators
+        # learn they are behind and answer them.
+        self._send(self._status())
+
+    def _on_status(self, st: Status, *, follower: bool = False) -> None:
+        self._peer_status[st.sender] = st
+        self._max_claim = max(s.committed_height for s in self._peer_status.values())
+        if follower:
+            # It gets no broadcasts from us: tell it where we are, so it can fetch.
+            if st.committed_height < self._committed_height:
+                last = self._status_sent_to.get(st.sender)
+                if last is None or self._now - last >= self.config.status_interval_ms:
+                    self._status_sent_to[st.sender] = self._now
+                    self._send(self._status(), st.sender)
+            return
+        if st.view < self._view or (st.view == self._view and not st.view_active):
+            self._help_behind(st.sender, st.view)
+
+    def _catchup_target(self) -> int:
+        """A height we know is committed: the certified anchor, or the (f+1)-th
+        highest committed height peers claim (so at least one honest claim)."""
+        vset = self._vset(self._base() + 1)
+        claims = sorted(
+            (st.committed_height for s, st in self._peer_status.items() if s in vset.by_id),
+            reverse=True,
+        )
+        target = claims[vset.f] if len(claims) > vset.f else 0
+        if self._anchor is not None:
+            target = max(target, self._anchor.height)
+        return target
+
+    def _maybe_fetch(self) -> None:
+        now, cfg = self._now, self.config
+        if self._fetch is not None:
+            if now < self._fetch.deadline_ms:
+                return
+            self._count("catchup.timeouts")
+            self._fetch = None
+        h = self._committed_height
+        anchor = self._anchor
+        if self._max_claim <= h and (anchor is None or anchor.height <= h):
+            self._behind_since = None
+            return
+        target = self._catchup_target()
+        if target <= h:
+            self._behind_since = None
+            return
+        urgent = target > h + cfg.window or (self._anchor is not None and self._anchor.height > h)
+        if not urgent:
+            if self._behind_since is None:
+                self._behind_since = now
+                return
+            if now - self._behind_since < cfg.status_interval_ms:
+                return
+        peers = sorted(
+            s
+            for s, st in self._peer_status.items()
+            if st.committed_height > h and s in self._vset(h + 1).by_id
+        )
+        if not peers:
+            return
+        peer = peers[self._fetch_turn % len(peers)]
+        self._fetch_turn += 1
+        lo = h + 1
+        hi = min(lo + cfg.fetch_batch - 1, max(target, self._peer_status[peer].committed_height))
+        self._fetch = _FetchState(peer, lo, hi, now + cfg.fetch_timeout_ms)
+        self._count("catchup.fetches")
+        self._send(sign(Fetch(cfg.channel, self.node_id, lo, hi), cfg.signer), peer)
+
+    def _on_fetch(self, f: Fetch) -> None:
+        entries: list[tuple[Block, CommitCertificate]] = []
+        size = 0
+        hi = min(f.to_height, f.from_height + self.config.fetch_batch - 1)
+        for h in range(f.from_height, hi + 1):
+            entry = self.app.committed_block(h)
+            if entry is None:
+                break
+            size += sum(len(tx.body_bytes) + 96 for tx in entry[0].transactions) + 1024
+            if entries and size > self.config.max_message_bytes // 2:
+                break
+            entries.append(entry)
+        self._count("catchup.served_blocks", len(entries))
+        self._send(
+            sign(Blocks(self.config.channel, self.node_id, tuple(entries)), self.config.signer),
+            f.sender,
+        )
+
+    def _on_blocks(self, b: Blocks) -> None:
+        fetch = self._fetch
+        if fetch is not None and fetch.peer == b.sender:
+            self._fetch = None
+        for block, cert in b.entries:
+            h = block.height
+            if h <= self._committed_height:
+                continue
+            if h != self._committed_height + 1:
+                self._drop("catchup_gap")
+                break
+            try:
+                self._check_fetched(block, cert)
+            except ProtocolViolation as exc:
+                self._count("catchup.bad_certificate")
+                self._evidence(b.sender, BAD_CERTIFICATE, cert.view, h, exc.detail, (b,))
+                break
+            self._count("catchup.blocks")
+            self._commit(block, cert, by_consensus=False)
+        self._commit_ready_slots()  # slots above may have been waiting for these
+
+    def _check_fetched(self, block: Block, cert: CommitCertificate) -> None:
+        h = block.height
+        header = block.header
+        if header.channel != self.config.channel:
+            raise ProtocolViolation(BAD_CERTIFICATE, "block for another channel")
+        if header.prev_hash != self._committed_hash:
+            raise ProtocolViolation(BAD_CERTIFICATE, f"block {h} does not link to {h - 1}")
+        try:
+            verify_certificate(
+                cert,
+                channel=self.config.channel,
+                height=h,
+                block_hash=block.hash,
+                validators=self._vset(h),
+                scheme=self._sigs,
+            )
+            block.check_body()
+        except LedgerError as exc:
+            raise ProtocolViolation(BAD_CERTIFICATE, f"block {h}: {exc}") from None
+        for tx in block.transactions:
+            # tx_root covers transaction ids, not signatures: check those here.
+            if not self._sigs.verify_tx(tx):
+                raise ProtocolViolation(BAD_CERTIFICATE, f"block {h}: bad client signature")
+        anchor = self._anchor
+        if anchor is not None and anchor.height == h and anchor.block_hash != block.hash:
+            raise ProtocolViolation(BAD_CERTIFICATE, f"block {h} contradicts a certificate")

@@ -1,0 +1,67 @@
+"""Bounded memos of verified signatures, so nothing is verified twice.
+
+A PREPARE is verified when it arrives and again when it comes back inside a prepared
+certificate of a VIEW-CHANGE (and again inside a NEW-VIEW); a client transaction is
+verified on admission and again when a proposal carries it. Only *successful*
+verifications are remembered (a flood of bad signatures cannot evict good entries
+faster than it costs the sender to send them), and the oldest entry is evicted first,
+so the memo's behaviour is deterministic.
+"""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+from ledger.blocks import Transaction
+from ledger.crypto import SignatureScheme, Signer
+from ledger.hashing import TAG_TX
+
+_K = TypeVar("_K")
+
+
+class SignatureCache:
+    """Verify with ``scheme``, remembering up to ``capacity`` successes.
+
+    It is itself a :class:`ledger.crypto.SignatureScheme` (verification side), so it
+    can be handed to :func:`ledger.certificate.verify_certificate`.
+    """
+
+    def __init__(self, scheme: SignatureScheme, capacity: int) -> None:
+        self.scheme = scheme
+        self.name = scheme.name
+        self._capacity = capacity
+        self._good: dict[tuple[bytes, str, bytes, bytes], None] = {}
+        self._txs: dict[tuple[bytes, bytes], None] = {}
+        self.hits = 0
+        self.verifications = 0
+
+    def verify(self, public_key: bytes, tag: str, message: bytes, signature: bytes) -> bool:
+        key = (public_key, tag, message, signature)
+        if key in self._good:
+            self.hits += 1
+            return True
+        self.verifications += 1
+        if not self.scheme.verify(public_key, tag, message, signature):
+            return False
+        self._remember(self._good, key)
+        return True
+
+    def signer_from_seed(self, seed: bytes) -> Signer:
+        return self.scheme.signer_from_seed(seed)
+
+    def verify_tx(self, tx: Transaction) -> bool:
+        """True iff ``tx``'s client signature is valid for its ``public_key``."""
+        key = (tx.tx_id, tx.signature)
+        if key in self._txs:
+            self.hits += 1
+            return True
+        self.verifications += 1
+        if not self.scheme.verify(tx.public_key, TAG_TX, tx.body_bytes, tx.signature):
+            return False
+        self._remember(self._txs, key)
+        return True
+
+    def _remember(self, memo: dict[_K, None], key: _K) -> None:
+        if len(memo) >= self._capacity:
+            del memo[next(iter(memo))]
+        memo[key] = None

@@ -1,0 +1,611 @@
+"""One channel on one node: its replica, the driver loop, and what clients ask of it.
+
+The driver (:meth:`ChannelService.run`) is the only code that touches the replica.
+Everything else talks to it through the bounded inbox (peer messages, client
+transactions). Each turn of the loop:
+
+1. drain the inbox: ``replica.step(msg)`` for peer messages, ``replica.submit(txs)``
+   for client transactions (resolving the submitters' futures);
+2. ``replica.tick(now_ms)`` every ``tick_ms``;
+3. while ``replica.has_ready()``: take the Ready and, in a worker thread (LevelDB
+   writes are synchronous fsyncs), **persist** the durable state and **commit** the
+   blocks — each block applied through the channel rules and written with its
+   certificate, state writes, state root and tx outcomes in one synced batch; the
+   durable state goes into the batch of the last block (or alone, if none) so it is
+   on disk before any message leaves. Then feed committed blocks to governance,
+   wake waiters and streams, **send** the messages, and ``replica.advance(rd)``.
+
+A committed block is durable before the node reports it to anyone. After a crash the
+replica is rebuilt from the WAL's durable state and the store's last committed block.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from consensus.app import Application
+from consensus.config import ReplicaConfig
+from consensus.messages import Message
+from consensus.replica import Ready, Replica
+from ledger.blocks import Block, Transaction, channel_genesis_hash
+from ledger.certificate import CommitCertificate, ValidatorSet
+from ledger.crypto import ED25519, Signer
+from ledger.encoding import decode, encode
+from ledger.errors import LedgerError
+from ledger.genesis import ChannelConfig, Genesis, Permissions
+from ledger.governance import ChannelGovernance
+from ledger.store import BlockStore
+from node import consensus_port as cport
+from node.metrics import NodeMetrics
+from node.rules import (
+    BlockEffects,
+    ChannelLogic,
+    NeedsOtherChannel,
+    StoreCrossReader,
+    StoreState,
+    TxOutcome,
+)
+
+if TYPE_CHECKING:
+    from node.peers import PeerTransport
+
+log = logging.getLogger("wulian.channel")
+
+#: How long the driver steps bulk messages (FORWARD, BLOCKS, client batches) before it
+#: turns to ticks, Ready and urgent messages again.
+BULK_BUDGET_S = 0.02
+#: WAL entry holding the replica's durable state.
+WAL_DURABLE = "durable"
+#: WAL entries holding the outcomes of each committed block (written in its batch).
+WAL_OUTCOMES_PREFIX = "outcomes/"
+
+
+def outcomes_key(height: int) -> str:
+    return f"{WAL_OUTCOMES_PREFIX}{height:016d}"
+
+
+@dataclass(frozen=True)
+class TxStatus:
+    """What the node knows about a transaction id."""
+
+    status: str  # "pending" | "committed" | "rejected"
+    sender: str
+    height: int | None = None
+    index: int | None = None
+    outcome: TxOutcome | None = None
+    reason: str | None = None
+
+    def to_json(self, channel: str, tx_id: bytes) -> dict[str, Any]:
+        doc: dict[str, Any] = {"channel": channel, "tx_id": tx_id.hex(), "status": self.status}
+        if self.status == "committed":
+            doc["height"] = self.height
+            doc["index"] = self.index
+            doc["outcome"] = self.outcome.to_wire() if self.outcome else None
+        if self.reason is not None:
+            doc["reason"] = self.reason
+        return doc
+
+
+@dataclass(frozen=True)
+class SubmitOutcome:
+    tx_id: bytes
+    accepted: bool
+    reason: str | None = None
+    committed: TxStatus | None = None
+
+
+class _NodeApplication:
+    """The consensus ``Application`` for one channel, backed by the store and rules."""
+
+    def __init__(self, service: ChannelService) -> None:
+        self._s = service
+
+    def validate_tx(self, tx: Transaction) -> str | None:
+        return self._s.check_tx(tx)
+
+    def validators_at(self, height: int) -> ValidatorSet:
+        return self._s.governance.validators_at(height)
+
+    def state_root_at(self, height: int) -> bytes | None:
+        if height == 0:
+            return self._s.logic.initial_state_root()
+        return self._s.store.state_root_at(self._s.channel, height)
+
+    def committed_block(self, height: int) -> tuple[Block, CommitCertificate] | None:
+        s = self._s
+        block = s.store.block(s.channel, height)
+        cert = s.store.certificate(s.channel, height)
+        if block is None or cert is None:
+            return None
+        return block, cert
+
+
+class ChannelService:
+    """One channel's replica, driver, transaction tracking and subscribers."""
+
+    def __init__(
+        self,
+        *,
+        genesis: Genesis,
+        config: ChannelConfig,
+        node_id: str,
+        signer: Signer,
+        store: BlockStore,
+        logic: ChannelLogic,
+        metrics: NodeMetrics,
+        transport: PeerTransport | None,
+        tick_ms: int,
+        inbox_limit: int,
+        status_cache: int,
+        consensus_overrides: dict[str, int],
+        clock_ms: Callable[[], int],
+    ) -> None:
+        self.channel = config.channel_id
+        self.genesis = genesis
+        self.config = config
+        self.node_id = node_id
+        self.store = store
+        self.logic = logic
+        self.metrics = metrics
+        self.transport = transport
+        self._tick_ms = tick_ms
+        self._inbox_limit = inbox_limit
+        self._status_cache = status_cache
+        self._clock = clock_ms
+        self._last_now = 0
+        self.governance = ChannelGovernance(genesis, self.channel)
+        self._load_governance()
+        self.is_validator = node_id in config.validators.by_id or node_id in (
+            self.governance.validators_at(self.height + 1).by_id
+        )
+        self.replica: Replica | None = None
+        if self.is_validator:
+            self.replica = self._build_replica(signer, consensus_overrides)
+        #: Consensus votes and proposals, stepped first; then everything else (FORWARD,
+        #: STATUS, FETCH, BLOCKS, client submissions) within a time budget, so bulk
+        #: transaction traffic never delays a vote (head-of-line blocking).
+        self._urgent: deque[tuple[str, Message]] = deque()
+        self._inbox: deque[tuple[str, Any]] = deque()
+        self._wake = asyncio.Event()
+        self._pending: OrderedDict[bytes, tuple[str, float]] = OrderedDict()
+        self._rejected: OrderedDict[bytes, tuple[str, str]] = OrderedDict()
+        self._waiters: dict[bytes, list[asyncio.Future[None]]] = {}
+        self._new_block = asyncio.Event()
+        self._state = StoreState(store, self.channel)
+        self._cross = StoreCrossReader(store)
+        self._task: asyncio.Task[None] | None = None
+        self._inflight: asyncio.Future[None] | None = None
+        self.failed: str | None = None
+        self._seen_view = self.replica.view if self.replica is not None else 0
+        metrics.height.set_function(lambda: float(self.height), self.channel)
+        if self.replica is not None:
+            rep = self.replica
+            metrics.view.set_function(lambda: float(rep.view), self.channel)
+            metrics.mempool.set_function(lambda: float(cport.mempool_size(rep)), self.channel)
+
+    # ------------------------------------------------------------------ setup
+
+    def _load_governance(self) -> None:
+        """Replay committed config changes so the trackers answer for the tip."""
+        tip = self.store.height(self.channel)
+        for block, _cert in self.store.iter_blocks(self.channel, 1, tip):
+            self.governance.observe_block(block)
+
+    def _build_replica(self, signer: Signer, overrides: dict[str, int]) -> Replica:
+        params = self.config.params
+        kwargs: dict[str, Any] = dict(overrides)
+        if "max_batch_txs" not in kwargs and isinstance(params.get("max_block_txs"), int):
+            kwargs["max_batch_txs"] = int(params["max_block_txs"])
+        if "max_clock_drift_ms" not in kwargs and isinstance(params.get("max_time_drift_ms"), int):
+            kwargs["max_clock_drift_ms"] = int(params["max_time_drift_ms"])
+        rc = cport.make_replica_config(
+            ReplicaConfig,
+            node_id=self.node_id,
+            channel=self.channel,
+            signer=signer,
+            scheme=ED25519,
+            genesis_prev_hash=channel_genesis_hash(self.genesis.hash, self.channel),
+            overrides=kwargs,
+        )
+        app: Application = _NodeApplication(self)
+        tip = self.store.tip(self.channel)
+        header = self.store.header(self.channel, tip.height) if tip.height else None
+        durable_raw = self.store.get_wal(self.channel, WAL_DURABLE)
+        durable = cport.durable_from_bytes(durable_raw) if durable_raw is not None else None
+        return Replica(
+            rc,
+            app,
+            committed_height=tip.height,
+            committed_hash=tip.hash,
+            committed_time_ms=header.time_ms if header is not None else 0,
+            durable=durable,
+        )
+
+    # ------------------------------------------------------------------ reads
+
+    @property
+    def height(self) -> int:
+        return self.store.height(self.channel)
+
+    def permissions(self) -> Permissions:
+        return self.governance.permissions_at(self.height + 1)
+
+    def role_of(self, org_id: str, public_key: bytes, height: int | None = None) -> str | None:
+        """The role of ``org_id`` if ``public_key`` is one of its active keys at
+        ``height`` (default: the next block's height); ``"node"`` for a node key."""
+        h = self.height + 1 if height is None else height
+        org = self.governance.registry.org_at(org_id, h)
+        if org is not None:
+            return org.role if org.key_active_at(public_key, h) else None
+        for node in self.genesis.nodes:
+            if node.node_id == org_id:
+                return "node" if node.public_key == public_key else None
+        info = self.governance.validators.node_info(org_id, h)
+        if info is not None and info.public_key == public_key:
+            return "node"
+        return None
+
+    def check_tx(self, tx: Transaction) -> str | None:
+        """The stateless admission check (the replica verifies the signature itself)."""
+        if tx.network != self.genesis.hash:
+            return "transaction is for another network"
+        if tx.channel != self.channel:
+            return f"transaction is for channel {tx.channel!r}"
+        role = self.role_of(tx.sender, tx.public_key)
+        if role is None:
+            return f"key is not an active key of {tx.sender!r}"
+        if not self.permissions().may_submit(tx.type, role):
+            return f"role {role!r} may not submit {tx.type!r} on {self.channel!r}"
+        if self.store.tx_location(self.channel, tx.tx_id) is not None:
+            return "transaction already committed"
+        rejected = self.logic.check_stateless(tx, role)
+        return None if rejected is None else f"{rejected.code}: {rejected.message}"
+
+    def outcomes(self, height: int) -> list[TxOutcome]:
+        raw = self.store.get_wal(self.channel, outcomes_key(height))
+        if raw is None:
+            return []
+        try:
+            return [TxOutcome.from_wire(o) for o in decode(raw)]
+        except LedgerError:
+            return []
+
+    def tx_status(self, tx_id: bytes) -> TxStatus | None:
+        located = self.store.transaction(self.channel, tx_id)
+        if located is not None:
+            outs = self.outcomes(located.height)
+            outcome = outs[located.index] if located.index < len(outs) else None
+            return TxStatus(
+                "committed",
+                located.transaction.sender,
+                located.height,
+                located.index,
+                outcome,
+            )
+        pending = self._pending.get(tx_id)
+        if pending is not None:
+            return TxStatus("pending", pending[0])
+        rejected = self._rejected.get(tx_id)
+        if rejected is not None:
+            return TxStatus("rejected", rejected[0], reason=rejected[1])
+        return None
+
+    # ------------------------------------------------------------------ inputs
+
+    def deliver(self, sender: str, payload: bytes) -> bool:
+        """Decode an authenticated peer's message and queue it for the driver (votes
+        and proposals ahead of bulk traffic). False if undecodable or the inbox is full."""
+        try:
+            msg = cport.decode_message(payload)
+        except LedgerError as exc:
+            self.metrics.rejected_messages.inc(1, self.channel, "undecodable")
+            log.debug("undecodable message from %s: %s", sender, exc)
+            return False
+        if len(self._urgent) + len(self._inbox) >= self._inbox_limit:
+            self.metrics.rejected_messages.inc(1, self.channel, "inbox_full")
+            return False
+        if cport.is_urgent(msg):
+            self._urgent.append((sender, msg))
+        else:
+            self._inbox.append(("msg", msg))
+        self._wake.set()
+        return True
+
+    async def submit(self, txs: Sequence[Transaction]) -> list[SubmitOutcome]:
+        """Hand client transactions to the replica; resolves once the driver took them."""
+        if self.replica is None:
+            raise RuntimeError("not a validator of this channel")
+        if len(self._urgent) + len(self._inbox) >= self._inbox_limit:
+            raise OverflowError("inbox full")
+        fut: asyncio.Future[list[SubmitOutcome]] = asyncio.get_running_loop().create_future()
+        self._inbox.append(("txs", (list(txs), fut)))
+        self._wake.set()
+        return await fut
+
+    async def wait_committed(self, tx_id: bytes, timeout_s: float) -> None:
+        """Wait until ``tx_id`` is committed here (or the timeout passes)."""
+        if self.store.tx_location(self.channel, tx_id) is not None:
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(tx_id, []).append(fut)
+        try:
+            await asyncio.wait_for(asyncio.shield(fut), timeout_s)
+        except TimeoutError:
+            pass
+        finally:
+            waiters = self._waiters.get(tx_id)
+            if waiters is not None and fut in waiters:
+                waiters.remove(fut)
+                if not waiters:
+                    del self._waiters[tx_id]
+
+    async def wait_block(self, after_height: int, timeout_s: float) -> None:
+        """Wait until the height exceeds ``after_height`` (or the timeout passes)."""
+        deadline = time.monotonic() + timeout_s
+        while self.height <= after_height:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            event = self._new_block
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(event.wait(), remaining)
+
+    # ------------------------------------------------------------------ driver
+
+    def start(self) -> None:
+        if self.replica is not None and self._task is None:
+            self._task = asyncio.get_running_loop().create_task(
+                self.run(), name=f"driver-{self.channel}"
+            )
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if self._inflight is not None:
+            await asyncio.wait([self._inflight])
+            self._inflight = None
+        for item_kind, item in self._inbox:
+            if item_kind == "txs" and not item[1].done():
+                item[1].cancel()
+        self._inbox.clear()
+        self._urgent.clear()
+
+    def _now(self) -> int:
+        now = max(self._clock(), self._last_now)
+        self._last_now = now
+        return now
+
+    async def run(self) -> None:
+        replica = self.replica
+        assert replica is not None
+        loop = asyncio.get_running_loop()
+        tick_s = self._tick_ms / 1000.0
+        # Ticks fall on multiples of tick_s of the loop clock, so every channel of this
+        # node ticks at the same instants and their periodic messages (STATUS) leave
+        # in the same peer frames.
+        next_tick = loop.time()
+        try:
+            while True:
+                now = loop.time()
+                if not self._urgent and not self._inbox and now < next_tick:
+                    handle = loop.call_at(next_tick, self._wake.set)
+                    await self._wake.wait()
+                    handle.cancel()
+                self._wake.clear()
+                self._step_urgent(replica)
+                now = loop.time()
+                if now >= next_tick:
+                    replica.tick(self._now())
+                    next_tick = (now // tick_s + 1) * tick_s
+                await self._process_ready(replica)
+                if self._inbox:
+                    self._drain_inbox(replica, loop.time() + BULK_BUDGET_S)
+                    await self._process_ready(replica)
+                if self._inbox or self._urgent:
+                    await asyncio.sleep(0)  # let HTTP handlers run between batches
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self.failed = f"{type(exc).__name__}: {exc}"
+            log.critical(
+                "channel driver stopped: %s",
+                self.failed,
+                exc_info=True,
+                extra={"channel": self.channel, "height": self.height},
+            )
+
+    def _step_urgent(self, replica: Replica) -> None:
+        while self._urgent:
+            _sender, msg = self._urgent.popleft()
+            replica.step(msg)
+
+    def _drain_inbox(self, replica: Replica, deadline: float) -> None:
+        """Step bulk messages and hand client transactions to the replica until the
+        inbox is empty or ``deadline`` (loop time) passes; urgent messages arriving
+        meanwhile are stepped between items."""
+        loop = asyncio.get_running_loop()
+        while self._inbox:
+            kind, item = self._inbox.popleft()
+            if kind == "msg":
+                replica.step(item)
+            else:
+                txs, fut = item
+                if not fut.done():
+                    try:
+                        fut.set_result(self._submit_now(replica, txs))
+                    except Exception as exc:  # our bug: report to the caller, keep running
+                        log.exception("submit failed", extra={"channel": self.channel})
+                        fut.set_exception(exc)
+            if self._urgent:
+                self._step_urgent(replica)
+            if loop.time() >= deadline:
+                break
+
+    def _submit_now(self, replica: Replica, txs: list[Transaction]) -> list[SubmitOutcome]:
+        results = replica.submit(txs)
+        out: list[SubmitOutcome] = []
+        now = time.perf_counter()
+        for tx, res in zip(txs, results, strict=True):
+            accepted, reason = cport.submit_result(res)
+            tx_id = tx.tx_id
+            if accepted:
+                self._remember(self._pending, tx_id, (tx.sender, now))
+                self._rejected.pop(tx_id, None)
+                out.append(SubmitOutcome(tx_id, True))
+                continue
+            status = self.tx_status(tx_id)
+            if status is not None and status.status in ("committed", "pending"):
+                out.append(SubmitOutcome(tx_id, True, committed=status))
+                continue
+            self._remember(self._rejected, tx_id, (tx.sender, reason or "rejected"))
+            out.append(SubmitOutcome(tx_id, False, reason or "rejected"))
+        return out
+
+    def _remember(self, cache: OrderedDict[bytes, Any], key: bytes, value: Any) -> None:
+        cache[key] = value
+        cache.move_to_end(key)
+        while len(cache) > self._status_cache:
+            cache.popitem(last=False)
+
+    async def _process_ready(self, replica: Replica) -> None:
+        while replica.has_ready():
+            rd = replica.ready()
+            t0 = time.perf_counter()
+            await self._persist_and_commit(rd)
+            for ev in rd.evidence:
+                self.metrics.evidence.inc(1, self.channel)
+                log.warning(
+                    "misbehaviour: %s", ev, extra={"channel": self.channel, "view": replica.view}
+                )
+            self._send(rd)
+            replica.advance(rd)
+            self.metrics.ready_seconds.observe(time.perf_counter() - t0, self.channel)
+            if replica.view != self._seen_view:
+                if replica.view > self._seen_view:
+                    self.metrics.view_changes.inc(1, self.channel)
+                log.info(
+                    "entered view %d (primary %s)",
+                    replica.view,
+                    cport.primary_of(replica),
+                    extra={"channel": self.channel, "view": replica.view, "height": self.height},
+                )
+                self._seen_view = replica.view
+            cport.mirror_counters(replica, self.metrics, self.channel)
+
+    async def _persist_and_commit(self, rd: Ready) -> None:
+        """Persist the durable state and commit the blocks, in order.
+
+        Each block is applied here (CPU, on the loop) and written with its certificate,
+        state writes, root and outcomes in one synced batch in a worker thread; the
+        durable state rides in the last block's batch (or is written alone), so it is
+        on disk before :meth:`_send`. Governance observes each block right after it is
+        stored, so the roles of the next block are the ones in force at its height.
+        """
+        durable = rd.persist.to_bytes() if rd.persist is not None else None
+        committed = rd.committed
+        for i, (block, cert) in enumerate(committed):
+            effects = await self._apply(block)
+            wal: dict[str, bytes | None] = {
+                outcomes_key(block.height): encode([o.to_wire() for o in effects.outcomes])
+            }
+            if durable is not None and i == len(committed) - 1:
+                wal[WAL_DURABLE] = durable
+            await self._io(
+                self.store.commit_block,
+                self.channel,
+                block,
+                cert,
+                effects.writes,
+                effects.state_root,
+                wal=wal,
+            )
+            self.governance.observe_block(block)
+            self._on_committed(block)
+        if durable is not None and not committed:
+            await self._io(self.store.put_wal, self.channel, {WAL_DURABLE: durable})
+        if committed:
+            last = committed[-1][0]
+            log.debug(
+                "committed %d block(s)",
+                len(committed),
+                extra={"channel": self.channel, "height": last.height, "view": last.header.view},
+            )
+            event, self._new_block = self._new_block, asyncio.Event()
+            event.set()
+
+    async def _io(self, fn: Callable[..., None], *args: Any, **kwargs: Any) -> None:
+        """Run a blocking store write in a worker thread. If the driver is cancelled
+        meanwhile, :meth:`stop` still waits for the write to finish before the store
+        may be closed (closing LevelDB under a running write crashes the process)."""
+        fut = asyncio.ensure_future(asyncio.to_thread(fn, *args, **kwargs))
+        self._inflight = fut
+        try:
+            await asyncio.shield(fut)
+        finally:
+            if fut.done():
+                self._inflight = None
+
+    async def _apply(self, block: Block) -> BlockEffects:
+        """Apply ``block`` through the channel rules, waiting (never guessing) while it
+        needs another channel's height that this node has not applied yet."""
+        prev_root = (
+            self.logic.initial_state_root()
+            if block.height == 1
+            else self.store.state_root_at(self.channel, block.height - 1)
+        )
+        if prev_root is None:
+            raise RuntimeError(f"no state root recorded for height {block.height - 1}")
+        roles = [self.role_of(tx.sender, tx.public_key, block.height) for tx in block.transactions]
+        next_log = time.monotonic()
+        while True:
+            try:
+                return self.logic.apply_block(block, roles, self._state, self._cross, prev_root)
+            except NeedsOtherChannel as exc:
+                if time.monotonic() >= next_log:
+                    log.warning(
+                        "block waits for %s height %d",
+                        exc.channel,
+                        exc.height,
+                        extra={"channel": self.channel, "height": block.height},
+                    )
+                    next_log = time.monotonic() + 5.0
+                await asyncio.sleep(0.02)
+
+    def _on_committed(self, block: Block) -> None:
+        now = time.perf_counter()
+        self.metrics.committed_txs.inc(len(block.transactions), self.channel)
+        for tx in block.transactions:
+            tx_id = tx.tx_id
+            pending = self._pending.pop(tx_id, None)
+            if pending is not None:
+                self.metrics.commit_latency.observe(now - pending[1], self.channel)
+            self._rejected.pop(tx_id, None)
+            for fut in self._waiters.pop(tx_id, ()):
+                if not fut.done():
+                    fut.set_result(None)
+
+    def _send(self, rd: Ready) -> None:
+        if self.transport is None or not rd.messages:
+            return
+        peers_all = [
+            v.node_id
+            for v in self.governance.validators_at(self.height + 1).validators
+            if v.node_id != self.node_id
+        ]
+        for out in rd.messages:
+            payload = cport.encode_message(out.message)
+            kind = cport.message_kind(out.message)
+            essential = cport.is_essential(out.message)
+            urgent = cport.is_urgent(out.message)
+            to = peers_all if out.to is None else [out.to]
+            self.transport.send(to, self.channel, payload, kind, essential, urgent)

@@ -1,0 +1,269 @@
+"""Node configuration: one TOML file per node, checked at the boundary (pydantic) and
+turned into a frozen :class:`NodeConfig`.
+
+Example (``wulian up`` writes one per node)::
+
+    node_id = "bureau-node"
+    key_file = "../../keys/bureau-node.key"   # relative paths: to this file's directory
+    genesis_file = "../../genesis.json"
+    data_dir = "."
+    rules = "channels"       # "test": node.rules.TestLogic (integration tests only)
+
+    [listen]
+    host = "127.0.0.1"
+    port = 7001
+
+    [log]
+    format = "json"          # or "text"
+    level = "info"
+
+    [limits]                 # every field optional; defaults below
+    max_body_bytes = 4194304
+    max_batch_txs = 2000
+    peer_queue_messages = 20000
+    inbox_messages = 50000
+    frame_max_bytes = 2097152
+    frame_flush_ms = 2
+    tick_ms = 20
+
+    [consensus]              # every field optional; defaults of consensus.ReplicaConfig,
+    window = 8               # except status_interval_ms (NODE_CONSENSUS_DEFAULTS)
+    max_batch_txs = 500      # (default: the channel's genesis param max_block_txs)
+    batch_interval_ms = 20
+    base_timeout_ms = 1000
+    status_interval_ms = 1000
+
+Errors: :func:`load_node_config` raises :class:`ledger.errors.ConfigError` whose
+``str()`` is one line ``FILE: FIELD: problem``.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ledger.errors import ConfigError
+from ledger.schema import is_name
+
+MAX_CONFIG_BYTES = 1024 * 1024
+#: Replica settings the node chooses differently from consensus.ReplicaConfig's
+#: defaults: a STATUS per channel per second (not four) halves an idle node's CPU; it
+#: only delays noticing that the node fell behind by up to a second.
+NODE_CONSENSUS_DEFAULTS: dict[str, int] = {"status_interval_ms": 1000}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+
+class _Listen(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(default=7001, ge=1, le=65535)
+
+
+class _Log(_Strict):
+    format: Literal["json", "text"] = "json"
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class _Limits(_Strict):
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024, le=64 * 1024 * 1024)
+    max_batch_txs: int = Field(default=2000, ge=1, le=20_000)
+    peer_queue_messages: int = Field(default=20_000, ge=16, le=1_000_000)
+    inbox_messages: int = Field(default=50_000, ge=16, le=1_000_000)
+    frame_max_bytes: int = Field(default=2 * 1024 * 1024, ge=4096, le=32 * 1024 * 1024)
+    frame_flush_ms: int = Field(default=2, ge=0, le=1000)
+    tick_ms: int = Field(default=20, ge=1, le=1000)
+    nonce_cache: int = Field(default=200_000, ge=100, le=10_000_000)
+    status_cache: int = Field(default=200_000, ge=100, le=10_000_000)
+
+
+class _Consensus(_Strict):
+    window: int | None = Field(default=None, ge=1, le=1024)
+    max_batch_txs: int | None = Field(default=None, ge=1, le=20_000)
+    batch_interval_ms: int | None = Field(default=None, ge=0, le=60_000)
+    base_timeout_ms: int | None = Field(default=None, ge=10, le=600_000)
+    max_clock_drift_ms: int | None = Field(default=None, ge=0, le=600_000)
+    censorship_timeout_ms: int | None = Field(default=None, ge=10, le=600_000)
+    mempool_limit: int | None = Field(default=None, ge=1, le=10_000_000)
+    mempool_per_sender: int | None = Field(default=None, ge=1, le=10_000_000)
+    max_batch_bytes: int | None = Field(default=None, ge=1024, le=64 * 1024 * 1024)
+    status_interval_ms: int | None = Field(default=None, ge=10, le=600_000)
+    fetch_batch: int | None = Field(default=None, ge=1, le=1024)
+    forward_batch_txs: int | None = Field(default=None, ge=1, le=20_000)
+
+
+class _NodeConfigDoc(_Strict):
+    node_id: str
+    key_file: str
+    genesis_file: str
+    data_dir: str
+    rules: Literal["channels", "test"] = "channels"
+    listen: _Listen = _Listen()
+    log: _Log = _Log()
+    limits: _Limits = _Limits()
+    consensus: _Consensus = _Consensus()
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds on what the node accepts and buffers."""
+
+    max_body_bytes: int = 4 * 1024 * 1024
+    max_batch_txs: int = 2000
+    peer_queue_messages: int = 20_000
+    inbox_messages: int = 50_000
+    frame_max_bytes: int = 2 * 1024 * 1024
+    frame_flush_ms: int = 2
+    tick_ms: int = 20
+    nonce_cache: int = 200_000
+    status_cache: int = 200_000
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    """A validated node configuration; paths are absolute."""
+
+    node_id: str
+    key_file: Path
+    genesis_file: Path
+    data_dir: Path
+    host: str = "127.0.0.1"
+    port: int = 7001
+    log_format: Literal["json", "text"] = "json"
+    log_level: str = "info"
+    #: ``"channels"`` (the real channel rules) or ``"test"`` (node.rules.TestLogic).
+    rules: str = "channels"
+    limits: Limits = field(default_factory=Limits)
+    #: ``consensus.ReplicaConfig`` overrides (only the fields set in the file).
+    consensus: dict[str, int] = field(default_factory=dict, hash=False)
+    source: Path | None = None
+
+    @property
+    def ledger_dir(self) -> Path:
+        return self.data_dir / "ledger"
+
+
+def _loc(parts: tuple[int | str, ...]) -> str:
+    out = ""
+    for p in parts:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out
+
+
+def _problem(err: Any) -> str:
+    kind = err.get("type", "")
+    if kind == "missing":
+        return "missing field"
+    if kind == "extra_forbidden":
+        return "unknown field"
+    msg = str(err.get("msg", "invalid value"))
+    return f"{msg} (got {err.get('input')!r})" if "input" in err and kind != "model_type" else msg
+
+
+def parse_node_config(doc: Any, path: str | os.PathLike[str]) -> NodeConfig:
+    """Validate a parsed TOML document. Raises :class:`ConfigError` naming the field."""
+    p = Path(path)
+    try:
+        model = _NodeConfigDoc.model_validate(doc)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise ConfigError(str(p), _loc(tuple(err["loc"])), _problem(err)) from None
+    if not is_name(model.node_id):
+        raise ConfigError(str(p), "node_id", f"{model.node_id!r} is not a valid identifier")
+    if not model.listen.host or any(c in model.listen.host for c in "/@ ?#"):
+        raise ConfigError(str(p), "listen.host", f"bad host {model.listen.host!r}")
+    for name in ("key_file", "genesis_file", "data_dir"):
+        if not getattr(model, name).strip():
+            raise ConfigError(str(p), name, "must not be empty")
+    base = p.resolve().parent
+
+    def absolute(value: str) -> Path:
+        q = Path(value).expanduser()
+        return q if q.is_absolute() else (base / q)
+
+    overrides = dict(NODE_CONSENSUS_DEFAULTS)
+    overrides.update({k: v for k, v in model.consensus.model_dump().items() if v is not None})
+    return NodeConfig(
+        node_id=model.node_id,
+        key_file=absolute(model.key_file),
+        genesis_file=absolute(model.genesis_file),
+        data_dir=absolute(model.data_dir),
+        host=model.listen.host,
+        port=model.listen.port,
+        log_format=model.log.format,
+        log_level=model.log.level,
+        rules=model.rules,
+        limits=Limits(**model.limits.model_dump()),
+        consensus=overrides,
+        source=p,
+    )
+
+
+def load_node_config(path: str | os.PathLike[str]) -> NodeConfig:
+    """Read and validate a node's TOML config file.
+
+    Raises :class:`ConfigError` (``FILE: FIELD: problem``) if the file is missing,
+    unreadable, not TOML, or a field is missing, unknown or of the wrong type/range.
+    Does not open the key, genesis or data directory (see :mod:`node.runtime`).
+    """
+    p = str(path)
+    try:
+        with open(p, "rb") as fh:
+            data = fh.read(MAX_CONFIG_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(p, "", f"cannot read config file ({exc.strerror})") from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(p, "", f"larger than {MAX_CONFIG_BYTES} bytes")
+    try:
+        doc = tomllib.loads(data.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(p, "", "not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(p, "", f"not valid TOML: {exc}") from None
+    return parse_node_config(doc, p)
+
+
+def _toml_str(value: str) -> str:
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{escaped}"'
+
+
+def render_node_config(
+    *,
+    node_id: str,
+    key_file: str,
+    genesis_file: str,
+    data_dir: str,
+    host: str,
+    port: int,
+    log_format: str = "json",
+    rules: str = "channels",
+    limits: dict[str, int] | None = None,
+    consensus: dict[str, int] | None = None,
+) -> str:
+    """The TOML text of a node config (``wulian up`` and the test fixture write it)."""
+    lines = [
+        f"node_id = {_toml_str(node_id)}",
+        f"key_file = {_toml_str(key_file)}",
+        f"genesis_file = {_toml_str(genesis_file)}",
+        f"data_dir = {_toml_str(data_dir)}",
+        f"rules = {_toml_str(rules)}",
+        "",
+        "[listen]",
+        f"host = {_toml_str(host)}",
+        f"port = {port}",
+        "",
+        "[log]",
+        f"format = {_toml_str(log_format)}",
+        'level = "info"',
+    ]
+    for section, values in (("limits", limits), ("consensus", consensus)):
+        if values:
+            lines += ["", f"[{section}]"] + [f"{k} = {int(v)}" for k, v in sorted(values.items())]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,55 @@
+"""HTTP errors of the client API: ``{"error": {"code": "...", "message": "..."}}``.
+
+Every refusal is a 4xx with a stable ``code`` (documented in docs/node.md); the
+ledger is unchanged and the node keeps running.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+
+class ApiError(Exception):
+    """A client-visible error: HTTP ``status``, machine ``code``, human ``message``."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+    def body(self) -> dict[str, dict[str, str]]:
+        return {"error": {"code": self.code, "message": self.message}}
+
+
+#: Status for each error code (the one table the docs repeat).
+ERROR_STATUS: Final = {
+    "bad_request": 400,
+    "bad_encoding": 400,
+    "bad_schema": 400,
+    "bad_json": 400,
+    "unsupported_media_type": 415,
+    "body_too_large": 413,
+    "too_many_transactions": 413,
+    "unauthenticated": 401,
+    "bad_signature": 401,
+    "stale_request": 401,
+    "replayed_request": 401,
+    "unknown_key": 401,
+    "forbidden": 403,
+    "not_validator": 403,
+    "unknown_channel": 404,
+    "not_found": 404,
+    "wrong_network": 400,
+    "wrong_channel": 400,
+    "invalid_transaction": 422,
+    "bad_transaction_signature": 422,
+    "not_permitted": 403,
+    "overloaded": 503,
+    "not_ready": 503,
+    "bad_frame": 400,
+}
+
+
+def api_error(code: str, message: str) -> ApiError:
+    return ApiError(ERROR_STATUS.get(code, 400), code, message)

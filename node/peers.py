@@ -1,0 +1,457 @@
+"""Peer transport: batched, signed frames of consensus messages over HTTP keep-alive.
+
+Wire format — one frame per ``POST /v1/peer/frames`` (``Content-Type:
+application/msgpack``), the canonical encoding (:mod:`ledger.encoding`) of::
+
+    {"v": 1, "from": <sender node id>, "net": <genesis hash>, "seq": <int>,
+     "msgs": [[<channel>, <encoded consensus message>], ...],
+     "sig": <ed25519 signature by the sender's node key>}
+
+``sig`` covers ``encode(frame without "sig")`` under the tag ``TAG_PEER_FRAME``. The
+receiver checks, before anything reaches consensus: the frame decodes canonically and
+within size, ``net`` is our genesis hash, ``from`` is a genesis node other than us,
+the signature verifies with that node's genesis key, and ``seq`` is greater than the
+last accepted from that sender (frames from one sender are sent one at a time, in
+order; ``seq`` starts at the sender's boot time in ms × 2**20, so it keeps growing
+across restarts). A retried frame (same ``seq``) is acknowledged as a duplicate.
+
+Sending: one :class:`PeerLink` per peer holds a bounded queue of outbound messages
+and one persistent :class:`httpx.AsyncClient`. A sender task drains the queue into
+frames (up to ``frame_max_bytes``, after waiting ``frame_flush_ms`` for more messages
+to batch), posts one frame at a time, and retries a failed frame with exponential
+back-off (capped). Urgent messages (votes and proposals) leave ahead of bulk traffic
+(FORWARD, STATUS, FETCH, BLOCKS). Messages older than :data:`MESSAGE_TTL_S` are dropped
+unsent.
+:meth:`PeerLink.enqueue` never blocks: when the queue is full the oldest non-essential
+message is dropped (then the oldest of any kind), and counted. A down peer only fills
+its own queue; nobody else waits for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sys
+import time
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+import httpx
+import msgpack
+
+from ledger.crypto import ED25519, SignatureScheme, Signer
+from ledger.encoding import encode
+from ledger.errors import LedgerError
+from ledger.hashing import TAG_PEER_FRAME
+from ledger.schema import as_map, check_keys, get_bytes, get_int, get_list, get_str
+from node.metrics import NodeMetrics
+
+log = logging.getLogger("wulian.peers")
+
+try:  # httpcore imports sniffio on every connection-pool lock; a failed import is slow
+    import sniffio  # noqa: F401
+except ImportError:  # pragma: no cover - depends on the environment
+    # Cache the miss: `import sniffio` now fails at once and httpcore assumes asyncio.
+    sys.modules["sniffio"] = None  # type: ignore[assignment]
+
+FRAME_PATH: Final = "/v1/peer/frames"
+FRAME_CONTENT_TYPE: Final = "application/msgpack"
+#: Largest frame a node accepts (a frame may hold one large PRE-PREPARE or BLOCKS).
+MAX_FRAME_BYTES: Final = 48 * 1024 * 1024
+MAX_MSGS_PER_FRAME: Final = 100_000
+#: A message still queued this long after it was enqueued is dropped unsent, and a frame
+#: that could not be delivered for this long is given up: after an outage the protocol
+#: recovers through STATUS/FETCH and view-change retransmission, and a backlog of stale
+#: votes would only delay the messages that matter.
+MESSAGE_TTL_S: Final = 10.0
+FRAME_GIVE_UP_S: Final = MESSAGE_TTL_S
+BACKOFF_MIN_S: Final = 0.05
+BACKOFF_MAX_S: Final = 2.0
+
+_FRAME_KEYS: Final = frozenset({"v", "from", "net", "seq", "msgs", "sig"})
+
+
+class FrameError(LedgerError):
+    """An inbound frame is malformed or not authentic. ``reason`` is a metric label."""
+
+    code = "bad_frame"
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Frame:
+    sender: str
+    network: bytes
+    seq: int
+    msgs: tuple[tuple[str, bytes], ...]
+    signature: bytes = b""
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "v": 1,
+            "from": self.sender,
+            "net": self.network,
+            "seq": self.seq,
+            "msgs": [[ch, m] for ch, m in self.msgs],
+        }
+
+    def signing_bytes(self) -> bytes:
+        return encode(self.body())
+
+
+def encode_frame(
+    signer: Signer, sender: str, network: bytes, seq: int, msgs: Sequence[tuple[str, bytes]]
+) -> bytes:
+    """Build and sign a frame; return its wire bytes."""
+    frame = Frame(sender, network, seq, tuple(msgs))
+    body = frame.body()
+    body["sig"] = signer.sign(TAG_PEER_FRAME, frame.signing_bytes())
+    return encode(body)
+
+
+def decode_frame(
+    data: bytes,
+    *,
+    network: bytes,
+    self_id: str,
+    node_keys: Mapping[str, bytes],
+    scheme: SignatureScheme = ED25519,
+) -> Frame:
+    """Decode and authenticate a frame. Raises :class:`FrameError` (with a ``reason``:
+    ``encoding``, ``schema``, ``network``, ``unknown_sender``, ``signature``)."""
+    if len(data) > MAX_FRAME_BYTES:
+        raise FrameError("encoding", f"frame larger than {MAX_FRAME_BYTES} bytes")
+    try:
+        # Not checked for canonical form: the signature is verified over the canonical
+        # re-encoding of the decoded body, which is what the sender signed.
+        raw = msgpack.unpackb(
+            data, raw=False, strict_map_key=True, ext_hook=_refuse_ext, use_list=True
+        )
+    except Exception as exc:  # msgpack raises several unrelated types
+        raise FrameError("encoding", f"frame: not valid MessagePack: {exc}") from None
+    try:
+        m = as_map(raw, "frame")
+        check_keys(m, _FRAME_KEYS, "frame")
+        if get_int(m, "v") != 1:
+            raise FrameError("schema", "frame: unsupported version")
+        sender = get_str(m, "from", name=True)
+        net = get_bytes(m, "net", 32)
+        seq = get_int(m, "seq")
+        sig = get_bytes(m, "sig", 64)
+        msgs: list[tuple[str, bytes]] = []
+        for item in get_list(m, "msgs", max_len=MAX_MSGS_PER_FRAME):
+            if (
+                not isinstance(item, list)
+                or len(item) != 2
+                or not isinstance(item[0], str)
+                or not isinstance(item[1], bytes)
+            ):
+                raise FrameError("schema", "frame: each message must be [channel, bytes]")
+            msgs.append((item[0], item[1]))
+    except LedgerError as exc:
+        if isinstance(exc, FrameError):
+            raise
+        raise FrameError("schema", str(exc)) from None
+    if net != network:
+        raise FrameError("network", "frame is for another network (genesis hash differs)")
+    key = node_keys.get(sender)
+    if key is None or sender == self_id:
+        raise FrameError("unknown_sender", f"frame from unknown node {sender!r}")
+    frame = Frame(sender, net, seq, tuple(msgs), sig)
+    try:
+        signed = frame.signing_bytes()
+    except LedgerError as exc:
+        raise FrameError("schema", f"frame: {exc}") from None
+    if not scheme.verify(key, TAG_PEER_FRAME, signed, sig):
+        raise FrameError("signature", f"frame from {sender!r} has an invalid signature")
+    return frame
+
+
+def _refuse_ext(code: int, data: bytes) -> Any:
+    raise ValueError(f"extension type {code} is not allowed")
+
+
+class SeqTracker:
+    """Last accepted ``seq`` per sender: refuses replayed or reordered frames."""
+
+    def __init__(self) -> None:
+        self._last: dict[str, int] = {}
+
+    def accept(self, sender: str, seq: int) -> bool:
+        if seq <= self._last.get(sender, -1):
+            return False
+        self._last[sender] = seq
+        return True
+
+
+@dataclass
+class _Item:
+    channel: str
+    payload: bytes
+    kind: str
+    essential: bool
+    enqueued: float = 0.0
+
+
+class PeerLink:
+    """The outbound side of one peer: a bounded queue and a sender task."""
+
+    def __init__(
+        self,
+        *,
+        peer_id: str,
+        address: str,
+        self_id: str,
+        network: bytes,
+        signer: Signer,
+        metrics: NodeMetrics,
+        queue_limit: int,
+        frame_max_bytes: int,
+        flush_ms: int,
+        seq_start: int,
+        client: httpx.AsyncClient | None = None,
+    ) -> None:
+        self.peer_id = peer_id
+        self.address = address.rstrip("/")
+        self._self_id = self_id
+        self._network = network
+        self._signer = signer
+        self._metrics = metrics
+        self._limit = queue_limit
+        self._frame_max = frame_max_bytes
+        self._flush_s = flush_ms / 1000.0
+        self._seq = seq_start
+        #: Urgent messages (votes, proposals) go out ahead of ``_queue`` (bulk traffic).
+        self._urgent: deque[_Item] = deque()
+        self._queue: deque[_Item] = deque()
+        self._essential_count = 0
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._client = client or httpx.AsyncClient(
+            base_url=self.address,
+            timeout=httpx.Timeout(10.0, connect=2.0),
+            limits=httpx.Limits(max_connections=2, max_keepalive_connections=1),
+        )
+        self.up = False
+        self.last_error = ""
+        metrics.peer_up.set(0, peer_id)
+        metrics.peer_queue.set_function(lambda: float(self.queued), peer_id)
+
+    @property
+    def queued(self) -> int:
+        return len(self._queue) + len(self._urgent)
+
+    def enqueue(
+        self, channel: str, payload: bytes, kind: str, essential: bool, urgent: bool = False
+    ) -> None:
+        """Queue one encoded message; never blocks. When the queue is full, drops the
+        oldest non-essential bulk message, else the oldest bulk message, else the
+        oldest urgent one. Urgent messages are sent before bulk ones."""
+        if self.queued >= self._limit:
+            self._drop_one()
+        item = _Item(channel, payload, kind, essential, time.monotonic())
+        if urgent:
+            self._urgent.append(item)
+        else:
+            self._queue.append(item)
+            if essential:
+                self._essential_count += 1
+        self._wakeup.set()
+
+    def _drop_one(self) -> None:
+        if not self._queue:
+            victim = self._urgent.popleft()
+            self._metrics.dropped_outbound.inc(1, self.peer_id, victim.kind)
+            return
+        victim_index = 0
+        if self._essential_count < len(self._queue):
+            for i, item in enumerate(self._queue):
+                if not item.essential:
+                    victim_index = i
+                    break
+        victim = self._queue[victim_index]
+        del self._queue[victim_index]
+        if victim.essential:
+            self._essential_count -= 1
+        self._metrics.dropped_outbound.inc(1, self.peer_id, victim.kind)
+
+    def _take_frame(self) -> list[tuple[str, bytes]]:
+        msgs: list[tuple[str, bytes]] = []
+        size = 0
+        expired_before = time.monotonic() - MESSAGE_TTL_S
+        while self._urgent:
+            item = self._urgent[0]
+            if item.enqueued < expired_before:
+                self._urgent.popleft()
+                self._metrics.dropped_outbound.inc(1, self.peer_id, "expired")
+                continue
+            if msgs and size + len(item.payload) + 64 > self._frame_max:
+                return msgs
+            self._urgent.popleft()
+            msgs.append((item.channel, item.payload))
+            size += len(item.payload) + 16
+        while self._queue:
+            item = self._queue[0]
+            if item.enqueued < expired_before:
+                self._queue.popleft()
+                if item.essential:
+                    self._essential_count -= 1
+                self._metrics.dropped_outbound.inc(1, self.peer_id, "expired")
+                continue
+            if msgs and size + len(item.payload) + 64 > self._frame_max:
+                break
+            self._queue.popleft()
+            if item.essential:
+                self._essential_count -= 1
+            msgs.append((item.channel, item.payload))
+            size += len(item.payload) + 16
+        return msgs
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(
+                self._run(), name=f"peer-{self.peer_id}"
+            )
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+            self._task = None
+        await self._client.aclose()
+
+    async def _run(self) -> None:
+        backoff = BACKOFF_MIN_S
+        while True:
+            await self._wakeup.wait()
+            if self._flush_s > 0:
+                await asyncio.sleep(self._flush_s)
+            self._wakeup.clear()
+            msgs = self._take_frame()
+            if not msgs:
+                continue
+            if self.queued:
+                self._wakeup.set()
+            self._seq += 1
+            frame = encode_frame(self._signer, self._self_id, self._network, self._seq, msgs)
+            first_try = time.monotonic()
+            while True:
+                ok = await self._post(frame)
+                if ok:
+                    backoff = BACKOFF_MIN_S
+                    break
+                if time.monotonic() - first_try > FRAME_GIVE_UP_S:
+                    self._metrics.dropped_outbound.inc(len(msgs), self.peer_id, "stale_frame")
+                    break
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, BACKOFF_MAX_S)
+
+    async def _post(self, frame: bytes) -> bool:
+        try:
+            resp = await self._client.post(
+                FRAME_PATH, content=frame, headers={"content-type": FRAME_CONTENT_TYPE}
+            )
+        except (httpx.HTTPError, OSError) as exc:
+            self._mark_down(f"{type(exc).__name__}: {exc}")
+            return False
+        if resp.status_code >= 500:
+            self._mark_down(f"HTTP {resp.status_code}")
+            return False
+        if resp.status_code >= 400:
+            # The peer refused the frame itself (e.g. it runs another genesis): retrying
+            # the same bytes cannot help. Count it and move on.
+            self._metrics.frame_errors.inc(1, self.peer_id)
+            if self.last_error != f"refused {resp.status_code}":
+                log.warning(
+                    "peer %s refused a frame: HTTP %s %s",
+                    self.peer_id,
+                    resp.status_code,
+                    resp.text[:200],
+                )
+            self.last_error = f"refused {resp.status_code}"
+            return True
+        self._metrics.frames_sent.inc(1, self.peer_id)
+        if not self.up:
+            log.info("peer %s is reachable", self.peer_id, extra={"peer": self.peer_id})
+        self.up = True
+        self.last_error = ""
+        self._metrics.peer_up.set(1, self.peer_id)
+        return True
+
+    def _mark_down(self, error: str) -> None:
+        self._metrics.frame_errors.inc(1, self.peer_id)
+        if self.up:
+            log.warning(
+                "peer %s unreachable: %s", self.peer_id, error, extra={"peer": self.peer_id}
+            )
+        self.up = False
+        self.last_error = error
+        self._metrics.peer_up.set(0, self.peer_id)
+
+
+class PeerTransport:
+    """All outbound links of this node, addressed by node id."""
+
+    def __init__(
+        self,
+        *,
+        self_id: str,
+        network: bytes,
+        signer: Signer,
+        peers: Mapping[str, str],
+        metrics: NodeMetrics,
+        queue_limit: int,
+        frame_max_bytes: int,
+        flush_ms: int,
+        client_factory: Callable[[str], httpx.AsyncClient] | None = None,
+    ) -> None:
+        seq_start = int(time.time() * 1000) << 20
+        self.links: dict[str, PeerLink] = {
+            pid: PeerLink(
+                peer_id=pid,
+                address=addr,
+                self_id=self_id,
+                network=network,
+                signer=signer,
+                metrics=metrics,
+                queue_limit=queue_limit,
+                frame_max_bytes=frame_max_bytes,
+                flush_ms=flush_ms,
+                seq_start=seq_start,
+                client=client_factory(addr) if client_factory else None,
+            )
+            for pid, addr in sorted(peers.items())
+            if pid != self_id
+        }
+
+    def start(self) -> None:
+        for link in self.links.values():
+            link.start()
+
+    async def close(self) -> None:
+        await asyncio.gather(*(link.close() for link in self.links.values()))
+
+    def send(
+        self,
+        to: Sequence[str],
+        channel: str,
+        payload: bytes,
+        kind: str,
+        essential: bool,
+        urgent: bool = False,
+    ) -> None:
+        """Queue ``payload`` (already encoded once) to every peer in ``to``."""
+        for pid in to:
+            link = self.links.get(pid)
+            if link is not None:
+                link.enqueue(channel, payload, kind, essential, urgent)
+
+    def connected(self) -> dict[str, bool]:
+        return {pid: link.up for pid, link in self.links.items()}

@@ -1,0 +1,190 @@
+"""What a channel's transactions mean, as the node needs it: a stateless check before
+ordering and a deterministic ``apply`` of each committed block.
+
+:func:`channel_logic` returns the production logic (the channel rules of
+:mod:`channels`, adapted in :mod:`node.channel_rules`) or, with ``rules = "test"`` in
+the node config, :class:`TestLogic`: a minimal key/value rule for the node's own
+integration tests — every permitted transaction type is accepted with payload
+``{"k": <str>, "v": <any>}``; a transaction is committed INVALID (code ``exists``, no
+effect) if key ``k`` is already set (write-once), so outcomes can be observed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from ledger.blocks import Block, Transaction
+from ledger.encoding import encode
+from ledger.hashing import TAG_STATE, tagged_hash
+from ledger.store import BlockStore
+
+OK = "ok"
+
+
+@dataclass(frozen=True)
+class TxOutcome:
+    """The channel rules' verdict on one committed transaction."""
+
+    code: str = OK
+    message: str = ""
+    result: Mapping[str, Any] | None = field(default=None, hash=False)
+
+    @property
+    def valid(self) -> bool:
+        return self.code == OK
+
+    def to_wire(self) -> dict[str, Any]:
+        w: dict[str, Any] = {"valid": self.valid, "code": self.code, "message": self.message}
+        if self.result is not None:
+            w["result"] = dict(self.result)
+        return w
+
+    @staticmethod
+    def from_wire(raw: Any) -> TxOutcome:
+        if not isinstance(raw, dict):
+            return TxOutcome("unknown", "outcome record malformed")
+        result = raw.get("result")
+        return TxOutcome(
+            str(raw.get("code", "")),
+            str(raw.get("message", "")),
+            result if isinstance(result, dict) else None,
+        )
+
+
+@dataclass(frozen=True)
+class BlockEffects:
+    """What applying one block does: per-transaction outcomes, state writes, new root."""
+
+    outcomes: tuple[TxOutcome, ...]
+    writes: Mapping[bytes, bytes | None] = field(hash=False)
+    state_root: bytes
+
+
+class StoreState:
+    """A channel's committed state in the store, as a ``channels.state.StateReader``."""
+
+    def __init__(self, store: BlockStore, channel: str) -> None:
+        self._store = store
+        self._channel = channel
+
+    def get(self, key: bytes) -> bytes | None:
+        return self._store.get_state(self._channel, key)
+
+    def iter_prefix(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+        yield from self._store.iter_state(self._channel, prefix)
+
+
+class StoreCrossReader:
+    """Other channels' committed data on this node (``channels.context.CrossChannelReader``)."""
+
+    def __init__(self, store: BlockStore) -> None:
+        self._store = store
+
+    def committed_height(self, channel: str) -> int:
+        return self._store.height(channel)
+
+    def facts(self, channel: str) -> StoreState:
+        return StoreState(self._store, channel)
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A transaction refused before ordering (stateless check)."""
+
+    code: str
+    message: str
+
+
+class NeedsOtherChannel(Exception):
+    """Applying the block needs ``channel`` at ``height``, not applied here yet."""
+
+    def __init__(self, channel: str, height: int) -> None:
+        super().__init__(f"needs {channel} at height {height}")
+        self.channel = channel
+        self.height = height
+
+
+class ChannelLogic(Protocol):
+    """The node's view of one channel's rules."""
+
+    channel: str
+
+    def initial_state_root(self) -> bytes: ...
+
+    def check_stateless(self, tx: Transaction, sender_role: str | None) -> Rejected | None:
+        """None if ``tx`` is acceptable for ordering, else why not."""
+        ...
+
+    def apply_block(
+        self,
+        block: Block,
+        roles: Sequence[str | None],
+        state: StoreState,
+        cross: StoreCrossReader,
+        prev_root: bytes,
+    ) -> BlockEffects:
+        """Apply a committed block (``roles[i]``: role of tx i's sender at this height,
+        None if its key is not active). Raises :class:`NeedsOtherChannel` to be retried
+        once that channel has caught up."""
+        ...
+
+
+class TestLogic:
+    """Write-once key/value rules for the node's own tests (see the module docstring)."""
+
+    __test__ = False  # not a pytest class
+
+    def __init__(self, channel: str) -> None:
+        self.channel = channel
+
+    def initial_state_root(self) -> bytes:
+        return tagged_hash(TAG_STATE, b"node-test-rules\x00" + self.channel.encode())
+
+    def check_stateless(self, tx: Transaction, sender_role: str | None) -> Rejected | None:
+        if sender_role is None:
+            return Rejected("unknown_sender", f"{tx.sender!r} has no active key here")
+        k = tx.payload.get("k")
+        if not isinstance(k, str) or not 0 < len(k) <= 200:
+            return Rejected("bad_payload", "payload must be {'k': non-empty string, 'v': any}")
+        if set(tx.payload) - {"k", "v"}:
+            return Rejected("bad_payload", "payload has unknown fields")
+        return None
+
+    def apply_block(
+        self,
+        block: Block,
+        roles: Sequence[str | None],
+        state: StoreState,
+        cross: StoreCrossReader,
+        prev_root: bytes,
+    ) -> BlockEffects:
+        writes: dict[bytes, bytes | None] = {}
+        outcomes: list[TxOutcome] = []
+        for tx, role in zip(block.transactions, roles, strict=True):
+            rejected = self.check_stateless(tx, role)
+            if rejected is not None:
+                outcomes.append(TxOutcome(rejected.code, rejected.message))
+                continue
+            key = ("kv/" + str(tx.payload["k"])).encode()
+            if key in writes or state.get(key) is not None:
+                outcomes.append(TxOutcome("exists", f"key {tx.payload['k']!r} is already set"))
+                continue
+            writes[key] = encode({"v": tx.payload.get("v"), "by": tx.sender})
+            outcomes.append(TxOutcome())
+        digest = encode([sorted([k, v] for k, v in writes.items()), [o.code for o in outcomes]])
+        root = tagged_hash(TAG_STATE, prev_root + block.hash + digest)
+        return BlockEffects(tuple(outcomes), writes, root)
+
+
+def channel_logic(channel: str, mode: str, params: Mapping[str, int | str]) -> ChannelLogic:
+    """The logic for ``channel``: ``mode`` is ``"channels"`` (production) or ``"test"``.
+
+    Raises :class:`ledger.errors.ConfigError` if the production rules are unavailable.
+    """
+    if mode == "test":
+        return TestLogic(channel)
+    from node import channel_rules  # the adapter to the channels layer
+
+    return channel_rules.production_logic(channel, params)

@@ -1,0 +1,195 @@
+"""The node runtime: everything one node process holds, built from its config.
+
+:meth:`NodeRuntime.open` checks the configuration against the world before anything
+starts — the key file (mode 0600) is this node's genesis key, the genesis loads, the
+ledger database belongs to this genesis — and raises :class:`ConfigError` (one line)
+otherwise. :meth:`start` starts one driver per channel this node validates and the
+peer links; :meth:`stop` stops them and closes the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping
+
+from ledger.errors import ConfigError
+from ledger.genesis import Genesis, load_genesis
+from ledger.keyfile import load_key_file
+from ledger.store import BlockStore
+from node.auth import Authenticator
+from node.channel import ChannelService
+from node.config import NodeConfig
+from node.metrics import NodeMetrics
+from node.peers import FrameError, PeerTransport, SeqTracker, decode_frame
+from node.rules import channel_logic
+
+log = logging.getLogger("wulian.node")
+
+
+def wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class NodeRuntime:
+    """One node: config, keys, genesis, store, channels, peers, metrics."""
+
+    def __init__(self, config: NodeConfig, genesis: Genesis, store: BlockStore) -> None:
+        self.config = config
+        self.genesis = genesis
+        self.store = store
+        self.metrics = NodeMetrics()
+        self.started_ms = wall_clock_ms()
+        kf = load_key_file(config.key_file)
+        self.signer = kf.signer
+        self.node_keys: Mapping[str, bytes] = {n.node_id: n.public_key for n in genesis.nodes}
+        self.seq = SeqTracker()
+        self.auth = Authenticator(
+            network=genesis.hash, capacity=config.limits.nonce_cache, clock_ms=wall_clock_ms
+        )
+        lim = config.limits
+        peers = {n.node_id: n.address for n in genesis.nodes if n.node_id != config.node_id}
+        self.transport = PeerTransport(
+            self_id=config.node_id,
+            network=genesis.hash,
+            signer=self.signer,
+            peers=peers,
+            metrics=self.metrics,
+            queue_limit=lim.peer_queue_messages,
+            frame_max_bytes=lim.frame_max_bytes,
+            flush_ms=lim.frame_flush_ms,
+        )
+        self.channels: dict[str, ChannelService] = {}
+        for ch in genesis.channels:
+            self.channels[ch.channel_id] = ChannelService(
+                genesis=genesis,
+                config=ch,
+                node_id=config.node_id,
+                signer=self.signer,
+                store=store,
+                logic=channel_logic(ch.channel_id, config.rules, ch.params),
+                metrics=self.metrics,
+                transport=self.transport,
+                tick_ms=lim.tick_ms,
+                inbox_limit=lim.inbox_messages,
+                status_cache=lim.status_cache,
+                consensus_overrides=dict(config.consensus),
+                clock_ms=wall_clock_ms,
+            )
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @staticmethod
+    def check_identity(config: NodeConfig, genesis: Genesis) -> None:
+        """Raise :class:`ConfigError` unless the key file holds this node's genesis key."""
+        src = str(config.source or "config")
+        kf = load_key_file(config.key_file)
+        try:
+            node = genesis.node(config.node_id)
+        except LookupError:
+            raise ConfigError(
+                src, "node_id", f"node {config.node_id!r} is not in the genesis"
+            ) from None
+        if kf.public_key != node.public_key:
+            raise ConfigError(
+                str(config.key_file),
+                "public_key",
+                f"is not the genesis key of node {config.node_id!r}",
+            )
+
+    @classmethod
+    def open(cls, config: NodeConfig) -> NodeRuntime:
+        """Load genesis and key, check them, open (creating) the store. Raises
+        :class:`ConfigError`/:class:`~ledger.store.StoreError` with one-line messages."""
+        genesis = load_genesis(config.genesis_file)
+        cls.check_identity(config, genesis)
+        try:
+            config.data_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(
+                str(config.data_dir), "", f"cannot create data directory ({exc.strerror})"
+            ) from None
+        store = BlockStore.open(config.ledger_dir, genesis.hash, create=True)
+        try:
+            return cls(config, genesis, store)
+        except BaseException:
+            store.close()
+            raise
+
+    async def _watch_loop_lag(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            t0 = loop.time()
+            await asyncio.sleep(0.1)
+            self.metrics.loop_lag.observe(max(0.0, loop.time() - t0 - 0.1))
+
+    def start(self) -> None:
+        self._lag_task = asyncio.get_running_loop().create_task(self._watch_loop_lag())
+        self.transport.start()
+        for svc in self.channels.values():
+            svc.start()
+        log.info(
+            "node started: %d channel(s), validating %s",
+            len(self.channels),
+            ", ".join(c for c, s in self.channels.items() if s.is_validator) or "none",
+        )
+
+    async def stop(self) -> None:
+        task = getattr(self, "_lag_task", None)
+        if task is not None:
+            task.cancel()
+        await asyncio.gather(*(svc.stop() for svc in self.channels.values()))
+        await self.transport.close()
+        self.store.close()
+        log.info("node stopped")
+
+    # ------------------------------------------------------------------ peers
+
+    def receive_frame(self, data: bytes) -> tuple[str, int, bool]:
+        """Authenticate a frame and route its messages. Returns ``(sender, delivered,
+        duplicate)``. Raises :class:`FrameError` (nothing delivered) if not authentic."""
+        try:
+            frame = decode_frame(
+                data,
+                network=self.genesis.hash,
+                self_id=self.config.node_id,
+                node_keys=self.node_keys,
+            )
+        except FrameError as exc:
+            self.metrics.rejected_frames.inc(1, exc.reason)
+            raise
+        if not self.seq.accept(frame.sender, frame.seq):
+            self.metrics.rejected_frames.inc(1, "replayed")
+            return frame.sender, 0, True
+        self.metrics.frames_received.inc(1, frame.sender)
+        delivered = 0
+        for channel, payload in frame.msgs:
+            svc = self.channels.get(channel)
+            if svc is None or svc.replica is None:
+                self.metrics.rejected_messages.inc(1, channel[:64], "unknown_channel")
+                continue
+            if svc.deliver(frame.sender, payload):
+                delivered += 1
+        return frame.sender, delivered, False
+
+    # ------------------------------------------------------------------ status
+
+    def ready_report(self) -> tuple[bool, dict[str, object]]:
+        from node import consensus_port as cport
+
+        ok = True
+        report: dict[str, object] = {}
+        for name, svc in self.channels.items():
+            doc: dict[str, object] = {"height": svc.height, "validator": svc.is_validator}
+            if svc.failed:
+                ok = False
+                doc["failed"] = svc.failed
+            if svc.replica is not None:
+                ready, why = cport.readiness(svc.replica)
+                doc.update(view=svc.replica.view, ready=ready)
+                if not ready:
+                    ok = False
+                    doc["reason"] = why
+            report[name] = doc
+        return ok, report

@@ -1,0 +1,174 @@
+"""The replica's normal case: proposals, pipelining, batching, dissemination, dedup."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from test_replica_harness import Cluster
+
+from consensus import PrePrepare, Ready
+from consensus.mempool import ACCEPTED, COMMITTED, DUPLICATE, REJECTED
+
+
+def test_normal_case_commits_identical_chains_with_valid_certificates() -> None:
+    c = Cluster(5, max_batch_txs=10)
+    c.tick(0)
+    txs = c.clients.txs(45)
+    assert all(r.status == ACCEPTED for r in c.submit("n0", txs))
+    c.run_until(lambda: min(c.heights().values()) >= 5, max_ms=2000)
+    c.run(100)
+    height = c.check_chains()
+    assert height == 5
+    for name in c.names:
+        ids = c.committed_tx_ids(name)
+        assert sorted(ids) == sorted(tx.tx_id for tx in txs)
+        assert c.replicas[name].mempool_size == 0
+        assert c.replicas[name].view == 0
+    # The primary of view 0 proposed every block; certificates carry a quorum (4 of 5).
+    for block, cert in c.apps["n2"].chain:
+        assert block.header.proposer == "n0"
+        assert len(cert.votes) == 4
+    assert not c.evidence
+
+
+def test_normal_case_with_ed25519() -> None:
+    c = Cluster(5, ed25519=True, max_batch_txs=4)
+    c.tick(0)
+    txs = c.clients.txs(10)
+    c.submit("n2", txs)
+    c.run_until(lambda: min(c.heights().values()) >= 3, max_ms=2000)
+    assert c.check_chains() == 3
+    assert sorted(c.committed_tx_ids("n4")) == sorted(tx.tx_id for tx in txs)
+
+
+def test_pipelining_keeps_several_heights_in_flight_within_the_window() -> None:
+    window = 3
+    c = Cluster(5, window=window, max_batch_txs=2, batch_interval_ms=0)
+    c.tick(0)
+    in_flight: list[int] = []
+
+    def watching(name: str, rd: Ready, height: int) -> None:
+        # A proposal in this Ready was made at a committed height ≤ ``height``.
+        in_flight.extend(
+            o.message.height - height for o in rd.messages if isinstance(o.message, PrePrepare)
+        )
+
+    c.on_ready = watching
+    c.submit("n0", c.clients.txs(30))
+    c.run_until(lambda: min(c.heights().values()) >= 15, max_ms=3000)
+    assert c.check_chains() == 15
+    assert max(in_flight) == window, "the primary fills the window, never beyond"
+    assert all(d <= window for d in in_flight)
+
+
+def test_batch_closes_when_full_without_waiting() -> None:
+    c = Cluster(5, max_batch_txs=10, batch_interval_ms=10_000)
+    c.tick(0)
+    c.submit("n0", c.clients.txs(25))
+    # Two full batches are proposed and committed at once; the remaining 5 wait.
+    assert c.heights()["n0"] == 2
+    assert [len(b.transactions) for b, _ in c.apps["n0"].chain] == [10, 10]
+    c.run(9_000)
+    assert c.heights()["n0"] == 2
+    c.run(1_100)
+    assert [len(b.transactions) for b, _ in c.apps["n0"].chain] == [10, 10, 5]
+
+
+def test_batch_closes_after_the_interval() -> None:
+    c = Cluster(5, batch_interval_ms=50)
+    c.tick(0)
+    c.submit("n0", c.clients.txs(3))
+    c.run(40)
+    assert c.heights()["n0"] == 0
+    c.run(20)
+    assert c.heights()["n0"] == 1
+
+
+def test_transactions_submitted_to_a_backup_reach_every_validator() -> None:
+    c = Cluster(5, batch_interval_ms=10_000, max_batch_txs=100)
+    c.tick(0)
+    txs = c.clients.txs(7)
+    c.submit("n3", txs)
+    c.tick(10)  # FORWARDs are flushed on the tick
+    for name in c.names:
+        assert c.replicas[name].mempool_size == 7, name
+    c.run(10_100)
+    assert c.check_chains() == 1
+    assert sorted(c.committed_tx_ids("n0")) == sorted(tx.tx_id for tx in txs)
+
+
+def test_resubmission_never_commits_twice() -> None:
+    c = Cluster(5, batch_interval_ms=20)
+    c.tick(0)
+    tx = c.clients.tx()
+    assert c.submit("n1", [tx])[0].status == ACCEPTED
+    assert c.submit("n1", [tx])[0].status == DUPLICATE
+    assert c.submit("n0", [tx])[0].status == ACCEPTED  # n0 had not seen it yet…
+    c.tick(10)
+    assert c.submit("n2", [tx])[0].status == DUPLICATE  # …n2 got it forwarded
+    c.run_until(lambda: min(c.heights().values()) >= 1, max_ms=500)
+    for name in c.names:
+        assert c.replicas[name].submit([tx])[0].status == COMMITTED
+    c.run(500)
+    for name in c.names:
+        assert c.committed_tx_ids(name) == [tx.tx_id]
+
+
+def test_invalid_transactions_are_rejected_on_submit() -> None:
+    c = Cluster(5, reject=lambda tx: "blocked" if tx.payload.get("bad") else None)
+    c.tick(0)
+    good = c.clients.tx()
+    bad_rule = c.clients.tx(bad=True)
+    forged = c.clients.tx()
+    forged = replace(forged, signature=bytes(64))
+    results = c.submit("n0", [good, bad_rule, forged])
+    assert [r.status for r in results] == [ACCEPTED, REJECTED, REJECTED]
+    assert results[1].reason == "blocked"
+    assert results[2].reason == "invalid client signature"
+
+
+def test_mempool_bounds_are_enforced() -> None:
+    c = Cluster(5, mempool_limit=10, mempool_per_sender=4, batch_interval_ms=10_000)
+    c.tick(0)
+    r1 = c.submit("n0", c.clients.txs(6, sender="lender-1"))
+    assert [r.status for r in r1] == [ACCEPTED] * 4 + [REJECTED] * 2
+    r2 = c.submit("n0", c.clients.txs(8, sender="lender-2"))
+    assert [r.status for r in r2] == [ACCEPTED] * 4 + [REJECTED] * 4
+    r3 = c.submit("n0", c.clients.txs(4, sender="mallory"))
+    assert [r.status for r in r3] == [ACCEPTED] * 2 + [REJECTED] * 2
+    assert r3[3].reason == "mempool full"
+    assert c.replicas["n0"].mempool_size == 10
+
+
+def test_mempool_bookkeeping_stays_consistent() -> None:
+    from consensus.mempool import Mempool, tx_size
+
+    c = Cluster(5)
+    pool = Mempool(limit=100, per_sender=100, recent_committed_limit=5)
+    txs = c.clients.txs(12)
+
+    def check() -> None:
+        free = [t for t in txs if t.tx_id in pool and pool.reserved_at(t.tx_id) is None]
+        assert pool.free_count == len(free)
+        assert pool.free_bytes == sum(tx_size(t) for t in free)
+        assert [t.tx_id for t in pool.batch(100, 1 << 30)] == [t.tx_id for t in free]
+
+    for i, tx in enumerate(txs[:8]):
+        pool.add(tx, i)
+    check()
+    pool.reserve([t.tx_id for t in txs[:3]], 5)
+    pool.reserve([txs[9].tx_id], 6)  # reserved before it arrives
+    pool.add(txs[9], 9)
+    check()
+    assert pool.oldest_free_arrival() == 3
+    pool.release_above(5)
+    check()
+    pool.committed([t.tx_id for t in txs[:2]])
+    check()
+    pool.release_all()
+    check()
+    assert pool.oldest_free_arrival() == 2
+    assert pool.is_committed(txs[0].tx_id) and pool.check(txs[0]) == "committed"
+    pool.committed([t.tx_id for t in txs[2:9]])  # the memory of committed ids is bounded
+    assert not pool.is_committed(txs[0].tx_id)
+    check()

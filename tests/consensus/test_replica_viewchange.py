@@ -1,0 +1,414 @@
+"""View change: timeouts, the f+1 join rule, NEW-VIEW recomputation, null blocks."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+from test_replica_harness import CHANNEL, GENESIS_PREV, Cluster
+
+from consensus import (
+    Commit,
+    NewView,
+    Prepare,
+    PreparedCertificate,
+    PrePrepare,
+    ViewChange,
+    sign,
+)
+from consensus.errors import BAD_NEW_VIEW, NotReady
+from consensus.verification import SignatureCache
+from consensus.viewchange import Context, check_new_view, select
+from ledger.blocks import Block, build_block
+from ledger.certificate import CommitCertificate
+
+
+def _vc_started(c: Cluster) -> dict[int, int]:
+    """First time each view's VIEW-CHANGE was sent by anyone."""
+    out: dict[int, int] = {}
+    for line in c.lines or []:
+        if " VIEW-CHANGE v" in line:
+            t = int(line.split()[0])
+            v = int(line.split(" VIEW-CHANGE v")[1].split()[0])
+            out.setdefault(v, t)
+    return out
+
+
+def test_primary_crash_leads_to_a_new_view_and_the_chain_continues() -> None:
+    c = Cluster(5, max_batch_txs=5)
+    c.tick(0)
+    c.submit("n0", c.clients.txs(10))
+    c.run(50)
+    assert c.check_chains() == 2
+    c.crash("n0")
+    late = c.clients.txs(7)
+    c.submit("n2", late)
+    c.run_until(lambda: all(c.apps[n].height >= 4 for n in c.live()), max_ms=5000)
+    assert {c.replicas[n].view for n in c.live()} == {1}
+    assert c.check_chains(c.live()) >= 4
+    assert {b.header.proposer for b, _ in c.apps["n1"].chain[2:]} == {"n1"}
+    assert set(c.committed_tx_ids("n3")[-7:]) == {tx.tx_id for tx in late}
+    # The crashed primary comes back and catches up.
+    c.restart("n0")
+    c.run_until(lambda: c.apps["n0"].height == c.apps["n1"].height, max_ms=3000)
+    assert c.check_chains() >= 4
+
+
+def test_new_primary_re_proposes_the_prepared_block() -> None:
+    c = Cluster(5, max_batch_txs=5, batch_interval_ms=0)
+    c.tick(0)
+    # Every COMMIT for height 1 is lost: the block is prepared everywhere, committed nowhere.
+    c.drop = lambda src, dst, m: isinstance(m, Commit) and m.height == 1 and m.view == 0
+    c.submit("n0", c.clients.txs(3))
+    c.run(20)
+    assert c.heights()["n1"] == 0
+    proposed = next(m for _, _, m in c.sent if isinstance(m, PrePrepare))
+    c.crash("n0")
+    c.drop = None
+    c.run_until(lambda: all(c.apps[n].height >= 1 for n in c.live()), max_ms=5000)
+    block, cert = c.apps["n2"].chain[0]
+    assert block.hash == proposed.block_hash  # same block, unchanged header (view 0, n0)
+    assert block.header.view == 0 and block.header.proposer == "n0"
+    assert cert.view == 1  # committed in the new view
+    nv = next(m for _, _, m in c.sent if isinstance(m, NewView))
+    assert [pp.block_hash for pp in nv.proposals] == [proposed.block_hash]
+
+
+def _nv_fixture() -> tuple[Cluster, NewView]:
+    """View 1's NEW-VIEW from n1, withheld from n4 (which waits in view 1)."""
+    c = Cluster(5, max_batch_txs=5, batch_interval_ms=0)
+    c.tick(0)
+    c.drop = lambda src, dst, m: isinstance(m, Commit) and m.height == 2
+    c.submit("n0", c.clients.txs(10))
+    c.run(20)
+    c.crash("n0")
+    c.drop = lambda src, dst, m: isinstance(m, NewView) and dst == "n4"
+    c.run_until(lambda: c.replicas["n1"].view == 1 and c.replicas["n1"].view_active, 5000)
+    c.drop = lambda src, dst, m: dst == "n4"
+    assert c.replicas["n4"].view == 1 and not c.replicas["n4"].view_active
+    nv = next(m for _, _, m in c.sent if isinstance(m, NewView))
+    assert len(nv.proposals) == 1  # height 2 was prepared, height 1 committed
+    return c, nv
+
+
+def _resign(c: Cluster, nv: NewView, **changes: object) -> NewView:
+    return sign(replace(nv, **changes), c.node_signers[nv.sender])  # type: ignore[arg-type]
+
+
+def test_forged_new_views_are_rejected_by_recomputation() -> None:
+    c, nv = _nv_fixture()
+    n4 = c.replicas["n4"]
+    block = nv.proposals[0].block
+    other = build_block(
+        channel=CHANNEL,
+        height=block.height,
+        prev_hash=block.header.prev_hash,
+        transactions=(),
+        state_height=0,
+        state_root=block.header.state_root,
+        proposer="n1",
+        view=1,
+        time_ms=block.header.time_ms,
+    )
+    forged_pp = sign(PrePrepare(CHANNEL, "n1", 1, other), c.node_signers["n1"])
+    forgeries = [
+        _resign(c, nv, proposals=()),  # drops the prepared value
+        _resign(c, nv, proposals=(forged_pp,)),  # replaces it
+        _resign(c, nv, view_changes=nv.view_changes[:3]),  # not a quorum
+        _resign(c, nv, view_changes=(nv.view_changes[0],) * 4),  # one sender four times
+    ]
+    for forged in forgeries:
+        c.step("n4", forged)
+        assert not n4.view_active
+    assert [ev.kind for who, ev in c.evidence if who == "n4"] == [BAD_NEW_VIEW] * 4
+    # A NEW-VIEW signed by a validator that is not the primary of view 1.
+    c.step("n4", sign(replace(nv, sender="n2"), c.node_signers["n2"]))
+    assert n4.metrics.get("evidence.bad_new_view") == 4 + 1
+    c.step("n4", replace(nv, signature=bytes(64)))
+    assert n4.metrics["dropped.bad_signature"] == 1
+    # The genuine one is accepted.
+    c.step("n4", nv)
+    assert n4.view == 1 and n4.view_active
+    # A second, different NEW-VIEW for the same view signed by its primary: equivocation.
+    c.step("n4", forgeries[0])
+    [last] = [ev for who, ev in c.evidence if who == "n4"][-1:]
+    assert (last.kind, last.offender, last.proof) == ("equivocation", "n1", (nv, forgeries[0]))
+
+
+def test_f_plus_one_view_changes_make_a_replica_join_the_smallest_view() -> None:
+    c = Cluster(5)
+    c.tick(0)
+    vc3 = sign(ViewChange(CHANNEL, "n3", 3, 0, None, None, ()), c.node_signers["n3"])
+    vc1 = sign(ViewChange(CHANNEL, "n4", 1, 0, None, None, ()), c.node_signers["n4"])
+    c.drop = lambda src, dst, m: True  # isolate: only injected messages arrive
+    c.step("n1", vc3)
+    assert c.replicas["n1"].view == 0 and c.replicas["n1"].view_active
+    c.step("n1", vc1)
+    assert c.replicas["n1"].view == 1 and not c.replicas["n1"].view_active
+    sent = [m for src, _, m in c.sent if src == "n1" and isinstance(m, ViewChange)]
+    assert [m.new_view for m in sent] == [1]
+
+
+def test_one_replica_flooding_view_changes_cannot_force_a_view_change() -> None:
+    c = Cluster(5, max_batch_txs=5, batch_interval_ms=0)
+    c.tick(0)
+    flood = [
+        sign(ViewChange(CHANNEL, "n4", v, 0, None, None, ()), c.node_signers["n4"])
+        for v in range(1, 200)
+    ]
+    for name in ("n0", "n1", "n2", "n3"):
+        for vc in flood:
+            c.replicas[name].step(vc)
+    c.pump()
+    c.submit("n0", c.clients.txs(20))
+    c.run(200)
+    assert all(c.replicas[n].view == 0 and c.replicas[n].view_active for n in c.names[:4])
+    assert c.check_chains() == 4
+
+
+def test_timeouts_double_on_failed_view_changes_and_reset_after_a_commit() -> None:
+    base = 1000
+    c = Cluster(5, transcript=True, base_timeout_ms=base, batch_interval_ms=0)
+    c.tick(0)
+    c.crash("n0")
+    c.submit("n2", c.clients.txs(1))  # pending work the dead primary never proposes
+    # The primaries of views 1 and 2 never deliver their NEW-VIEW.
+    c.drop = lambda src, dst, m: isinstance(m, NewView) and m.view in (1, 2)
+    c.run_until(lambda: c.replicas["n3"].view == 3 and c.replicas["n3"].view_active, 20_000)
+    c.run_until(lambda: c.apps["n4"].height == 1, 2000)
+    started = _vc_started(c)
+    assert base <= started[2] - started[1] < 2 * base  # first view change: base timeout
+    assert 2 * base <= started[3] - started[2] < 3 * base  # it failed: doubled
+    # View 3 committed a block: the timeout is back to base for the next change.
+    c.drop = None
+    c.restart("n0")
+    c.run_until(lambda: c.apps["n0"].height == 1 and c.replicas["n0"].view == 3, 5000)
+    c.crash("n3")
+    crash_at = c.now
+    c.submit("n2", c.clients.txs(1))
+    c.run_until(lambda: c.replicas["n4"].view == 4 and c.replicas["n4"].view_active, 20_000)
+    assert _vc_started(c)[4] - crash_at <= base + c.replicas["n2"].config.censorship_timeout_ms + 20
+
+
+def test_censoring_primary_is_replaced() -> None:
+    c = Cluster(5, batch_interval_ms=0, censorship_timeout_ms=2000, base_timeout_ms=1000)
+    # The primary n0 silently leaves out mallory's transactions (its own rule refuses them).
+    c.apps["n0"].reject = lambda tx: "censored" if tx.sender == "mallory" else None
+    c.tick(0)
+    victim = c.clients.tx("mallory")
+    c.submit("n2", [victim])
+    for _ in range(40):  # others keep flowing, so the view is making progress
+        c.submit("n1", c.clients.txs(1))
+        c.run(100)
+    assert all(c.replicas[n].view >= 1 for n in ("n1", "n2", "n3", "n4"))
+    c.run_until(lambda: victim.tx_id in c.committed_tx_ids("n3"), 3000)
+    assert victim.tx_id not in [
+        tx.tx_id for b, _ in c.apps["n3"].chain if b.header.view == 0 for tx in b.transactions
+    ]
+
+
+# ---------------------------------------------------------------------------------------
+# The selection rule as a pure function
+# ---------------------------------------------------------------------------------------
+
+
+class _Chain:
+    """Blocks and prepared certificates built by hand for :func:`select`."""
+
+    def __init__(self) -> None:
+        self.c = Cluster(5, window=4)
+        self.roots = {0: self.c.apps["n0"].state_root_at(0)}
+        self.ctx = Context(
+            channel=CHANNEL,
+            genesis_prev_hash=GENESIS_PREV,
+            window=4,
+            validators_at=self.c.apps["n0"].validators_at,
+            state_root_at=lambda h: self.roots.get(h),
+            sigs=SignatureCache(self.c.scheme, 1000),
+        )
+
+    def block(self, height: int, prev: bytes, view: int = 0, ntx: int = 1) -> Block:
+        return build_block(
+            channel=CHANNEL,
+            height=height,
+            prev_hash=prev,
+            transactions=self.c.clients.txs(ntx),
+            state_height=0,
+            state_root=self.roots[0],  # type: ignore[arg-type]
+            proposer=f"n{view % 5}",
+            view=view,
+            time_ms=100 * height,
+        )
+
+    def prepared(self, block: Block, view: int) -> PreparedCertificate:
+        s = self.c.node_signers
+        primary = f"n{view % 5}"
+        pp = sign(PrePrepare(CHANNEL, primary, view, block), s[primary])
+        ps = tuple(
+            sign(Prepare(CHANNEL, n, view, block.height, block.hash), s[n])
+            for n in ("n0", "n1", "n2", "n3")
+        )
+        return PreparedCertificate(pp, ps)
+
+    def vc(
+        self, sender: str, view: int, *pcs: PreparedCertificate, stable: Block | None = None
+    ) -> ViewChange:
+        cert = None
+        if stable is not None:
+            votes = tuple(
+                sign(
+                    Commit(CHANNEL, n, 0, stable.height, stable.hash), self.c.node_signers[n]
+                ).vote()
+                for n in ("n0", "n1", "n2", "n3")
+            )
+            cert = CommitCertificate(CHANNEL, stable.height, 0, stable.hash, votes)
+        return sign(
+            ViewChange(
+                CHANNEL,
+                sender,
+                view,
+                stable.height if stable else 0,
+                stable.header if stable else None,
+                cert,
+                pcs,
+            ),
+            self.c.node_signers[sender],
+        )
+
+
+def test_selection_re_proposes_a_linked_chain_of_prepared_values() -> None:
+    t = _Chain()
+    a = t.block(1, GENESIS_PREV)
+    b = t.block(2, a.hash)
+    vcs = [
+        t.vc("n1", 1, t.prepared(a, 0), t.prepared(b, 0)),
+        t.vc("n2", 1, t.prepared(a, 0)),
+        t.vc("n3", 1),
+        t.vc("n4", 1),
+    ]
+    sel = select(vcs, t.ctx, 1)
+    assert [blk.hash for blk in sel.blocks] == [a.hash, b.hash]
+    assert sel.reproposed == (True, True)
+
+
+def test_selection_takes_the_highest_view_and_fills_broken_links_with_null_blocks() -> None:
+    t = _Chain()
+    a = t.block(1, GENESIS_PREV)
+    b = t.block(2, a.hash)  # prepared in view 0 on top of a
+    a2 = t.block(1, GENESIS_PREV, view=1)  # a different block at 1, prepared in view 1
+    t.roots[0] = t.roots[0]
+    vcs = [
+        t.vc("n1", 2, t.prepared(a, 0), t.prepared(b, 0)),
+        t.vc("n2", 2, t.prepared(a2, 1)),
+        t.vc("n3", 2),
+        t.vc("n4", 2),
+    ]
+    sel = select(vcs, t.ctx, 2)
+    assert sel.blocks[0].hash == a2.hash
+    null = sel.blocks[1]
+    assert sel.reproposed == (True, False)
+    assert null.transactions == ()
+    assert null.header.prev_hash == a2.hash
+    assert (null.header.view, null.header.proposer) == (2, "n2")
+    assert null.header.time_ms == a2.header.time_ms
+    # Recomputation is exact: the same VIEW-CHANGEs in another order give the same result.
+    assert select(list(reversed(vcs)), t.ctx, 2) == sel
+
+
+def test_selection_starts_above_the_highest_certified_stable_point() -> None:
+    t = _Chain()
+    a = t.block(1, GENESIS_PREV)
+    b = t.block(2, a.hash)
+    d = t.block(3, b.hash)
+    t.roots[1] = b"\x11" * 32
+    vcs = [
+        t.vc("n1", 1, t.prepared(a, 0), t.prepared(b, 0)),
+        t.vc("n2", 1, t.prepared(d, 0), stable=b),
+        t.vc("n3", 1),
+        t.vc("n4", 1),
+    ]
+    sel = select(vcs, t.ctx, 1)
+    assert (sel.stable_height, sel.stable_hash) == (2, b.hash)
+    assert [blk.hash for blk in sel.blocks] == [d.hash]
+
+
+def test_null_blocks_fill_up_to_an_unlinked_prepared_value_and_need_state_roots() -> None:
+    t = _Chain()
+    orphan = t.block(3, b"\x09" * 32)  # prepared, but its parent is reported by nobody
+    vcs = [t.vc("n1", 1, t.prepared(orphan, 0)), t.vc("n2", 1), t.vc("n3", 1), t.vc("n4", 1)]
+    sel = select(vcs, t.ctx, 1)
+    assert sel.reproposed == (False, False, False)
+    assert [b.height for b in sel.blocks] == [1, 2, 3]
+    assert sel.blocks[1].header.prev_hash == sel.blocks[0].hash
+    del t.roots[0]  # the lagged state root is not applied here yet
+    with pytest.raises(NotReady):
+        select(vcs, t.ctx, 1)
+
+
+def test_check_new_view_accepts_only_the_recomputed_proposals() -> None:
+    t = _Chain()
+    a = t.block(1, GENESIS_PREV)
+    vcs = tuple(
+        sorted(
+            [t.vc(n, 1, t.prepared(a, 0)) for n in ("n1", "n2", "n3", "n4")], key=lambda v: v.sender
+        )
+    )
+    s1 = t.c.node_signers["n1"]
+    good_pp = sign(PrePrepare(CHANNEL, "n1", 1, a), s1)
+    nv = sign(NewView(CHANNEL, "n1", 1, vcs, (good_pp,)), s1)
+    sel, pps = check_new_view(nv, t.ctx)
+    assert [pp.block_hash for pp in pps] == [a.hash]
+    assert sel.reproposed == (True,)
+
+
+def test_a_replica_that_missed_the_new_view_is_sent_it_again() -> None:
+    c, _ = _nv_fixture()
+    c.drop = None
+    c.restart("n0")  # view 1 can progress without n4
+    # n4 (and n0) report an older or inactive view in their STATUS; the replicas in
+    # view 1 send them its NEW-VIEW again.
+    c.run_until(lambda: c.replicas["n4"].view_active, 5000)
+    assert c.replicas["n4"].view == 1
+    assert c.replicas["n0"].view == 1
+    assert sum(c.replicas[n].metrics.get("new_view.resent", 0) for n in c.names) >= 1
+    c.run_until(lambda: c.apps["n4"].height == c.apps["n1"].height >= 2, 5000)
+    assert c.check_chains(c.live()) >= 2
+
+
+def test_a_replica_that_is_behind_catches_up_instead_of_blaming_the_primary() -> None:
+    c = Cluster(5, batch_interval_ms=0, censorship_timeout_ms=500, base_timeout_ms=500)
+    c.tick(0)
+    c.crash("n4")
+    c.submit("n0", c.clients.txs(5))
+    c.run(100)
+    c.down.discard("n4")
+    # n4 is back but its catch-up answers are lost; it holds a transaction the others
+    # committed long ago, which looks "censored" from where it stands.
+    c.drop = lambda src, dst, m: dst == "n4" and m.kind in ("blocks", "pre-prepare")
+    stale = c.clients.tx()
+    c.submit("n0", [stale])
+    c.run(100)
+    c.replicas["n4"].submit([stale])
+    c.run(3000)
+    n4 = c.replicas["n4"]
+    assert n4.view == 0 and n4.view_active
+    assert "view_changes.started" not in n4.metrics
+    c.drop = None
+    c.run_until(lambda: c.apps["n4"].height == c.apps["n0"].height, 3000)
+    assert n4.mempool_size == 0
+
+
+def test_messages_for_old_views_are_dropped_and_counted() -> None:
+    c, nv = _nv_fixture()
+    n1 = c.replicas["n1"]
+    assert n1.view == 1 and n1.view_active
+    stale = sign(Prepare(CHANNEL, "n2", 0, 3, bytes(32)), c.node_signers["n2"])
+    c.step("n1", stale)
+    c.step("n1", nv)  # its own NEW-VIEW, replayed back to it
+    assert n1.metrics["dropped.old_view"] == 1
+    assert n1.metrics["dropped.own_name"] == 1
+    c.step("n2", nv)  # a NEW-VIEW already acted on
+    assert c.replicas["n2"].metrics["dropped.old_view"] == 1
+    far = sign(Prepare(CHANNEL, "n2", 99, 3, bytes(32)), c.node_signers["n2"])
+    c.step("n1", far)
+    assert n1.metrics["dropped.future_view"] == 1

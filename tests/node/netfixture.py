@@ -1,0 +1,378 @@
+"""A five-node network of real processes on loopback, for integration tests.
+
+    net = start_network(tmp_path, rules="test")
+    client = net.client(0, "lender1")
+    client.submit("supervision", client.tx("supervision", "loan_event", {"k": "a", "v": 1}))
+    ...
+    net.stop()
+
+Reusable by any test module (import ``tests.node.netfixture``). Nodes run the real
+``wulian node`` command; ``kill(i)`` is SIGKILL, ``restart(i)`` starts the node again
+on the same data directory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import socket
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from ledger.blocks import Transaction
+from ledger.crypto import Ed25519Signer
+from ledger.encoding import encode
+from ledger.genesis import Genesis, genesis_document, genesis_from_document, write_genesis
+from ledger.keyfile import load_key_file, write_key_file
+from ledger.request_auth import sign_request
+from node.localnet import LocalNetwork
+
+LENDERS = ("lender1", "lender2")
+#: Consensus settings for tests: quick batches, a view-change timeout that tolerates a
+#: slow shared CI machine.
+FAST_CONSENSUS = {"base_timeout_ms": 2000, "batch_interval_ms": 10}
+
+
+def free_base_port(count: int = 5, tries: int = 200) -> int:
+    """A port P such that P..P+count-1 are free on 127.0.0.1 right now."""
+    rng = secrets.SystemRandom()
+    for _ in range(tries):
+        base = rng.randrange(20_000, 60_000)
+        socks: list[socket.socket] = []
+        try:
+            for p in range(base, base + count):
+                s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                socks.append(s)
+                s.bind(("127.0.0.1", p))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError("no free port range found")
+
+
+def add_lenders(data: Path, lenders: Iterable[str] = LENDERS) -> Genesis:
+    """Genesis hook: register lender orgs (keys in ``data/keys/<id>.key``)."""
+    from ledger.genesis import load_genesis
+
+    path = data / "genesis.json"
+    genesis = load_genesis(path)
+    doc = genesis_document(genesis)
+    known = {o["id"] for o in doc["orgs"]}
+    for lender in lenders:
+        if lender in known:
+            continue
+        key_path = data / "keys" / f"{lender}.key"
+        if key_path.exists():
+            signer = load_key_file(key_path).signer
+        else:
+            signer = Ed25519Signer.generate()
+            write_key_file(key_path, lender, signer)
+        doc["orgs"].append(
+            {
+                "id": lender,
+                "name": f"Test lender {lender}",
+                "role": "lender",
+                "keys": [
+                    {"public_key": signer.public_key.hex(), "valid_from": 0, "revoked_at": None}
+                ],
+            }
+        )
+    new = genesis_from_document(doc, str(path))
+    if new.hash != genesis.hash:
+        write_genesis(path, new)
+    return new
+
+
+_HTTP: list[httpx.Client] = []
+
+
+def _shared_http() -> httpx.Client:
+    """One keep-alive pool for every test client (creating an httpx.Client costs
+    ~0.2 s: it loads the CA bundle)."""
+    if not _HTTP:
+        _HTTP.append(httpx.Client(timeout=30.0, verify=False))
+    return _HTTP[0]
+
+
+@dataclass
+class Client:
+    """A signing HTTP client for one org against one node."""
+
+    url: str
+    network: bytes
+    org: str
+    signer: Ed25519Signer
+    http: httpx.Client = field(default_factory=lambda: _shared_http())
+    _nonce: int = 0
+
+    def headers(self, method: str, path: str, body: bytes = b"") -> dict[str, str]:
+        self._nonce += 1
+        return sign_request(
+            self.signer,
+            network=self.network,
+            org=self.org,
+            method=method,
+            path=path,
+            body=body,
+            time_ms=time.time_ns() // 1_000_000,
+            nonce=secrets.token_bytes(12) + self._nonce.to_bytes(4, "big"),
+        )
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: bytes = b"",
+        *,
+        content_type: str = "application/msgpack",
+        accept: str = "application/json",
+        extra_headers: dict[str, str] | None = None,
+        sign: bool = True,
+    ) -> httpx.Response:
+        headers = self.headers(method, path, body) if sign else {}
+        headers["accept"] = accept
+        if body:
+            headers["content-type"] = content_type
+        headers.update(extra_headers or {})
+        return self.http.request(method, self.url + path, content=body, headers=headers)
+
+    def get(self, path: str, **kw: Any) -> httpx.Response:
+        return self.request("GET", path, **kw)
+
+    def tx(
+        self, channel: str, tx_type: str, payload: dict[str, Any], *, nonce: int | None = None
+    ) -> Transaction:
+        return Transaction(
+            network=self.network,
+            channel=channel,
+            type=tx_type,
+            sender=self.org,
+            public_key=self.signer.public_key,
+            nonce=secrets.randbits(62) if nonce is None else nonce,
+            time_ms=time.time_ns() // 1_000_000,
+            payload=payload,
+        ).signed(self.signer)
+
+    def submit(self, channel: str, tx: Transaction, *, wait_ms: int = 0) -> httpx.Response:
+        q = f"?wait_ms={wait_ms}" if wait_ms else ""
+        return self.request("POST", f"/v1/channels/{channel}/transactions{q}", tx.encoded())
+
+    def submit_batch(
+        self, channel: str, txs: Sequence[Transaction], *, wait_ms: int = 0
+    ) -> httpx.Response:
+        q = f"?wait_ms={wait_ms}" if wait_ms else ""
+        body = encode({"txs": [t.to_wire() for t in txs]})
+        return self.request("POST", f"/v1/channels/{channel}/transactions/batch{q}", body)
+
+    def height(self, channel: str) -> int:
+        r = self.get(f"/v1/channels/{channel}")
+        r.raise_for_status()
+        return int(r.json()["height"])
+
+    def block(self, channel: str, height: int) -> dict[str, Any]:
+        r = self.get(f"/v1/channels/{channel}/blocks/{height}")
+        r.raise_for_status()
+        doc: dict[str, Any] = r.json()
+        return doc
+
+    def close(self) -> None:
+        """Nothing to release: clients share one connection pool."""
+
+
+class TestNetwork(LocalNetwork):
+    """A :class:`LocalNetwork` with signing clients for its orgs."""
+
+    __test__ = False
+
+    def signer_of(self, org: str) -> Ed25519Signer:
+        """The key of an org (or of a node: ``<org>-node``) from ``DIR/keys``."""
+        return load_key_file(self.data_dir / "keys" / f"{org}.key").signer
+
+    def client(self, i: int, org: str) -> Client:
+        key = (i, org)
+        cache: dict[tuple[int, str], Client] = self.__dict__.setdefault("_clients", {})
+        if key not in cache:
+            cache[key] = Client(self.nodes[i].url, self.genesis.hash, org, self.signer_of(org))
+        return cache[key]
+
+    def heights(
+        self, channel: str, org: str = "bureau", indexes: Iterable[int] | None = None
+    ) -> list[int]:
+        out = []
+        for i in range(len(self.nodes)) if indexes is None else indexes:
+            c = self.client(i, org)
+            try:
+                out.append(c.height(channel))
+            finally:
+                c.close()
+        return out
+
+    def wait_heights(
+        self,
+        channel: str,
+        at_least: int,
+        *,
+        timeout_s: float = 30.0,
+        indexes: Iterable[int] | None = None,
+    ) -> list[int]:
+        idx = list(range(len(self.nodes)) if indexes is None else indexes)
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                hs = self.heights(channel, indexes=idx)
+            except httpx.HTTPError:
+                hs = [-1]
+            if min(hs) >= at_least:
+                return hs
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"heights {hs} on {channel} did not all reach {at_least} in {timeout_s} s"
+                )
+            time.sleep(0.1)
+
+    def metrics_text(self, i: int) -> str:
+        return _shared_http().get(self.nodes[i].url + "/metrics").text
+
+
+def start_network(
+    tmp: str | os.PathLike[str],
+    *,
+    rules: str = "test",
+    consensus: dict[str, int] | None = None,
+    limits: dict[str, int] | None = None,
+    lenders: Iterable[str] = LENDERS,
+    timeout_s: float = 60.0,
+) -> TestNetwork:
+    """Prepare a five-node network in ``tmp`` on free loopback ports and start it."""
+    base = free_base_port()
+    lender_ids = tuple(lenders)
+    net = TestNetwork.prepare(
+        Path(tmp),
+        base_port=base,
+        rules=rules,
+        consensus={**FAST_CONSENSUS, **(consensus or {})},
+        limits=limits,
+        genesis_hook=lambda d: add_lenders(d, lender_ids),
+    )
+    assert isinstance(net, TestNetwork)
+    net.start()
+    try:
+        net.wait_healthy(timeout_s=timeout_s)
+    except BaseException:
+        net.stop()
+        raise
+    return net
+
+
+def log_events(net: LocalNetwork, i: int) -> list[dict[str, Any]]:
+    """The JSON log lines of node ``i`` (non-JSON lines skipped)."""
+    out = []
+    for line in net.nodes[i].log_path.read_text("utf-8", "replace").splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return out
+
+
+def seed_blocks(
+    net: LocalNetwork,
+    channel: str,
+    n_blocks: int,
+    *,
+    into: Sequence[int],
+    txs_per_block: int = 2,
+    sender: str = "lender1",
+    window: int = 8,
+) -> int:
+    """Append ``n_blocks`` valid, certified blocks to the ledgers of the STOPPED nodes
+    ``into`` (which must agree on the channel's tip), exactly as the node would have
+    committed them under ``rules = "test"``: transactions signed by ``sender``, a
+    commit certificate signed by a quorum of the validators' keys, state writes, roots
+    and outcomes applied with :class:`node.rules.TestLogic`. Returns the new height.
+
+    Lets a catch-up test put hundreds of blocks between a node and its peers in
+    seconds, whatever the machine's load.
+    """
+    from ledger.blocks import build_block
+    from ledger.certificate import CommitCertificate, Vote, commit_vote_message
+    from ledger.hashing import TAG_COMMIT_VOTE
+    from ledger.store import BlockStore
+    from node.channel import outcomes_key
+    from node.rules import StoreCrossReader, StoreState, TestLogic
+
+    genesis = net.genesis
+    validators = genesis.channel(channel).validators
+    keys = net.data_dir / "keys"
+    node_signers = {
+        v.node_id: load_key_file(keys / f"{v.node_id}.key").signer for v in validators.validators
+    }
+    client = load_key_file(keys / f"{sender}.key").signer
+    stores = [
+        BlockStore.open(net.nodes[i].config_path.parent / "ledger", genesis.hash, create=False)
+        for i in into
+    ]
+    try:
+        tips = {s.tip(channel) for s in stores}
+        assert len(tips) == 1, f"nodes disagree on the tip: {tips}"
+        tip = tips.pop()
+        ref = stores[0]
+        last = ref.header(channel, tip.height) if tip.height else None
+        view = last.view if last is not None else 0
+        prev_hash, prev_time = tip.hash, (last.time_ms if last is not None else 0)
+        logic = TestLogic(channel)
+        for h in range(tip.height + 1, tip.height + 1 + n_blocks):
+            now = max(time.time_ns() // 1_000_000, prev_time)
+            txs = [
+                Transaction(
+                    network=genesis.hash, channel=channel, type="loan_event", sender=sender,
+                    public_key=client.public_key, nonce=secrets.randbits(62), time_ms=now,
+                    payload={"k": f"seed-{h}-{j}", "v": j},
+                ).signed(client)
+                for j in range(txs_per_block)
+            ]  # fmt: skip
+            sh = max(0, h - window)
+            sroot = logic.initial_state_root() if sh == 0 else ref.state_root_at(channel, sh)
+            assert sroot is not None
+            block = build_block(
+                channel=channel, height=h, prev_hash=prev_hash, transactions=txs,
+                state_height=sh, state_root=sroot, proposer=validators.primary(view),
+                view=view, time_ms=now,
+            )  # fmt: skip
+            message = commit_vote_message(channel, h, view, block.hash)
+            votes = tuple(
+                Vote(v.node_id, node_signers[v.node_id].sign(TAG_COMMIT_VOTE, message))
+                for v in validators.validators[: validators.quorum]
+            )
+            cert = CommitCertificate(channel, h, view, block.hash, votes)
+            for store in stores:
+                prev_root = (
+                    logic.initial_state_root() if h == 1 else store.state_root_at(channel, h - 1)
+                )
+                assert prev_root is not None
+                effects = logic.apply_block(
+                    block,
+                    ["lender"] * len(txs),
+                    StoreState(store, channel),
+                    StoreCrossReader(store),
+                    prev_root,
+                )
+                outcomes = encode([o.to_wire() for o in effects.outcomes])
+                store.commit_block(
+                    channel, block, cert, effects.writes, effects.state_root,
+                    wal={outcomes_key(h): outcomes},
+                )  # fmt: skip
+            prev_hash, prev_time = block.hash, now
+        return tip.height + n_blocks
+    finally:
+        for store in stores:
+            store.close()

@@ -1,0 +1,133 @@
+"""Node config files: valid ones load with defaults; every kind of mistake is one line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ledger.errors import ConfigError
+from node.commands import node_cmd
+from node.config import (
+    NODE_CONSENSUS_DEFAULTS,
+    Limits,
+    load_node_config,
+    parse_node_config,
+    render_node_config,
+)
+
+GOOD = """
+node_id = "bureau-node"
+key_file = "keys/bureau-node.key"
+genesis_file = "/abs/genesis.json"
+data_dir = "data"
+
+[listen]
+port = 7101
+
+[limits]
+max_body_bytes = 65536
+
+[consensus]
+base_timeout_ms = 500
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "node.toml"
+    p.write_text(text, encoding="utf-8")
+    return p
+
+
+def test_valid_config_resolves_paths_and_defaults(tmp_path: Path) -> None:
+    cfg = load_node_config(write(tmp_path, GOOD))
+    assert cfg.node_id == "bureau-node"
+    assert cfg.key_file == tmp_path.resolve() / "keys" / "bureau-node.key"
+    assert cfg.genesis_file == Path("/abs/genesis.json")
+    assert cfg.ledger_dir == tmp_path.resolve() / "data" / "ledger"
+    assert (cfg.host, cfg.port) == ("127.0.0.1", 7101)
+    assert cfg.limits.max_body_bytes == 65536
+    assert cfg.limits.tick_ms == Limits().tick_ms
+    assert cfg.consensus == {**NODE_CONSENSUS_DEFAULTS, "base_timeout_ms": 500}
+    assert cfg.rules == "channels"
+
+
+def test_rendered_config_round_trips(tmp_path: Path) -> None:
+    text = render_node_config(
+        node_id="court-node",
+        key_file="../k.key",
+        genesis_file='dir "quoted"/genesis.json',
+        data_dir=".",
+        host="127.0.0.1",
+        port=7002,
+        rules="test",
+        limits={"tick_ms": 5},
+        consensus={"window": 4},
+    )
+    cfg = load_node_config(write(tmp_path, text))
+    assert cfg.node_id == "court-node"
+    assert cfg.genesis_file.name == "genesis.json"
+    assert cfg.genesis_file.parent.name == 'dir "quoted"'
+    assert cfg.limits.tick_ms == 5
+    assert cfg.consensus == {**NODE_CONSENSUS_DEFAULTS, "window": 4}
+    assert cfg.rules == "test"
+
+
+@pytest.mark.parametrize(
+    ("text", "field", "problem"),
+    [
+        (GOOD.replace('node_id = "bureau-node"\n', ""), "node_id", "missing"),
+        (GOOD.replace("port = 7101", "port = 70000"), "listen.port", "less than or equal"),
+        (GOOD.replace("port = 7101", 'port = "x"'), "listen.port", "integer"),
+        ("surprise = 1\n" + GOOD, "surprise", "unknown field"),
+        (
+            GOOD.replace("max_body_bytes = 65536", "max_body_bytes = 10"),
+            "limits.max_body_bytes",
+            "",
+        ),
+        (GOOD.replace('"bureau-node"', '"Bad Id"'), "node_id", "identifier"),
+        (GOOD.replace("[listen]", '[log]\nformat = "xml"\n[listen]'), "log.format", ""),
+    ],
+)
+def test_bad_field_is_named(tmp_path: Path, text: str, field: str, problem: str) -> None:
+    p = write(tmp_path, text)
+    with pytest.raises(ConfigError) as err:
+        load_node_config(p)
+    assert err.value.field == field
+    assert problem in err.value.problem
+    line = str(err.value)
+    assert "\n" not in line and line.startswith(str(p))
+
+
+def test_not_toml_and_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_node_config(write(tmp_path, "node_id = [unclosed"))
+    with pytest.raises(ConfigError, match="cannot read config file"):
+        load_node_config(tmp_path / "absent.toml")
+    with pytest.raises(ConfigError, match="node_id: Input should be a valid string"):
+        parse_node_config({"node_id": 5}, "x.toml")
+
+
+def test_cli_reports_one_line_and_exit_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from node.cli import build_parser, main
+
+    p = write(tmp_path, GOOD.replace("port = 7101", "port = 0"))
+    parser = build_parser()
+    # the node command is registered by the lead; exercise our module directly if not.
+    sub_names = {a.dest for a in parser._actions}
+    assert "command" in sub_names
+    args = parser.parse_args(["up", "--data", str(tmp_path)])  # parser sanity
+    assert args.data == str(tmp_path)
+    import argparse
+
+    ns = argparse.Namespace(config=str(p))
+    with pytest.raises(ConfigError) as err:
+        node_cmd.run(ns)
+    assert err.value.field == "listen.port"
+    # through main(): one line on stderr, exit 1
+    code = main(["node", "--config", str(p)])
+    assert code == 1
+    err_text = capsys.readouterr().err.strip()
+    assert err_text.count("\n") == 0 and "listen.port" in err_text

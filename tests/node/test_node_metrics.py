@@ -1,0 +1,33 @@
+from __future__ import annotations
+
+from node.metrics import NodeMetrics, Registry
+
+
+def test_exposition_format() -> None:
+    r = Registry()
+    c = r.counter("x_total", "things", ["reason"])
+    g = r.gauge("y", 'a "gauge"', ["ch"])
+    h = r.histogram("lat_seconds", "latency", ["ch"], buckets=(0.1, 1))
+    c.inc(2, 'we"ird')
+    g.set_function(lambda: 7, "sup")
+    for v in (0.05, 0.5, 5):
+        h.observe(v, "sup")
+    text = r.render()
+    assert "# TYPE x_total counter" in text
+    assert 'x_total{reason="we\\"ird"} 2' in text
+    assert 'y{ch="sup"} 7' in text
+    assert 'lat_seconds_bucket{ch="sup",le="0.1"} 1' in text
+    assert 'lat_seconds_bucket{ch="sup",le="1"} 2' in text
+    assert 'lat_seconds_bucket{ch="sup",le="+Inf"} 3' in text
+    assert 'lat_seconds_count{ch="sup"} 3' in text
+    assert 'lat_seconds_sum{ch="sup"} 5.55' in text
+    assert text.endswith("\n")
+
+
+def test_node_metrics_render() -> None:
+    m = NodeMetrics()
+    m.height.set(3, "supervision")
+    m.rejected_frames.inc(1, "signature")
+    text = m.render()
+    assert 'wulian_height{channel="supervision"} 3' in text
+    assert 'wulian_peer_rejected_frames_total{reason="signature"} 1' in text

@@ -1,0 +1,188 @@
+"""Peer frames: authentication before anything reaches consensus; bounded queues."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import pytest
+
+from ledger.crypto import Ed25519Signer
+from ledger.encoding import decode, encode
+from ledger.hashing import sha256
+from node.metrics import NodeMetrics
+from node.peers import (
+    FRAME_PATH,
+    FrameError,
+    PeerLink,
+    SeqTracker,
+    decode_frame,
+    encode_frame,
+)
+
+NET = sha256(b"net")
+A = Ed25519Signer(sha256(b"a"))
+B = Ed25519Signer(sha256(b"b"))
+KEYS = {"a-node": A.public_key, "b-node": B.public_key}
+MSGS = [("supervision", b"\x01\x02"), ("judicial", b"\x03")]
+
+
+def test_frame_round_trip() -> None:
+    data = encode_frame(A, "a-node", NET, 7, MSGS)
+    frame = decode_frame(data, network=NET, self_id="b-node", node_keys=KEYS)
+    assert (frame.sender, frame.seq, list(frame.msgs)) == ("a-node", 7, MSGS)
+
+
+@pytest.mark.parametrize(
+    ("mutate", "reason"),
+    [
+        (lambda d: d + b"\x00", "encoding"),
+        (lambda d: encode({**decode(d), "extra": 1}), "schema"),
+        (lambda d: encode({**decode(d), "msgs": [["ch", "not bytes"]]}), "schema"),
+        (lambda d: encode({**decode(d), "net": sha256(b"other")}), "network"),
+        (lambda d: encode({**decode(d), "from": "mallory"}), "unknown_sender"),
+        (lambda d: encode({**decode(d), "seq": 8}), "signature"),
+        (lambda d: encode({**decode(d), "msgs": []}), "signature"),
+    ],
+)
+def test_bad_frames_are_refused(mutate: object, reason: str) -> None:
+    data = encode_frame(A, "a-node", NET, 7, MSGS)
+    with pytest.raises(FrameError) as err:
+        decode_frame(mutate(data), network=NET, self_id="b-node", node_keys=KEYS)  # type: ignore[operator]
+    assert err.value.reason == reason
+
+
+def test_frame_signed_by_another_node_key_is_refused() -> None:
+    forged = encode_frame(B, "a-node", NET, 1, MSGS)  # b signs, claims to be a
+    with pytest.raises(FrameError) as err:
+        decode_frame(forged, network=NET, self_id="b-node", node_keys=KEYS)
+    assert err.value.reason == "signature"
+    own = encode_frame(B, "b-node", NET, 1, MSGS)  # our own id echoed back
+    with pytest.raises(FrameError):
+        decode_frame(own, network=NET, self_id="b-node", node_keys=KEYS)
+
+
+def test_seq_tracker_refuses_replays() -> None:
+    t = SeqTracker()
+    assert t.accept("a", 5) and t.accept("a", 6) and t.accept("b", 1)
+    assert not t.accept("a", 6) and not t.accept("a", 2)
+
+
+def make_link(
+    handler: object, queue_limit: int = 4, frame_max: int = 1 << 20
+) -> tuple[PeerLink, NodeMetrics]:
+    metrics = NodeMetrics()
+    client = httpx.AsyncClient(
+        base_url="http://peer",
+        transport=httpx.MockTransport(handler),  # type: ignore[arg-type]
+    )
+    link = PeerLink(
+        peer_id="b-node", address="http://peer", self_id="a-node", network=NET, signer=A,
+        metrics=metrics, queue_limit=queue_limit, frame_max_bytes=frame_max, flush_ms=1,
+        seq_start=100, client=client,
+    )  # fmt: skip
+    return link, metrics
+
+
+def test_full_queue_drops_oldest_non_essential_first() -> None:
+    async def main() -> None:
+        link, metrics = make_link(lambda r: httpx.Response(200))
+        link.enqueue("ch", b"vote1", "commit", True)
+        link.enqueue("ch", b"status1", "status", False)
+        link.enqueue("ch", b"vote2", "commit", True)
+        link.enqueue("ch", b"status2", "status", False)
+        link.enqueue("ch", b"vote3", "commit", True)  # full: drops status1
+        link.enqueue("ch", b"vote4", "commit", True)  # drops status2
+        link.enqueue("ch", b"vote5", "commit", True)  # only essentials left: drops vote1
+        assert [i.payload for i in link._queue] == [b"vote2", b"vote3", b"vote4", b"vote5"]
+        assert metrics.dropped_outbound.value("b-node", "status") == 2
+        assert metrics.dropped_outbound.value("b-node", "commit") == 1
+        await link.close()
+
+    asyncio.run(main())
+
+
+def test_link_batches_and_retries_until_the_peer_answers() -> None:
+    received: list[bytes] = []
+    calls = {"n": 0}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls["n"] += 1
+        assert request.url.path == FRAME_PATH
+        if calls["n"] <= 2:
+            raise httpx.ConnectError("down")
+        received.append(request.content)
+        return httpx.Response(200)
+
+    async def main() -> None:
+        link, metrics = make_link(handler, queue_limit=100)
+        link.start()
+        for i in range(10):
+            link.enqueue("ch", bytes([i]), "prepare", True)
+        for _ in range(200):
+            await asyncio.sleep(0.01)
+            if received:
+                break
+        await link.close()
+        assert len(received) == 1, "ten messages travel in one frame"
+        frame = decode_frame(received[0], network=NET, self_id="b-node", node_keys=KEYS)
+        assert [m for _, m in frame.msgs] == [bytes([i]) for i in range(10)]
+        assert frame.seq == 101
+        assert metrics.frame_errors.value("b-node") == 2
+        assert link.up
+
+    asyncio.run(main())
+
+
+def test_fast_message_decoder_matches_the_strict_one() -> None:
+    from consensus.messages import Forward, encode_message, sign
+    from ledger.blocks import Transaction
+    from ledger.errors import EncodingError
+    from node.consensus_port import decode_message, decode_message_strict
+
+    txs = tuple(
+        Transaction(
+            NET, "supervision", "loan_event", "l1", A.public_key, i, 5, {"k": str(i)}
+        ).signed(A)
+        for i in range(3)
+    )
+    msg = sign(Forward("supervision", "a-node", txs), A)
+    data = encode_message(msg)
+    assert decode_message(data) == decode_message_strict(data) == msg
+    import msgpack
+
+    with_float = msgpack.packb({**decode(data), "txs": [{"p": {"x": 1.5}}]})
+    with pytest.raises(EncodingError):
+        decode_message(with_float)
+    with pytest.raises(EncodingError):
+        decode_message(b"\xc1")
+
+
+def test_stale_messages_expire_unsent(monkeypatch: pytest.MonkeyPatch) -> None:
+    import node.peers as peers
+
+    async def main() -> None:
+        link, metrics = make_link(lambda r: httpx.Response(200), queue_limit=10)
+        link.enqueue("ch", b"old", "prepare", True)
+        link._queue[0].enqueued -= peers.MESSAGE_TTL_S + 1
+        link.enqueue("ch", b"new", "prepare", True)
+        assert link._take_frame() == [("ch", b"new")]
+        assert metrics.dropped_outbound.value("b-node", "expired") == 1
+        assert link._essential_count == 0
+        await link.close()
+
+    asyncio.run(main())
+
+
+def test_urgent_messages_leave_first_and_are_dropped_last() -> None:
+    async def main() -> None:
+        link, metrics = make_link(lambda r: httpx.Response(200), queue_limit=3)
+        link.enqueue("ch", b"fwd1", "forward", False)
+        link.enqueue("ch", b"vote", "prepare", True, urgent=True)
+        link.enqueue("ch", b"fwd2", "forward", False)
+        link.enqueue("ch", b"vote2", "commit", True, urgent=True)  # full: drops fwd1
+        assert metrics.dropped_outbound.value("b-node", "forward") == 1
+        assert link._take_frame() == [("ch", b"vote"), ("ch", b"vote2"), ("ch", b"fwd2")]
+        await link.close()
+
+    asyncio.run(main())
