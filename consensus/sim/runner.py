@@ -149,7 +149,6 @@ class SimConfig:
     #: A run that needs more events than this is a message storm: reported, then stopped.
     max_events: int = 300_000
     clock_skew_ms: int = 40
-    client_delay_ms: int = 5
     #: Every k-th seed (seed % k == k − 1) signs with real ed25519; 0 = never.
     ed25519_every: int = 10
     #: Seeds with seed % k == 2 change the validator set at ``reconfig_height``: v0
