@@ -21,6 +21,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from crosschain.anchor import SOURCE_CHANNEL
 from ledger.blocks import MAX_TXS_PER_BLOCK, Transaction
 from ledger.encoding import decode, encode
 from ledger.errors import LedgerError
@@ -28,6 +29,7 @@ from ledger.identity import INSTITUTION_ROLES
 from node.auth import NODE_ROLE, Caller
 from node.channel import ChannelService, TxStatus
 from node.errors import ApiError, api_error
+from node.evidence_routes import anchored_evidence_codes, install_evidence_routes
 from node.jsonwire import json_to_wire, wire_to_json
 from node.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from node.peers import FRAME_CONTENT_TYPE, FRAME_PATH, MAX_FRAME_BYTES, FrameError
@@ -428,7 +430,12 @@ def create_app(runtime: NodeRuntime, *, manage_lifecycle: bool = True) -> FastAP
         st: TxStatus | None = svc.tx_status(tid)
         if st is None or (scope is not None and st.sender != scope):
             raise api_error("not_found", "no such transaction known to this node")
-        return respond(request, st.to_json(channel, tid))
+        doc = st.to_json(channel, tid)
+        if channel == SOURCE_CHANNEL and st.status == "committed" and st.height is not None:
+            codes = await asyncio.to_thread(anchored_evidence_codes, runtime, tid, st.height)
+            if codes:
+                doc["evidence_codes"] = codes
+        return respond(request, doc)
 
     def _block_response(
         request: Request, svc: ChannelService, height: int | None, scope: str | None
@@ -527,6 +534,14 @@ def create_app(runtime: NodeRuntime, *, manage_lifecycle: bool = True) -> FastAP
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
 
+    # ------------------------------------------------------------------ evidence, explorer
+
+    from node.explorer import mount_explorer
+    from node.explorer.backend import RuntimeBackend
+
+    backend = RuntimeBackend(runtime)
+    install_evidence_routes(app, runtime, backend)
+    mount_explorer(app, backend)
     return app
 
 

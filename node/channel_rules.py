@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from ledger.blocks import Block, Transaction
 from ledger.errors import ConfigError
+from ledger.genesis import Genesis
 from node.rules import (
     BlockEffects,
     NeedsOtherChannel,
@@ -17,6 +18,9 @@ from node.rules import (
     StoreState,
     TxOutcome,
 )
+
+#: ``header_hash(channel, height)``: the header hash of a committed block (None if absent).
+HeaderHashFn = Callable[[str, int], "bytes | None"]
 
 
 def _registry() -> Mapping[str, Any]:
@@ -84,14 +88,57 @@ class ProductionLogic:
         return BlockEffects(outcomes, dict(result.writes), result.state_root)
 
 
-def production_logic(channel: str, params: Mapping[str, int | str]) -> ProductionLogic:
-    """Raises :class:`ConfigError` if the rules are missing or ``params`` are invalid."""
+#: The supervision channel's extension point for the relay's acknowledgements.
+ACK_EXTENSION_POINT = "anchor_receipt"
+
+
+def with_crosschain_rules(
+    channel: str, rules: Any, genesis: Genesis, header_hash: HeaderHashFn
+) -> Any:
+    """``rules`` with the cross-chain rules installed: on the judicial channel the
+    ``anchor`` rule (light client of supervision) and the case-evidence verifier; on the
+    supervision channel the acknowledgement rule at its ``anchor_receipt`` extension
+    point, reading block header hashes through ``header_hash(channel, height)`` (the
+    channels layer does not keep header hashes in state: a block's hash is only known
+    once it is built). Other channels are returned unchanged."""
+    from crosschain.ack import AckRule
+    from crosschain.anchor import SOURCE_CHANNEL, TARGET_CHANNEL
+    from crosschain.anchor_rules import AnchorRule, case_evidence_verifier
+
+    if channel == TARGET_CHANNEL:
+        from channels.judicial import judicial_rules
+
+        base = judicial_rules(case_evidence_verifier())
+        return AnchorRule.from_genesis(genesis).install(base)
+    if channel == SOURCE_CHANNEL:
+        rule = AckRule.from_genesis(genesis)
+        rule = dataclasses.replace(
+            rule, header_hash_of=lambda _reader, h: header_hash(SOURCE_CHANNEL, h)
+        )
+        return rule.install(rules, name=ACK_EXTENSION_POINT)
+    return rules
+
+
+def production_logic(
+    channel: str,
+    params: Mapping[str, int | str],
+    *,
+    genesis: Genesis | None = None,
+    header_hash: HeaderHashFn | None = None,
+) -> ProductionLogic:
+    """Raises :class:`ConfigError` if the rules are missing or ``params`` are invalid.
+
+    With ``genesis`` and ``header_hash`` the cross-chain rules are installed
+    (:func:`with_crosschain_rules`); without them the extension points stay
+    ``rule_not_installed``."""
     from channels.context import NetworkParams
 
     registry = _registry()
     rules = registry.get(channel)
     if rules is None:
         raise ConfigError("genesis", f"channels.{channel}", "no channel rules for this channel")
+    if genesis is not None and header_hash is not None:
+        rules = with_crosschain_rules(channel, rules, genesis, header_hash)
     known = {f.name for f in dataclasses.fields(NetworkParams)}
     # Genesis params also carry consensus settings (max_block_txs …): pass only the
     # business parameters to the rules.

@@ -7,9 +7,13 @@ Layout under the data directory (``wulian up`` and the integration tests use it)
     DIR/nodes/<node-id>/node.toml                      (node config)
     DIR/nodes/<node-id>/ledger/                        (LevelDB)
     DIR/nodes/<node-id>/node.log                       (the node's JSON log)
+    DIR/keys/demo-lender.key, DIR/keys/pseudonym.key   (``wulian up``'s demo lender)
 
 The first run creates keys, genesis and configs; later runs reuse them, so the network
-resumes from the same data.
+resumes from the same data. ``wulian up`` (``prepare(demo_lender=True)``) also registers
+a lender org ``demo-lender`` in the local genesis and, once the nodes answer, has the
+bureau admit it on the supervision channel (``lender_admit``; done once, remembered in
+``DIR/keys/demo-lender.admitted``).
 """
 
 from __future__ import annotations
@@ -20,18 +24,121 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 
-from ledger.errors import ConfigError
-from ledger.genesis import Genesis, make_local_genesis, node_key_path
+from ledger.crypto import Ed25519Signer
+from ledger.errors import ConfigError, LedgerError
+from ledger.genesis import (
+    Genesis,
+    genesis_document,
+    genesis_from_document,
+    load_genesis,
+    make_local_genesis,
+    node_key_path,
+    write_genesis,
+)
+from ledger.keyfile import load_key_file, write_key_file
 from node.config import render_node_config
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+DEMO_LENDER = "demo-lender"
+#: The bureau org of the local genesis (admits lenders).
+BUREAU_ORG = "bureau"
+
+
+def lender_key_path(data: Path, lender: str) -> Path:
+    return data / "keys" / f"{lender}.key"
+
+
+def add_lender_orgs(
+    data: Path, lenders: Iterable[str], *, name: Callable[[str], str] = lambda i: f"Lender {i}"
+) -> Genesis:
+    """Register lender orgs (role ``lender``) in ``data/genesis.json``, each with a key in
+    ``data/keys/<id>.key`` (created if missing, reused otherwise). Orgs already in the
+    genesis are left alone; the genesis file is rewritten only if it changed. Must run
+    before any node has created its ledger (the genesis hash changes)."""
+    path = data / "genesis.json"
+    genesis = load_genesis(path)
+    doc = genesis_document(genesis)
+    known = {o["id"] for o in doc["orgs"]}
+    for lender in lenders:
+        if lender in known:
+            continue
+        key_path = lender_key_path(data, lender)
+        if key_path.exists():
+            signer = load_key_file(key_path).signer
+        else:
+            signer = Ed25519Signer.generate()
+            write_key_file(key_path, lender, signer)
+        doc["orgs"].append(
+            {
+                "id": lender,
+                "name": name(lender),
+                "role": "lender",
+                "keys": [
+                    {"public_key": signer.public_key.hex(), "valid_from": 0, "revoked_at": None}
+                ],
+            }
+        )
+    new = genesis_from_document(doc, str(path))
+    if new.hash != genesis.hash:
+        write_genesis(path, new)
+    return new
+
+
+def admit_payload(lender: str, public_key: bytes) -> dict[str, Any]:
+    """The ``lender_admit`` payload the local network uses (generous limits)."""
+    return {
+        "lender": lender,
+        "licence_id": f"LIC-{lender}",
+        "name": f"Lender {lender}",
+        "public_keys": [public_key],
+        "limits": {"max_principal_cents": 10**10, "max_outstanding_cents": 10**13},
+    }
+
+
+def admit_lenders(
+    data: Path, genesis: Genesis, lenders: Iterable[str], *, timeout_s: float = 30.0
+) -> None:
+    """Have the bureau admit ``lenders`` on the supervision channel (through the SDK,
+    signed with ``data/keys/bureau.key``). A lender already admitted is fine. Raises
+    :class:`LedgerError` (from the SDK) if a node cannot be reached or the admission is
+    refused for another reason."""
+    from clients import Client
+
+    with Client(
+        genesis=genesis,
+        key_file=data / "keys" / f"{BUREAU_ORG}.key",
+        commit_timeout=timeout_s,
+    ) as bureau:
+        for lender in lenders:
+            pk = load_key_file(lender_key_path(data, lender)).signer.public_key
+            prepared = bureau.prepare(
+                bureau.build("supervision", "lender_admit", admit_payload(lender, pk))
+            )
+            st = bureau.submit(prepared, check=False)
+            code = st.outcome.code if st.outcome is not None else None
+            if not st.valid and code != "lender_exists":
+                raise LedgerError(
+                    f"admitting {lender}: {st.reason or code or st.status}",
+                    code="admission_failed",
+                )
+
+
+def _demo_lender_hook(data: Path) -> Genesis:
+    from clients import PseudonymKey, write_pseudonym_key_file
+
+    genesis = add_lender_orgs(data, [DEMO_LENDER], name=lambda i: "Demo lender")
+    pseudonym = data / "keys" / "pseudonym.key"
+    if not pseudonym.exists():
+        write_pseudonym_key_file(pseudonym, PseudonymKey.generate())
+    return genesis
 
 
 @dataclass
@@ -57,6 +164,8 @@ class LocalNetwork:
         self.genesis = genesis
         self.nodes = nodes
         self._atexit = False
+        #: Lenders to admit once every node answers (see :meth:`wait_healthy`).
+        self.admit_when_healthy: tuple[str, ...] = ()
 
     @property
     def urls(self) -> list[str]:
@@ -76,17 +185,29 @@ class LocalNetwork:
         limits: dict[str, int] | None = None,
         consensus: dict[str, int] | None = None,
         genesis_hook: Callable[[Path], Genesis] | None = None,
+        demo_lender: bool | None = None,
     ) -> LocalNetwork:
         """Create (first run) or reuse keys, genesis and node configs under ``data_dir``.
 
         ``genesis_hook(data_dir)``, if given, runs after the local genesis exists and
-        returns the genesis to use (tests add lender orgs this way). Node configs are
-        rewritten on every call (they hold no state). Raises :class:`ConfigError`.
+        returns the genesis to use (tests add lender orgs this way). ``demo_lender``
+        (default: when there is no ``genesis_hook``) registers :data:`DEMO_LENDER` and
+        writes ``keys/pseudonym.key``; the first :meth:`wait_healthy` of all nodes then
+        has the bureau admit it. Node configs are rewritten on every call (they hold no
+        state). Raises :class:`ConfigError`.
         """
         data = Path(data_dir).resolve()
+        fresh = not (data / "genesis.json").exists()
         genesis = make_local_genesis(data, base_port=base_port, host=host)
         if genesis_hook is not None:
             genesis = genesis_hook(data)
+        if demo_lender is None:
+            demo_lender = genesis_hook is None
+        admit: tuple[str, ...] = ()
+        if demo_lender and (fresh or any(o.org_id == DEMO_LENDER for o in genesis.orgs)):
+            genesis = _demo_lender_hook(data)
+            if not (data / "keys" / f"{DEMO_LENDER}.admitted").exists():
+                admit = (DEMO_LENDER,)
         nodes: list[NodeProcess] = []
         for info in genesis.nodes:
             node_dir = data / "nodes" / info.node_id
@@ -114,7 +235,9 @@ class LocalNetwork:
             nodes.append(
                 NodeProcess(info.node_id, info.address, config_path, node_dir / "node.log")
             )
-        return cls(data, genesis, nodes)
+        net = cls(data, genesis, nodes)
+        net.admit_when_healthy = admit
+        return net
 
     # ------------------------------------------------------------------ processes
 
@@ -152,7 +275,22 @@ class LocalNetwork:
 
     def wait_healthy(self, timeout_s: float = 30.0, indexes: Sequence[int] | None = None) -> None:
         """Wait until the nodes answer ``/healthz``. Raises RuntimeError naming the
-        first node that exited or did not answer in time (with its log's tail)."""
+        first node that exited or did not answer in time (with its log's tail).
+
+        When waiting for all nodes, admits the lenders of :attr:`admit_when_healthy`
+        (the demo lender) first; RuntimeError if that fails."""
+        self._wait_healthy(timeout_s, indexes)
+        if indexes is None and self.admit_when_healthy:
+            try:
+                admit_lenders(self.data_dir, self.genesis, self.admit_when_healthy)
+            except LedgerError as exc:
+                who = ", ".join(self.admit_when_healthy)
+                raise RuntimeError(f"could not admit {who}: {exc}") from None
+            for lender in self.admit_when_healthy:
+                (self.data_dir / "keys" / f"{lender}.admitted").touch()
+            self.admit_when_healthy = ()
+
+    def _wait_healthy(self, timeout_s: float, indexes: Sequence[int] | None) -> None:
         deadline = time.monotonic() + timeout_s
         pending = list(range(len(self.nodes)) if indexes is None else indexes)
         with httpx.Client(timeout=1.0) as client:

@@ -23,7 +23,8 @@ from node.channel import ChannelService
 from node.config import NodeConfig
 from node.metrics import NodeMetrics
 from node.peers import FrameError, PeerTransport, SeqTracker, decode_frame
-from node.rules import channel_logic
+from node.relays import NodeRelays
+from node.rules import ChannelLogic, channel_logic
 
 log = logging.getLogger("wulian.node")
 
@@ -68,7 +69,7 @@ class NodeRuntime:
                 node_id=config.node_id,
                 signer=self.signer,
                 store=store,
-                logic=channel_logic(ch.channel_id, config.rules, ch.params),
+                logic=self._logic(ch.channel_id, ch.params),
                 metrics=self.metrics,
                 transport=self.transport,
                 tick_ms=lim.tick_ms,
@@ -77,6 +78,32 @@ class NodeRuntime:
                 consensus_overrides=dict(config.consensus),
                 clock_ms=wall_clock_ms,
             )
+
+        self.relays: NodeRelays | None = None
+        if config.rules == "channels":
+            self.relays = NodeRelays(
+                genesis=genesis,
+                store=store,
+                node_id=config.node_id,
+                signer=self.signer,
+                channels=self.channels,
+                clock_ms=wall_clock_ms,
+            )
+
+    def _logic(self, channel: str, params: Mapping[str, int | str]) -> ChannelLogic:
+        """The channel's rules; production rules get the cross-chain rules installed,
+        reading header hashes of committed blocks from the store."""
+        if self.config.rules != "channels":
+            return channel_logic(channel, self.config.rules, params)
+        from node.channel_rules import production_logic
+
+        store = self.store
+
+        def header_hash(ch: str, height: int) -> bytes | None:
+            header = store.header(ch, height)
+            return None if header is None else header.hash
+
+        return production_logic(channel, params, genesis=self.genesis, header_hash=header_hash)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -129,6 +156,8 @@ class NodeRuntime:
         self.transport.start()
         for svc in self.channels.values():
             svc.start()
+        if self.relays is not None:
+            self._relay_task = asyncio.get_running_loop().create_task(self.relays.run())
         log.info(
             "node started: %d channel(s), validating %s",
             len(self.channels),
@@ -139,6 +168,9 @@ class NodeRuntime:
         task = getattr(self, "_lag_task", None)
         if task is not None:
             task.cancel()
+        relay_task = getattr(self, "_relay_task", None)
+        if relay_task is not None:
+            relay_task.cancel()
         await asyncio.gather(*(svc.stop() for svc in self.channels.values()))
         await self.transport.close()
         self.store.close()

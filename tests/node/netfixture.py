@@ -28,10 +28,10 @@ import httpx
 from ledger.blocks import Transaction
 from ledger.crypto import Ed25519Signer
 from ledger.encoding import encode
-from ledger.genesis import Genesis, genesis_document, genesis_from_document, write_genesis
-from ledger.keyfile import load_key_file, write_key_file
+from ledger.genesis import Genesis
+from ledger.keyfile import load_key_file
 from ledger.request_auth import sign_request
-from node.localnet import LocalNetwork
+from node.localnet import LocalNetwork, add_lender_orgs
 
 LENDERS = ("lender1", "lender2")
 #: Consensus settings for tests: quick batches, a view-change timeout that tolerates a
@@ -61,35 +61,7 @@ def free_base_port(count: int = 5, tries: int = 200) -> int:
 
 def add_lenders(data: Path, lenders: Iterable[str] = LENDERS) -> Genesis:
     """Genesis hook: register lender orgs (keys in ``data/keys/<id>.key``)."""
-    from ledger.genesis import load_genesis
-
-    path = data / "genesis.json"
-    genesis = load_genesis(path)
-    doc = genesis_document(genesis)
-    known = {o["id"] for o in doc["orgs"]}
-    for lender in lenders:
-        if lender in known:
-            continue
-        key_path = data / "keys" / f"{lender}.key"
-        if key_path.exists():
-            signer = load_key_file(key_path).signer
-        else:
-            signer = Ed25519Signer.generate()
-            write_key_file(key_path, lender, signer)
-        doc["orgs"].append(
-            {
-                "id": lender,
-                "name": f"Test lender {lender}",
-                "role": "lender",
-                "keys": [
-                    {"public_key": signer.public_key.hex(), "valid_from": 0, "revoked_at": None}
-                ],
-            }
-        )
-    new = genesis_from_document(doc, str(path))
-    if new.hash != genesis.hash:
-        write_genesis(path, new)
-    return new
+    return add_lender_orgs(data, lenders, name=lambda i: f"Test lender {i}")
 
 
 _HTTP: list[httpx.Client] = []
