@@ -71,6 +71,8 @@ def run(args: argparse.Namespace) -> int:
         for node in net.nodes:
             org = g.org(g.node(node.node_id).org_id)
             print(f"{node.node_id:<24} {org.role:<18} {node.url:<28} {node.log_path}")
+        court = next(n for n in net.nodes if g.org(g.node(n.node_id).org_id).role == "court")
+        print(f"Explorer (court clerks): {court.url}/explorer/  — every node serves one.")
         print("API docs at <url>/docs, metrics at <url>/metrics. Ctrl-C stops the network.")
         sys.stdout.flush()
         reported: set[str] = set()
