@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from typing import Final
 
 from ledger.errors import ProofError
-from ledger.merkle import merkle_root, node_hash
+from ledger.merkle import merkle_root, path_of_hashes, root_from_node_path
 
 #: Leaves per chunk (a power of two). 1024 leaves of ≤ 170 bytes fit one transaction.
 CHUNK_LEAVES: Final = 1024
@@ -44,29 +44,6 @@ def chunk_bounds(n: int, k: int, chunk: int = CHUNK_LEAVES) -> tuple[int, int]:
     return lo, min(lo + chunk, n)
 
 
-def _split(n: int) -> int:
-    k = 1
-    while k << 1 < n:
-        k <<= 1
-    return k
-
-
-def _mth(hashes: Sequence[bytes]) -> bytes:
-    if len(hashes) == 1:
-        return hashes[0]
-    k = _split(len(hashes))
-    return node_hash(_mth(hashes[:k]), _mth(hashes[k:]))
-
-
-def _path(hashes: Sequence[bytes], index: int) -> list[bytes]:
-    if len(hashes) == 1:
-        return []
-    k = _split(len(hashes))
-    if index < k:
-        return [*_path(hashes[:k], index), _mth(hashes[k:])]
-    return [*_path(hashes[k:], index - k), _mth(hashes[:k])]
-
-
 def chunk_roots(leaves: Sequence[bytes], chunk: int = CHUNK_LEAVES) -> list[bytes]:
     """``MTH`` of every chunk of ``leaves``, in order."""
     m = chunk_count(len(leaves), chunk)
@@ -87,36 +64,7 @@ def chunk_proof(
         roots = chunk_roots(leaves, chunk)
     if not 0 <= k < len(roots):
         raise ProofError(f"chunk {k} out of range for {len(leaves)} leaves")
-    return _path(roots, k)
-
-
-def root_from_node_path(node: bytes, index: int, size: int, proof: Sequence[bytes]) -> bytes:
-    """RFC 9162 §2.1.3.2 starting from an already-hashed node instead of leaf data.
-
-    Raises :class:`ProofError` if ``index >= size``, the path has the wrong length or an
-    element is not 32 bytes.
-    """
-    if size <= 0 or not 0 <= index < size:
-        raise ProofError(f"index {index} out of range for tree of size {size}")
-    fn, sn = index, size - 1
-    r = node
-    for p in proof:
-        if len(p) != 32:
-            raise ProofError("proof element is not 32 bytes")
-        if sn == 0:
-            raise ProofError("proof is too long")
-        if fn & 1 or fn == sn:
-            r = node_hash(p, r)
-            while not fn & 1 and fn != 0:
-                fn >>= 1
-                sn >>= 1
-        else:
-            r = node_hash(r, p)
-        fn >>= 1
-        sn >>= 1
-    if sn != 0:
-        raise ProofError("proof is too short")
-    return r
+    return path_of_hashes(roots, k)
 
 
 def verify_chunk(

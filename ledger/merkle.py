@@ -36,7 +36,8 @@ def _split(n: int) -> int:
     return k
 
 
-def _root_of_hashes(hashes: Sequence[bytes]) -> bytes:
+def root_of_hashes(hashes: Sequence[bytes]) -> bytes:
+    """MTH of a tree whose leaf *hashes* (or subtree roots) are given, left to right."""
     # Bottom-up: pair adjacent nodes, carry a lone last node up unchanged. This
     # produces exactly the RFC's left-balanced tree.
     level = list(hashes)
@@ -52,11 +53,11 @@ def merkle_root(leaves: Sequence[bytes]) -> bytes:
     """MTH of the leaf *data* ``leaves`` (each is hashed with the 0x00 prefix)."""
     if not leaves:
         return EMPTY_ROOT
-    return _root_of_hashes([leaf_hash(d) for d in leaves])
+    return root_of_hashes([leaf_hash(d) for d in leaves])
 
 
 def _subtree(hashes: Sequence[bytes], lo: int, hi: int) -> bytes:
-    return _root_of_hashes(hashes[lo:hi])
+    return root_of_hashes(hashes[lo:hi])
 
 
 def inclusion_proof(leaves: Sequence[bytes], index: int) -> list[bytes]:
@@ -64,7 +65,14 @@ def inclusion_proof(leaves: Sequence[bytes], index: int) -> list[bytes]:
     n = len(leaves)
     if not 0 <= index < n:
         raise ProofError(f"leaf index {index} out of range for tree of size {n}")
-    hashes = [leaf_hash(d) for d in leaves]
+    return path_of_hashes([leaf_hash(d) for d in leaves], index)
+
+
+def path_of_hashes(hashes: Sequence[bytes], index: int) -> list[bytes]:
+    """Audit path for position ``index`` in the tree over ``hashes`` (leaf hashes or
+    aligned subtree roots, as :func:`root_of_hashes` takes them)."""
+    if not 0 <= index < len(hashes):
+        raise ProofError(f"index {index} out of range for tree of size {len(hashes)}")
     path: list[bytes] = []
 
     def walk(m: int, lo: int, hi: int) -> None:
@@ -78,7 +86,7 @@ def inclusion_proof(leaves: Sequence[bytes], index: int) -> list[bytes]:
             walk(m - k, lo + k, hi)
             path.append(_subtree(hashes, lo, lo + k))
 
-    walk(index, 0, n)
+    walk(index, 0, len(hashes))
     return path
 
 
@@ -90,10 +98,17 @@ def root_from_inclusion_proof(
     Raises :class:`ProofError` if ``index >= size``, the proof has the wrong length,
     or an element is not 32 bytes (RFC 9162 §2.1.3.2).
     """
+    return root_from_node_path(leaf_hash(leaf_data), index, size, proof)
+
+
+def root_from_node_path(node: bytes, index: int, size: int, proof: Sequence[bytes]) -> bytes:
+    """RFC 9162 §2.1.3.2 starting from an already-hashed node (a leaf hash, or the root
+    of an aligned subtree treated as one leaf). Raises :class:`ProofError` as
+    :func:`root_from_inclusion_proof` does."""
     if size <= 0 or not 0 <= index < size:
         raise ProofError(f"leaf index {index} out of range for tree of size {size}")
     fn, sn = index, size - 1
-    r = leaf_hash(leaf_data)
+    r = node
     for p in proof:
         if len(p) != 32:
             raise ProofError("proof element is not 32 bytes")
@@ -101,10 +116,9 @@ def root_from_inclusion_proof(
             raise ProofError("inclusion proof is too long")
         if fn & 1 or fn == sn:
             r = node_hash(p, r)
-            if not fn & 1:
-                while not fn & 1 and fn != 0:
-                    fn >>= 1
-                    sn >>= 1
+            while not fn & 1 and fn != 0:
+                fn >>= 1
+                sn >>= 1
         else:
             r = node_hash(r, p)
         fn >>= 1

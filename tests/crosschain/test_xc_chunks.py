@@ -10,11 +10,10 @@ from crosschain.chunks import (
     chunk_bounds,
     chunk_count,
     chunk_proof,
-    root_from_node_path,
     verify_chunk,
 )
 from ledger.errors import ProofError
-from ledger.merkle import inclusion_proof, leaf_hash, merkle_root
+from ledger.merkle import inclusion_proof, leaf_hash, merkle_root, root_from_node_path
 
 
 def leaves(n: int) -> list[bytes]:
