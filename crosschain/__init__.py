@@ -9,7 +9,7 @@ Code map (every module is pure: no I/O, no clock; the node wires the ports):
 * :mod:`~crosschain.light_client` — the court chain's acceptance rule for anchors
 * :mod:`~crosschain.anchor_rules` — the judicial ``anchor`` rule, its state and indexes
 * :mod:`~crosschain.evidence_index` — the index entries (anchor and evidence)
-* :mod:`~crosschain.ack` — ``evidence_ack``: the return leg to the supervision channel
+* :mod:`~crosschain.ack` — ``anchor_receipt``: the return leg to the supervision channel
 * :mod:`~crosschain.relay` — the relays (step-driven, injected ports)
 * :mod:`~crosschain.receipt` — receipts: assembly and offline verification
   (specified in docs/receipts.md)

@@ -1,7 +1,7 @@
 """Evidence acknowledgements: the return leg, judicial → supervision.
 
 After the court chain anchors supervision block ``s``, a relay writes one
-``evidence_ack`` transaction to the supervision channel. Its payload::
+``anchor_receipt`` transaction to the supervision channel. Its payload::
 
     {"v": 1, "sh": s, "shh": <supervision header hash of s>,
      "jheader": <judicial header wire>, "jcert": <its commit certificate wire>,
@@ -62,7 +62,8 @@ from ledger.genesis import Genesis
 from ledger.merkle import inclusion_proof, verify_inclusion
 from ledger.schema import as_map, check_keys, get_bytes, get_int, get_list
 
-ACK_TX_TYPE: Final = "evidence_ack"
+#: The supervision channel's transaction type for acknowledgements (its extension point).
+ACK_TX_TYPE: Final = "anchor_receipt"
 ACK_STATE_KEY: Final = b"xc/ack/state"
 ACK_PREFIX: Final = b"xc/ack/h/"
 _KEYS: Final = frozenset({"v", "sh", "shh", "jheader", "jcert", "atx", "li", "proof", "jcfg"})
@@ -75,7 +76,7 @@ def evidence_codes(tx: Transaction) -> list[EvidenceCode]:
 
 @dataclass(frozen=True)
 class EvidenceAck:
-    """The payload of an ``evidence_ack`` transaction (see module docstring)."""
+    """The payload of an ``anchor_receipt`` transaction (see module docstring)."""
 
     source_height: int
     source_hash: bytes
@@ -102,8 +103,8 @@ class EvidenceAck:
     @staticmethod
     def from_payload(raw: Any) -> EvidenceAck:
         """Raises :class:`SchemaError` naming the bad field."""
-        m = as_map(raw, "evidence_ack")
-        check_keys(m, _KEYS, "evidence_ack")
+        m = as_map(raw, "anchor_receipt")
+        check_keys(m, _KEYS, "anchor_receipt")
         if get_int(m, "v") != 1:
             raise SchemaError("evidence_ack: unsupported version")
         proof = get_list(m, "proof", max_len=MAX_PROOF_HASHES)
@@ -283,7 +284,7 @@ def meta_header_hash(reader: StateReader, height: int) -> bytes | None:
 
 @dataclass(frozen=True)
 class AckRule:
-    """The supervision channel's ``evidence_ack`` rule.
+    """The supervision channel's ``anchor_receipt`` rule.
 
     Writes ``xc/ack/state`` (AckState) and ``xc/ack/h/<s>`` =
     ``{"jh", "t", "atx"}`` per acknowledged block. ``header_hash_of(reader, s)`` reads
@@ -338,7 +339,7 @@ class AckRule:
         )
 
     def install(self, rules: ChannelRules, *, name: str = ACK_TX_TYPE) -> ChannelRules:
-        """``rules`` with this rule at the ``evidence_ack`` extension point."""
+        """``rules`` with this rule at the ``anchor_receipt`` extension point."""
         current = rules.tx_types.get(name)
         if current is None:
             raise ValueError(f"{rules.channel_id}: no {name!r} extension point")
@@ -364,7 +365,7 @@ def ack_tx(
     time_ms: int,
     channel: str = SOURCE_CHANNEL,
 ) -> Transaction:
-    """The signed supervision ``evidence_ack`` transaction carrying ``ack``."""
+    """The signed supervision ``anchor_receipt`` transaction carrying ``ack``."""
     tx = Transaction(
         network=network,
         channel=channel,

@@ -7,6 +7,7 @@ import importlib
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from crosschain.ack import ACK_TX_TYPE
 from ledger.blocks import Block, Transaction
 from ledger.errors import ConfigError
 from ledger.genesis import Genesis
@@ -89,7 +90,7 @@ class ProductionLogic:
 
 
 #: The supervision channel's extension point for the relay's acknowledgements.
-ACK_EXTENSION_POINT = "anchor_receipt"
+ACK_EXTENSION_POINT = ACK_TX_TYPE
 
 
 def with_crosschain_rules(

@@ -6,8 +6,7 @@ Every node runs both relays on a timer (:data:`RELAY_INTERVAL_S`):
   ``anchor`` transactions;
 * :class:`~crosschain.relay.AckRelay` — the judicial proof of each anchor → a
   supervision acknowledgement, submitted as type ``anchor_receipt`` (the supervision
-  channel's extension point for it; :mod:`crosschain.ack` builds ``evidence_ack``
-  transactions, so the node re-signs them under the channel's type name).
+  channel's extension point for it, built by :mod:`crosschain.ack`).
 
 The ports read only *committed* data from the store. Transactions are signed with this
 node's key (sender = node id, role ``node``) and handed to the local channel driver like
@@ -133,27 +132,16 @@ class StoreAnchorSink(_Outbox):
 class StoreAckSink(_Outbox):
     """Acks go to the supervision channel as ``anchor_receipt`` transactions."""
 
-    def __init__(self, store: BlockStore, initial: AckState, signer: Signer) -> None:
+    def __init__(self, store: BlockStore, initial: AckState) -> None:
         super().__init__()
         self.store = store
         self.initial = initial
-        self.signer = signer
 
     def ack_state(self) -> AckState:
         return read_ack_state(StoreState(self.store, SOURCE_CHANNEL), self.initial)
 
     def submit(self, tx: Transaction) -> None:
-        renamed = Transaction(
-            network=tx.network,
-            channel=tx.channel,
-            type=ACK_EXTENSION_POINT,
-            sender=tx.sender,
-            public_key=tx.public_key,
-            nonce=tx.nonce,
-            time_ms=tx.time_ms,
-            payload=tx.payload,
-        )
-        self.txs.append(renamed.signed(self.signer))
+        self.txs.append(tx)
 
 
 class NodeRelays:
@@ -182,7 +170,7 @@ class NodeRelays:
         config = RelayConfig(network=genesis.hash, sender=node_id, signer=signer)
         self.anchor_sink = StoreAnchorSink(store, AnchorRule.from_genesis(genesis))
         self.anchor = AnchorRelay(StoreBlockSource(store, SOURCE_CHANNEL), self.anchor_sink, config)
-        self.ack_sink = StoreAckSink(store, AckRule.from_genesis(genesis).initial, signer)
+        self.ack_sink = StoreAckSink(store, AckRule.from_genesis(genesis).initial)
         self.ack = AckRelay(StoreJudicialSource(store), self.ack_sink, config)
 
     def _my_turn(self, leg: str, work: object, height: int, now: int) -> bool:
