@@ -44,6 +44,7 @@ from ledger.genesis import (
     write_genesis,
 )
 from ledger.keyfile import load_key_file, write_key_file
+from node.commands.node_cmd import EXIT_WITH_PARENT_ENV
 from node.config import render_node_config
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -251,6 +252,7 @@ class LocalNetwork:
             [str(REPO_ROOT), *filter(None, [env.get("PYTHONPATH")])]
         )
         env.setdefault("PYTHONUNBUFFERED", "1")
+        env[EXIT_WITH_PARENT_ENV] = str(os.getpid())  # nodes die with us, even on SIGKILL
         if not self._atexit:
             # Nodes run in their own sessions (Ctrl-C reaches only us): never leave
             # them behind when this process exits without calling stop().

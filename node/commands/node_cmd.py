@@ -7,6 +7,8 @@ and the test fixture start), with the same one-line errors and exit status 1.
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -20,7 +22,34 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.set_defaults(func=run)
 
 
+#: Set by whoever starts a node as a child (``wulian up``, the test fixtures) to its
+#: own pid: the node then exits when that process dies, even by SIGKILL.
+EXIT_WITH_PARENT_ENV = "WULIAN_EXIT_WITH_PARENT"
+_PR_SET_PDEATHSIG = 1
+
+
+def exit_with_parent() -> None:
+    """If :data:`EXIT_WITH_PARENT_ENV` names our parent, have the kernel send us SIGTERM
+    (a graceful shutdown) when it dies (Linux ``PR_SET_PDEATHSIG``), so a killed
+    starter leaves no node behind. Exits at once if the parent is already gone.
+    Does nothing where the variable is unset (a node run by hand or in a container)
+    or where prctl is unavailable."""
+    expected = os.environ.get(EXIT_WITH_PARENT_ENV)
+    if not expected:
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+    except (OSError, AttributeError):
+        return
+    if str(os.getppid()) != expected:
+        raise SystemExit(0)
+
+
 def run(args: argparse.Namespace) -> int:
+    exit_with_parent()
     config = load_node_config(args.config)
     from node.server import run_node  # imported late: `wulian --help` stays fast
 
