@@ -6,20 +6,25 @@ ledger is unchanged and the node keeps running.
 
 from __future__ import annotations
 
-from typing import Final
+from collections.abc import Mapping
+from typing import Any, Final
 
 
 class ApiError(Exception):
-    """A client-visible error: HTTP ``status``, machine ``code``, human ``message``."""
+    """A client-visible error: HTTP ``status``, machine ``code``, human ``message``,
+    and optional extra fields for the error object (e.g. ``suggestions``)."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(
+        self, status: int, code: str, message: str, extra: Mapping[str, Any] | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
+        self.extra = dict(extra or {})
 
-    def body(self) -> dict[str, dict[str, str]]:
-        return {"error": {"code": self.code, "message": self.message}}
+    def body(self) -> dict[str, dict[str, Any]]:
+        return {"error": {"code": self.code, "message": self.message, **self.extra}}
 
 
 #: Status for each error code (the one table the docs repeat).
@@ -48,8 +53,10 @@ ERROR_STATUS: Final = {
     "overloaded": 503,
     "not_ready": 503,
     "bad_frame": 400,
+    "bad_evidence_code": 400,
+    "not_anchored": 404,
 }
 
 
-def api_error(code: str, message: str) -> ApiError:
-    return ApiError(ERROR_STATUS.get(code, 400), code, message)
+def api_error(code: str, message: str, extra: Mapping[str, Any] | None = None) -> ApiError:
+    return ApiError(ERROR_STATUS.get(code, 400), code, message, extra)

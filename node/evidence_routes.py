@@ -29,7 +29,7 @@ from ledger.errors import LedgerError
 from ledger.evidence_code import EvidenceCodeError, suggestions
 from ledger.evidence_code import parse as parse_code
 from node.auth import NODE_ROLE
-from node.errors import ApiError, api_error
+from node.errors import api_error
 from node.rules import StoreState
 
 if TYPE_CHECKING:
@@ -98,18 +98,8 @@ def install_evidence_routes(app: FastAPI, runtime: NodeRuntime, backend: Runtime
             parsed = parse_code(code)
         except EvidenceCodeError as exc:
             near = [str(c) for c in suggestions(code)]
-            runtime.metrics.rejected_requests.inc(1, "bad_evidence_code")
-            return JSONResponse(
-                {
-                    "error": {
-                        "code": "bad_evidence_code",
-                        "message": exc.message,
-                        "suggestions": near,
-                    }
-                },
-                status_code=400,
-            )
-        not_anchored = ApiError(404, "not_anchored", f"no anchored record has code {parsed}")
+            raise api_error("bad_evidence_code", exc.message, {"suggestions": near}) from None
+        not_anchored = api_error("not_anchored", f"no anchored record has code {parsed}")
         try:
             receipts = await asyncio.to_thread(assemble_receipt, parsed, backend._receipt_source())
         except ReceiptUnavailable:
