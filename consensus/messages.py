@@ -34,7 +34,7 @@ from typing import Any, ClassVar, Final, TypeAlias, TypeVar
 from ledger.blocks import Block, BlockHeader, Transaction
 from ledger.certificate import CommitCertificate, Vote, commit_vote_message
 from ledger.crypto import Signer
-from ledger.encoding import decode, encode
+from ledger.encoding import decode, encode, encode_list_of_encoded, encode_map_of_encoded
 from ledger.errors import EncodingError, SchemaError
 from ledger.hashing import TAG_COMMIT_VOTE, TAG_CONSENSUS_MSG, tagged_hash
 from ledger.schema import as_map, check_keys, get_bytes, get_int, get_list, get_str
@@ -709,7 +709,31 @@ def message_from_wire(raw: Any) -> Message:
 
 
 def encode_message(message: Message) -> bytes:
-    """Canonical bytes of ``message`` (its wire form)."""
+    """Canonical bytes of ``message`` (its wire form).
+
+    PRE-PREPARE, FORWARD and BLOCKS splice in the cached canonical bytes of their
+    blocks and transactions (:meth:`Block.encoded`, :meth:`Transaction.encoded`)
+    instead of normalising every payload again; the bytes are the same."""
+    if isinstance(message, PrePrepare | Forward | Blocks):
+        fields = {
+            "k": encode(message.kind),
+            "ch": encode(message.channel),
+            "from": encode(message.sender),
+            "sig": encode(message.signature),
+        }
+        if isinstance(message, PrePrepare):
+            fields["v"] = encode(message.view)
+            fields["block"] = message.block.encoded()
+        elif isinstance(message, Forward):
+            fields["txs"] = encode_list_of_encoded([tx.encoded() for tx in message.transactions])
+        else:
+            fields["e"] = encode_list_of_encoded(
+                [
+                    encode_list_of_encoded([b.encoded(), encode(c.to_wire())])
+                    for b, c in message.entries
+                ]
+            )
+        return encode_map_of_encoded(fields)
     return encode(message.to_wire())
 
 

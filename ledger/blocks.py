@@ -22,12 +22,15 @@ Wire forms are canonical maps (see :mod:`ledger.encoding`) carrying ``"v": 1``.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
+import msgpack
+
 from ledger.crypto import ED25519, SignatureScheme, Signer
-from ledger.encoding import decode, encode
+from ledger.encoding import decode, encode, encode_list_of_encoded, encode_map_of_encoded
 from ledger.errors import SchemaError, SignatureError
 from ledger.hashing import TAG_BLOCK_HEADER, TAG_CHANNEL_GENESIS, TAG_TX, tagged_hash
 from ledger.merkle import merkle_root
@@ -41,6 +44,40 @@ _HEADER_KEYS = frozenset(
     {"v", "ch", "h", "prev", "txr", "n", "rr", "rn", "sh", "sr", "prop", "view", "t"}
 )
 MAX_RECORDS_PER_TX = 10_000
+#: How many recently parsed transactions :meth:`Transaction.from_wire` remembers. A
+#: node meets each transaction several times (client batch, FORWARD, PRE-PREPARE,
+#: catch-up); a repeat whose wire map packs to the very same bytes is the same value,
+#: so its parsed, checked form (with its cached encodings and id) is reused.
+WIRE_MEMO_SIZE = 8_192
+#: …and at most this many packed bytes in all (large batch reports evict sooner).
+WIRE_MEMO_BYTES = 8 * 1024 * 1024
+_wire_memo: dict[bytes, tuple[bytes, Transaction]] = {}
+_wire_memo_bytes = [0]
+
+
+def _memo_put(sig: bytes, packed: bytes, tx: Transaction) -> None:
+    """Remember a parsed transaction, evicting the oldest beyond the bounds (FIFO;
+    worker threads may race here: a lost update only costs a miss later)."""
+    with contextlib.suppress(KeyError, RuntimeError, StopIteration):
+        old = _wire_memo.pop(sig, None)
+        if old is not None:
+            _wire_memo_bytes[0] -= len(old[0])
+        while _wire_memo and (
+            len(_wire_memo) >= WIRE_MEMO_SIZE or _wire_memo_bytes[0] + len(packed) > WIRE_MEMO_BYTES
+        ):
+            evicted = _wire_memo.pop(next(iter(_wire_memo)))
+            _wire_memo_bytes[0] -= len(evicted[0])
+        _wire_memo[sig] = (packed, tx)
+        _wire_memo_bytes[0] += len(packed)
+
+
+def _packed(raw: dict[str, Any]) -> bytes | None:
+    """``raw`` packed as-is (no sorting): equal bytes mean an identical map, types
+    included (unlike ``==``, which lets ``True == 1``)."""
+    try:
+        return bytes(msgpack.packb(raw, use_bin_type=True))
+    except Exception:  # anything unpackable simply misses the memo
+        return None
 
 
 def channel_genesis_hash(genesis_hash: bytes, channel: str) -> bytes:
@@ -92,8 +129,13 @@ class Transaction:
         w["sig"] = self.signature
         return w
 
-    def encoded(self) -> bytes:
+    @cached_property
+    def _encoded(self) -> bytes:
         return encode(self.to_wire())
+
+    def encoded(self) -> bytes:
+        """The canonical bytes of :meth:`to_wire` (computed once)."""
+        return self._encoded
 
     def signed(self, signer: Signer) -> Transaction:
         """Return a copy signed by ``signer`` (whose key must be ``public_key``)."""
@@ -115,6 +157,24 @@ class Transaction:
 
     @staticmethod
     def from_wire(raw: Any) -> Transaction:
+        """Parse and check a wire map. Raises :class:`SchemaError`/``EncodingError``.
+
+        A map identical (as packed bytes) to one parsed recently returns that earlier
+        result: the same fields give the same checks and the same transaction."""
+        sig = raw.get("sig") if type(raw) is dict else None
+        if type(sig) is not bytes:
+            return Transaction._from_wire(raw)
+        hit = _wire_memo.get(sig)
+        packed = _packed(raw)
+        if hit is not None and packed is not None and hit[0] == packed:
+            return hit[1]
+        tx = Transaction._from_wire(raw)
+        if packed is not None and len(packed) <= WIRE_MEMO_BYTES // 8:
+            _memo_put(sig, packed, tx)
+        return tx
+
+    @staticmethod
+    def _from_wire(raw: Any) -> Transaction:
         m = as_map(raw, "transaction")
         check_keys(m, _TX_KEYS, "transaction")
         if get_int(m, "v") != 1:
@@ -224,8 +284,21 @@ class Block:
             "txs": [tx.to_wire() for tx in self.transactions],
         }
 
+    @cached_property
+    def _encoded(self) -> bytes:
+        # Spliced from the cached encodings of the header and transactions: the same
+        # bytes as encode(self.to_wire()), without normalising every payload again.
+        return encode_map_of_encoded(
+            {
+                "v": encode(1),
+                "header": self.header.encoded,
+                "txs": encode_list_of_encoded([tx.encoded() for tx in self.transactions]),
+            }
+        )
+
     def encoded(self) -> bytes:
-        return encode(self.to_wire())
+        """The canonical bytes of :meth:`to_wire` (computed once)."""
+        return self._encoded
 
     def check_body(self) -> None:
         """Raise :class:`SchemaError` unless the transactions match the header

@@ -41,6 +41,41 @@ def _check_utf8(s: str) -> None:
 
 
 def _normalise(value: Any, depth: int) -> Any:
+    """A copy of ``value`` ready for msgpack: maps with keys in canonical order.
+
+    Exact built-in types take the fast path (``type(v) is …``: no isinstance chain; ASCII
+    strings need no UTF-8 check; code-point order of valid strings *is* their UTF-8 byte
+    order, so keys sort with plain ``sorted``). Subclasses and everything else go
+    through :func:`_normalise_slow`, which has the same rules.
+    """
+    if depth > MAX_DEPTH:
+        raise EncodingError(f"value nested deeper than {MAX_DEPTH} levels")
+    t = type(value)
+    if t is str:
+        if not value.isascii():
+            _check_utf8(value)
+        return value
+    if t is bytes or t is bool or value is None:
+        return value
+    if t is int:
+        if not INT_MIN <= value <= INT_MAX:
+            raise EncodingError(f"integer {value} outside the 64-bit range")
+        return value
+    if t is dict:
+        for k in value:
+            if type(k) is not str:
+                return _normalise_slow(value, depth)
+            if not k.isascii():
+                _check_utf8(k)
+        d = depth + 1
+        return {k: _normalise(value[k], d) for k in sorted(value)}
+    if t is list or t is tuple:
+        d = depth + 1
+        return [_normalise(v, d) for v in value]
+    return _normalise_slow(value, depth)
+
+
+def _normalise_slow(value: Any, depth: int) -> Any:
     if depth > MAX_DEPTH:
         raise EncodingError(f"value nested deeper than {MAX_DEPTH} levels")
     if isinstance(value, str):
@@ -77,17 +112,77 @@ def encode(value: Value | Any) -> bytes:
     return bytes(msgpack.packb(_normalise(value, 0), use_bin_type=True))
 
 
+def encode_map_of_encoded(fields: dict[str, bytes]) -> bytes:
+    """Canonical bytes of a map whose values are given already encoded.
+
+    ``fields[k]`` must be the canonical encoding of the value under ``k`` (e.g. a
+    cached :func:`encode` result): the output then equals ``encode`` of the decoded
+    map, without normalising those values again. Raises :class:`EncodingError` for a
+    key with no UTF-8 form.
+    """
+    out = [_header(len(fields), 0x80, b"\xde", b"\xdf")]
+    for k in sorted(fields):
+        if not k.isascii():
+            _check_utf8(k)
+        out.append(msgpack.packb(k, use_bin_type=True))
+        out.append(fields[k])
+    return b"".join(out)
+
+
+def encode_list_of_encoded(items: list[bytes]) -> bytes:
+    """Canonical bytes of a list whose items are given already encoded (see
+    :func:`encode_map_of_encoded`)."""
+    return _header(len(items), 0x90, b"\xdc", b"\xdd") + b"".join(items)
+
+
+def _header(n: int, fix: int, b16: bytes, b32: bytes) -> bytes:
+    """MessagePack's shortest map/array header for ``n`` entries."""
+    if n < 16:
+        return bytes((fix | n,))
+    if n < 1 << 16:
+        return b16 + n.to_bytes(2, "big")
+    if n < 1 << 32:
+        return b32 + n.to_bytes(4, "big")
+    raise EncodingError(f"{n} entries: too many for one map or list")
+
+
+#: The exact types of decoded scalars the canonical subset allows.
+_LEAF_TYPES = frozenset({str, bytes, int, bool, type(None)})
+
+
 def _check_decoded(value: Any, depth: int) -> None:
+    """Refuse what :func:`encode` would refuse in an unpacked value — floats, non-string
+    map keys, other types (e.g. msgpack's Timestamp), nesting deeper than
+    :data:`MAX_DEPTH` — and maps whose keys are not in canonical order (UTF-8 byte
+    order is code-point order). A duplicate key was collapsed by msgpack: the re-pack
+    in :func:`decode` catches it."""
     if depth > MAX_DEPTH:
         raise EncodingError(f"value nested deeper than {MAX_DEPTH} levels")
-    if isinstance(value, float):
+    t = type(value)
+    items: Any
+    if t is list:
+        items = value
+    elif t is dict:
+        keys = list(value)
+        for k in keys:
+            if type(k) is not str:
+                raise EncodingError(f"map key {k!r} is not a string")
+        if len(keys) > 1 and keys != sorted(keys):
+            raise EncodingError("not in canonical form")
+        items = value.values()
+    elif t in _LEAF_TYPES:
+        return
+    elif t is float:
         raise EncodingError("floats are not allowed in canonical values")
-    if isinstance(value, list):
-        for v in value:
-            _check_decoded(v, depth + 1)
-    elif isinstance(value, dict):
-        for v in value.values():
-            _check_decoded(v, depth + 1)
+    else:
+        raise EncodingError(f"type {t.__name__} cannot be encoded")
+    d = depth + 1
+    for v in items:
+        if type(v) in _LEAF_TYPES:
+            if d > MAX_DEPTH:
+                raise EncodingError(f"value nested deeper than {MAX_DEPTH} levels")
+        else:
+            _check_decoded(v, d)
 
 
 def decode(data: bytes, *, max_size: int = MAX_ENCODED_SIZE) -> Any:
@@ -114,7 +209,10 @@ def decode(data: bytes, *, max_size: int = MAX_ENCODED_SIZE) -> Any:
     except Exception as exc:  # msgpack raises several unrelated types
         raise EncodingError(f"not valid MessagePack: {exc}") from None
     _check_decoded(value, 0)
-    if encode(value) != bytes(data):
+    # With every map's keys already in canonical order (checked above), the decoded
+    # value packs exactly as encode(value) would: re-packing it compares the shortest
+    # forms of integers and lengths and the str/bin split, without re-sorting.
+    if msgpack.packb(value, use_bin_type=True) != bytes(data):
         raise EncodingError("not in canonical form")
     return value
 

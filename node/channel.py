@@ -65,6 +65,10 @@ BULK_BUDGET_S = 0.02
 WAL_DURABLE = "durable"
 #: WAL entries holding the outcomes of each committed block (written in its batch).
 WAL_OUTCOMES_PREFIX = "outcomes/"
+#: How many committed blocks' decoded outcome lists :meth:`ChannelService.outcomes` keeps.
+OUTCOMES_CACHE_BLOCKS = 64
+#: How many lately committed transactions' locations the status lookup keeps in memory.
+RECENT_TXS = 50_000
 
 
 def outcomes_key(height: int) -> str:
@@ -146,7 +150,11 @@ class ChannelService:
         status_cache: int,
         consensus_overrides: dict[str, int],
         clock_ms: Callable[[], int],
+        follow: bool = False,
     ) -> None:
+        """``follow``: run a replica even if this node validates the channel neither in
+        the genesis nor now (a node joining by governance: it follows the chain by
+        catch-up once the validators know it, and votes from its effective height)."""
         self.channel = config.channel_id
         self.genesis = genesis
         self.config = config
@@ -166,7 +174,7 @@ class ChannelService:
             self.governance.validators_at(self.height + 1).by_id
         )
         self.replica: Replica | None = None
-        if self.is_validator:
+        if self.is_validator or follow:
             self.replica = self._build_replica(signer, consensus_overrides)
         #: Consensus votes and proposals, stepped first; then everything else (FORWARD,
         #: STATUS, FETCH, BLOCKS, client submissions) within a time budget, so bulk
@@ -176,6 +184,9 @@ class ChannelService:
         self._wake = asyncio.Event()
         self._pending: OrderedDict[bytes, tuple[str, float]] = OrderedDict()
         self._rejected: OrderedDict[bytes, tuple[str, str]] = OrderedDict()
+        #: Transactions committed by this process lately: id → (height, index, sender).
+        self._recent: OrderedDict[bytes, tuple[int, int, str]] = OrderedDict()
+        self._outcomes_cache: OrderedDict[int, list[TxOutcome]] = OrderedDict()
         self._waiters: dict[bytes, list[asyncio.Future[None]]] = {}
         self._new_block = asyncio.Event()
         self._state = StoreState(store, self.channel)
@@ -269,15 +280,33 @@ class ChannelService:
         return None if rejected is None else f"{rejected.code}: {rejected.message}"
 
     def outcomes(self, height: int) -> list[TxOutcome]:
+        """The outcomes of committed block ``height`` (``[]`` if none are recorded).
+        Committed outcomes never change: the last few heights' are kept decoded, so a
+        batch of status queries decodes each block's list once, not once per tx."""
+        cached = self._outcomes_cache.get(height)
+        if cached is not None:
+            return cached
         raw = self.store.get_wal(self.channel, outcomes_key(height))
         if raw is None:
             return []
         try:
-            return [TxOutcome.from_wire(o) for o in decode(raw)]
+            outs = [TxOutcome.from_wire(o) for o in decode(raw)]
         except LedgerError:
             return []
+        cache = self._outcomes_cache
+        with contextlib.suppress(KeyError):  # readers in worker threads may race here
+            cache[height] = outs
+            while len(cache) > OUTCOMES_CACHE_BLOCKS:
+                cache.popitem(last=False)
+        return outs
 
     def tx_status(self, tx_id: bytes) -> TxStatus | None:
+        recent = self._recent.get(tx_id)
+        if recent is not None:  # committed here lately: no block read needed
+            height, index, sender = recent
+            outs = self.outcomes(height)
+            outcome = outs[index] if index < len(outs) else None
+            return TxStatus("committed", sender, height, index, outcome)
         located = self.store.transaction(self.channel, tx_id)
         if located is not None:
             outs = self.outcomes(located.height)
@@ -584,8 +613,10 @@ class ChannelService:
     def _on_committed(self, block: Block) -> None:
         now = time.perf_counter()
         self.metrics.committed_txs.inc(len(block.transactions), self.channel)
-        for tx in block.transactions:
+        recent = self._recent
+        for index, tx in enumerate(block.transactions):
             tx_id = tx.tx_id
+            recent[tx_id] = (block.height, index, tx.sender)
             pending = self._pending.pop(tx_id, None)
             if pending is not None:
                 self.metrics.commit_latency.observe(now - pending[1], self.channel)
@@ -593,6 +624,8 @@ class ChannelService:
             for fut in self._waiters.pop(tx_id, ()):
                 if not fut.done():
                     fut.set_result(None)
+        while len(recent) > min(self._status_cache, RECENT_TXS):
+            recent.popitem(last=False)
 
     def _send(self, rd: Ready) -> None:
         if self.transport is None or not rd.messages:

@@ -1,0 +1,155 @@
+"""The speed-ups of issue #9 change no byte and drop no check: spliced encodings equal
+``encode``, the cheaper canonical check refuses what the old one refused, and the
+transaction memo returns only what parsing would have returned."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+import msgpack
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from consensus.messages import Blocks, Forward, PrePrepare, encode_message
+from ledger import blocks as blocks_mod
+from ledger.blocks import Block, Transaction, build_block
+from ledger.certificate import CommitCertificate, Vote
+from ledger.crypto import Ed25519Signer
+from ledger.encoding import (
+    INT_MAX,
+    INT_MIN,
+    decode,
+    encode,
+    encode_list_of_encoded,
+    encode_map_of_encoded,
+)
+from ledger.errors import EncodingError, LedgerError
+
+scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(INT_MIN, INT_MAX)
+    | st.text(max_size=12)
+    | st.binary(max_size=12)
+)
+values = st.recursive(
+    scalars,
+    lambda inner: (
+        st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=6), inner, max_size=5)
+    ),
+    max_leaves=30,
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.dictionaries(st.text(max_size=8), values, max_size=8))
+def test_map_of_encoded_values_is_encode(m: dict[str, Any]) -> None:
+    assert encode_map_of_encoded({k: encode(v) for k, v in m.items()}) == encode(m)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(values, max_size=20))
+def test_list_of_encoded_items_is_encode(xs: list[Any]) -> None:
+    assert encode_list_of_encoded([encode(x) for x in xs]) == encode(xs)
+
+
+@pytest.mark.parametrize("n", [0, 15, 16, 65_535, 65_536])
+def test_long_headers_are_the_shortest(n: int) -> None:
+    assert encode_list_of_encoded([encode(None)] * n) == encode([None] * n)
+    m = {f"k{i:06d}": None for i in range(min(n, 70_000))}
+    assert encode_map_of_encoded({k: encode(None) for k in m}) == encode(m)
+
+
+@settings(max_examples=60, deadline=None)
+@given(values)
+def test_decode_round_trip_and_key_order(v: Any) -> None:
+    data = encode(v)
+    assert encode(decode(data)) == data
+
+
+def test_decode_still_refuses_unsorted_and_duplicate_keys_and_long_forms() -> None:
+    unsorted = msgpack.packb({"b": 1, "a": 2}, use_bin_type=True)
+    with pytest.raises(EncodingError):
+        decode(unsorted)
+    # non-ASCII keys: canonical order is by UTF-8 bytes ("z" < "é")
+    assert decode(encode({"é": 1, "z": 2})) == {"z": 2, "é": 1}
+    with pytest.raises(EncodingError):
+        decode(b"\x82" + msgpack.packb("é") + b"\x01" + msgpack.packb("z") + b"\x02")
+    dup = b"\x82\xa1a\x01\xa1a\x02"  # {"a": 1, "a": 2}
+    with pytest.raises(EncodingError):
+        decode(dup)
+    long_int = b"\xcd\x00\x05"  # 5 as uint16
+    with pytest.raises(EncodingError):
+        decode(long_int)
+    str8_short = b"\xd9\x01a"  # "a" as str8 instead of fixstr
+    with pytest.raises(EncodingError):
+        decode(str8_short)
+    nested_unsorted = encode([1])[:1] + msgpack.packb({"y": 1, "x": 2})
+    with pytest.raises(EncodingError):
+        decode(nested_unsorted)
+
+
+def test_encode_refuses_what_it_refused() -> None:
+    for bad in ({1: 2}, {"a": 1.5}, [2**64], "\ud800", {"\ud800": 1}, bytearray(b"x")):
+        with pytest.raises(EncodingError):
+            encode(bad)
+
+
+def _tx(signer: Ed25519Signer, payload: dict[str, Any]) -> Transaction:
+    return Transaction(
+        network=b"\x01" * 32, channel="supervision", type="loan_event", sender="lender1",
+        public_key=signer.public_key, nonce=secrets.randbits(62), time_ms=1, payload=payload,
+    ).signed(signer)  # fmt: skip
+
+
+def test_transaction_memo_returns_only_identical_maps() -> None:
+    signer = Ed25519Signer.generate()
+    tx = _tx(signer, {"amount": 1, "records": [{"c": b"\x07" * 32}]})
+    first = Transaction.from_wire(decode(tx.encoded()))  # as it arrives from a peer
+    assert first == tx
+    again = Transaction.from_wire(decode(tx.encoded()))
+    assert again is first  # memo hit: same parsed value
+    # same signature, a value that is == but not identical (True == 1): parsed afresh
+    tampered = decode(tx.encoded())
+    tampered["p"] = {"amount": True, "records": [{"c": b"\x07" * 32}]}
+    other = Transaction.from_wire(tampered)
+    assert other is not first and other.payload["amount"] is True
+    assert other.tx_id != tx.tx_id
+    with pytest.raises(LedgerError):
+        other.verify_signature()
+    # a map that fails its checks is never remembered
+    bad = tx.to_wire()
+    bad["nonce"] = "x"
+    with pytest.raises(LedgerError):
+        Transaction.from_wire(bad)
+    with pytest.raises(LedgerError):
+        Transaction.from_wire(bad)
+
+
+def test_transaction_memo_is_bounded() -> None:
+    signer = Ed25519Signer.generate()
+    for i in range(blocks_mod.WIRE_MEMO_SIZE + 50):
+        Transaction.from_wire(_tx(signer, {"i": i}).to_wire())
+    assert len(blocks_mod._wire_memo) <= blocks_mod.WIRE_MEMO_SIZE
+    assert blocks_mod._wire_memo_bytes[0] == sum(len(p) for p, _ in blocks_mod._wire_memo.values())
+    assert blocks_mod._wire_memo_bytes[0] <= blocks_mod.WIRE_MEMO_BYTES
+
+
+def test_spliced_block_and_message_encodings_equal_encode() -> None:
+    signer = Ed25519Signer.generate()
+    txs = [_tx(signer, {"i": i, "records": [{"c": bytes([i]) * 32}]}) for i in range(40)]
+    block = build_block(
+        channel="supervision", height=3, prev_hash=b"\x00" * 32, transactions=txs,
+        state_height=0, state_root=b"\x00" * 32, proposer="n1", view=2, time_ms=5,
+    )  # fmt: skip
+    assert block.encoded() == encode(block.to_wire())
+    assert Block.decode(block.encoded()) == block
+    cert = CommitCertificate("supervision", 3, 2, block.hash, (Vote("n1", b"\x05" * 64),))
+    for msg in (
+        PrePrepare("supervision", "n1", 2, block, b"\x09" * 64),
+        Forward("supervision", "n1", tuple(txs), b"\x09" * 64),
+        Blocks("supervision", "n1", ((block, cert),), b"\x09" * 64),
+    ):
+        assert encode_message(msg) == encode(msg.to_wire())
