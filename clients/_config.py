@@ -6,6 +6,7 @@ for timeouts and retries. Also reads a ``wulian up`` data directory.
     DIR/genesis.json                  the network genesis (node URLs come from it)
     DIR/keys/<lender>.key             a lender org's signing key (mode 0600)
     DIR/keys/pseudonym.key            the bureau's borrower pseudonym key (optional)
+    DIR/tls/ca.crt                    the network CA, if the nodes serve HTTPS (optional)
     DIR/lenders/<lender>/records/     the lender's record store (created on first use)
 
 The lender is ``org`` if given, else ``demo-lender`` if its key exists, else the only
@@ -15,6 +16,7 @@ genesis org with role ``lender`` whose key file is present.
 from __future__ import annotations
 
 import os
+import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,6 +65,9 @@ class Settings:
     max_backoff_s: float = 2.0
     cooldown_s: float = 5.0
     batch_size: int = 200
+    #: The network CA certificate (PEM) that ``https://`` nodes are verified against;
+    #: None: the system's trust store.
+    ca_file: Path | None = None
 
     def __post_init__(self) -> None:
         if not self.nodes:
@@ -86,6 +91,18 @@ class Settings:
     def network(self) -> bytes:
         return self.genesis.hash
 
+    def tls_verify(self) -> ssl.SSLContext | bool:
+        """httpx's ``verify=``: a context trusting only :attr:`ca_file` (if set), else
+        True (the system store). Raises ConfigError if the CA file cannot be loaded."""
+        if self.ca_file is None:
+            return True
+        try:
+            return ssl.create_default_context(cafile=str(self.ca_file))
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(
+                str(self.ca_file), "", f"cannot load CA certificate ({exc})"
+            ) from None
+
 
 def make_settings(
     *,
@@ -104,12 +121,14 @@ def make_settings(
     max_backoff_s: float = 2.0,
     cooldown_s: float = 5.0,
     batch_size: int = 200,
+    ca_file: str | os.PathLike[str] | None = None,
 ) -> Settings:
     """Build :class:`Settings` from the constructor arguments of ``Client``.
 
     Exactly one of ``key_file`` (a ``wulian keygen`` key file; the org is read from it)
     and ``signer`` + ``org`` (any :class:`ledger.crypto.Signer`, e.g. an HSM adapter).
-    ``nodes`` defaults to every node address in the genesis. Raises ConfigError.
+    ``nodes`` defaults to every node address in the genesis. ``ca_file``: the network
+    CA for ``https://`` nodes (``wulian genesis --tls``). Raises ConfigError.
     """
     g = genesis if isinstance(genesis, Genesis) else load_genesis(genesis)
     if (key_file is None) == (signer is None):
@@ -148,6 +167,7 @@ def make_settings(
         max_backoff_s=max_backoff_s,
         cooldown_s=cooldown_s,
         batch_size=batch_size,
+        ca_file=None if ca_file is None else Path(ca_file),
     )
 
 
@@ -188,6 +208,9 @@ def settings_from_network_dir(
     genesis = load_genesis(d / "genesis.json")
     lender = network_lender(d, genesis, org)
     pseudonym = d / "keys" / PSEUDONYM_KEY_FILE
+    ca = d / "tls" / "ca.crt"
+    if ca.exists():
+        options.setdefault("ca_file", ca)
     return make_settings(
         genesis=genesis,
         nodes=nodes,

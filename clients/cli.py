@@ -70,6 +70,11 @@ def _connection_options(p: argparse.ArgumentParser, *, network_only: bool = Fals
     g.add_argument("--store", metavar="DIR", help="the lender's record store directory")
     g.add_argument("--pseudonym-key", metavar="FILE", help="the bureau's pseudonym key file")
     g.add_argument(
+        "--ca-file",
+        metavar="FILE",
+        help="the network CA certificate for https:// nodes (with --network: DIR/tls/ca.crt)",
+    )
+    g.add_argument(
         "--timeout", type=float, metavar="S", help="how long to wait for commit / evidence"
     )
 
@@ -174,6 +179,8 @@ def _client(args: argparse.Namespace) -> Client:
         if timeout <= 0:
             raise ConfigError("--timeout", "", "must be positive")
         options.update(commit_timeout=timeout, evidence_timeout=timeout)
+    if getattr(args, "ca_file", None):
+        options["ca_file"] = args.ca_file
     if args.network:
         settings = settings_from_network_dir(
             args.network, org=args.org, nodes=args.node, store=args.store, **options

@@ -812,19 +812,25 @@ def _now_ms() -> int:
     return int(datetime.now(UTC).timestamp() * 1000)
 
 
-def _local_address(host: str, port: int) -> str:
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+def _local_address(host: str, port: int, scheme: str = "http") -> str:
+    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
 
 
 def _check_reuse(
-    genesis: Genesis, genesis_path: Path, out: Path, base_port: int, host: str, network: str
+    genesis: Genesis,
+    genesis_path: Path,
+    out: Path,
+    base_port: int,
+    host: str,
+    network: str,
+    scheme: str = "http",
 ) -> None:
     gp = str(genesis_path)
     hint = "; delete the directory to regenerate with other settings"
     if genesis.network != network:
         raise ConfigError(gp, "network", f"existing genesis is for {genesis.network!r}{hint}")
     for i, org_id in enumerate(INSTITUTION_ROLES):
-        want = _local_address(host, base_port + i)
+        want = _local_address(host, base_port + i, scheme)
         try:
             org = genesis.org(org_id)
             node = genesis.node(local_node_id(org_id))
@@ -854,12 +860,13 @@ def make_local_genesis(
     host: str = "127.0.0.1",
     network: str = "wulian-local",
     created_ms: int | None = None,
+    scheme: str = "http",
 ) -> Genesis:
     """Create (or reuse) a five-institution network in ``out_dir``.
 
     Writes ``out_dir/keys/<org>.key`` (org key) and ``out_dir/keys/<org>-node.key``
     (node key) for each institution — mode 0600, never overwritten — and
-    ``out_dir/genesis.json``: node ``<org>-node`` at ``http://host:base_port+i`` (in
+    ``out_dir/genesis.json``: node ``<org>-node`` at ``scheme://host:base_port+i`` (in
     :data:`INSTITUTION_ROLES` order), every channel validated by all five nodes
     (n=5, f=1, quorum 4), governance threshold 3 of 5, default permissions.
 
@@ -875,10 +882,12 @@ def make_local_genesis(
     if not host or any(c in host for c in "/@ ?#"):
         raise ConfigError("--host", "", f"bad host {host!r}")
     _ident("--network", "", network, "network name")
+    if scheme not in ("http", "https"):
+        raise ConfigError("--scheme", "", f"{scheme!r} is not http or https")
     genesis_path = out / GENESIS_FILE
     if genesis_path.exists():
         genesis = load_genesis(genesis_path)
-        _check_reuse(genesis, genesis_path, out, base_port, host, network)
+        _check_reuse(genesis, genesis_path, out, base_port, host, network, scheme)
         return genesis
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -909,7 +918,7 @@ def make_local_genesis(
                 "id": node_id,
                 "org": org_id,
                 "public_key": node_signer.public_key.hex(),
-                "address": _local_address(host, base_port + i),
+                "address": _local_address(host, base_port + i, scheme),
             }
         )
     validator_ids = [n["id"] for n in nodes]

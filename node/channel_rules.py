@@ -5,12 +5,12 @@ from __future__ import annotations
 import dataclasses
 import importlib
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from crosschain.ack import ACK_TX_TYPE
 from ledger.blocks import Block, Transaction
 from ledger.errors import ConfigError
-from ledger.genesis import Genesis
+from ledger.genesis import CONFIG_UPDATE, Genesis
 from node.rules import (
     BlockEffects,
     NeedsOtherChannel,
@@ -19,6 +19,10 @@ from node.rules import (
     StoreState,
     TxOutcome,
 )
+
+if TYPE_CHECKING:
+    from channels.context import NetworkParams
+    from ledger.governance import ChannelGovernance
 
 #: ``header_hash(channel, height)``: the header hash of a committed block (None if absent).
 HeaderHashFn = Callable[[str, int], "bytes | None"]
@@ -126,22 +130,33 @@ def production_logic(
     *,
     genesis: Genesis | None = None,
     header_hash: HeaderHashFn | None = None,
+    governance: Callable[[], ChannelGovernance] | None = None,
 ) -> ProductionLogic:
     """Raises :class:`ConfigError` if the rules are missing or ``params`` are invalid.
 
     With ``genesis`` and ``header_hash`` the cross-chain rules are installed
-    (:func:`with_crosschain_rules`); without them the extension points stay
-    ``rule_not_installed``."""
-    from channels.context import NetworkParams
-
+    (:func:`with_crosschain_rules`); with ``governance`` (the channel's trackers) the
+    ``config_update`` rule (:mod:`node.governance_rule`); without them the extension
+    points stay ``rule_not_installed``."""
     registry = _registry()
     rules = registry.get(channel)
     if rules is None:
         raise ConfigError("genesis", f"channels.{channel}", "no channel rules for this channel")
     if genesis is not None and header_hash is not None:
         rules = with_crosschain_rules(channel, rules, genesis, header_hash)
+    if governance is not None and CONFIG_UPDATE in rules.tx_types:
+        from node.governance_rule import config_update_tx_type
+
+        roles = rules.tx_types[CONFIG_UPDATE].roles
+        rules = rules.with_tx_type(config_update_tx_type(roles, governance))
+    return ProductionLogic(channel, rules, business_params(params))
+
+
+def business_params(params: Mapping[str, int | str]) -> NetworkParams:
+    """The rules' :class:`~channels.context.NetworkParams` from a channel's genesis
+    params. Genesis params also carry consensus settings (``max_block_txs`` …): only
+    the business parameters are passed on. Raises :class:`ConfigError` for a bad value."""
+    from channels.context import NetworkParams
+
     known = {f.name for f in dataclasses.fields(NetworkParams)}
-    # Genesis params also carry consensus settings (max_block_txs …): pass only the
-    # business parameters to the rules.
-    business = {k: v for k, v in params.items() if k in known}
-    return ProductionLogic(channel, rules, NetworkParams.from_mapping(business))
+    return NetworkParams.from_mapping({k: v for k, v in params.items() if k in known})

@@ -8,6 +8,8 @@ Example (``wulian up`` writes one per node)::
     genesis_file = "../../genesis.json"
     data_dir = "."
     rules = "channels"       # "test": node.rules.TestLogic (integration tests only)
+    joining = false          # true: not in the genesis; added later by governance
+    org_key_file = "../../keys/bureau.key"   # optional: the org's key, for its workers
 
     [listen]
     host = "127.0.0.1"
@@ -16,6 +18,11 @@ Example (``wulian up`` writes one per node)::
     [log]
     format = "json"          # or "text"
     level = "info"
+
+    [tls]                    # optional: serve HTTPS and dial peers over TLS (node/tls.py)
+    cert_file = "../../tls/bureau-node.crt"   # this node's certificate (names the node)
+    key_file = "../../tls/bureau-node.key"    # its key (mode 0600)
+    ca_file = "../../tls/ca.crt"              # the network CA (peers and clients)
 
     [limits]                 # every field optional; defaults below
     max_body_bytes = 4194304
@@ -48,6 +55,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ledger.errors import ConfigError
+from ledger.governance import CONFIG_ACTIVATION_DELAY
 from ledger.schema import is_name
 
 MAX_CONFIG_BYTES = 1024 * 1024
@@ -55,6 +63,9 @@ MAX_CONFIG_BYTES = 1024 * 1024
 #: defaults: a STATUS per channel per second (not four) halves an idle node's CPU; it
 #: only delays noticing that the node fell behind by up to a second.
 NODE_CONSENSUS_DEFAULTS: dict[str, int] = {"status_interval_ms": 1000}
+#: Largest pipelining window a node may run: a validator-set change committed at ``c``
+#: takes effect after ``c + CONFIG_ACTIVATION_DELAY``, which must cover the window.
+MAX_WINDOW = CONFIG_ACTIVATION_DELAY
 
 
 class _Strict(BaseModel):
@@ -69,6 +80,12 @@ class _Listen(_Strict):
 class _Log(_Strict):
     format: Literal["json", "text"] = "json"
     level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class _Tls(_Strict):
+    cert_file: str
+    key_file: str
+    ca_file: str
 
 
 class _Limits(_Strict):
@@ -96,6 +113,9 @@ class _Consensus(_Strict):
     status_interval_ms: int | None = Field(default=None, ge=10, le=600_000)
     fetch_batch: int | None = Field(default=None, ge=1, le=1024)
     forward_batch_txs: int | None = Field(default=None, ge=1, le=20_000)
+    recent_committed_limit: int | None = Field(default=None, ge=1, le=10_000_000)
+    signature_cache_size: int | None = Field(default=None, ge=1, le=10_000_000)
+    tx_cache_size: int | None = Field(default=None, ge=1, le=10_000_000)
 
 
 class _NodeConfigDoc(_Strict):
@@ -104,10 +124,22 @@ class _NodeConfigDoc(_Strict):
     genesis_file: str
     data_dir: str
     rules: Literal["channels", "test"] = "channels"
+    org_key_file: str | None = None
+    joining: bool = False
     listen: _Listen = _Listen()
     log: _Log = _Log()
+    tls: _Tls | None = None
     limits: _Limits = _Limits()
     consensus: _Consensus = _Consensus()
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """The three files a node's TLS needs (absolute paths; see :mod:`node.tls`)."""
+
+    cert_file: Path
+    key_file: Path
+    ca_file: Path
 
 
 @dataclass(frozen=True)
@@ -139,10 +171,17 @@ class NodeConfig:
     log_level: str = "info"
     #: ``"channels"`` (the real channel rules) or ``"test"`` (node.rules.TestLogic).
     rules: str = "channels"
+    #: The node's organisation key (signs the org's worker transactions), if given.
+    org_key_file: Path | None = None
+    #: A node not in the genesis, joining by governance (``add_validator``): it may
+    #: start, and runs a replica on every channel to catch up once it is added.
+    joining: bool = False
     limits: Limits = field(default_factory=Limits)
     #: ``consensus.ReplicaConfig`` overrides (only the fields set in the file).
     consensus: dict[str, int] = field(default_factory=dict, hash=False)
     source: Path | None = None
+    #: TLS files (``[tls]``), or None to serve plain HTTP.
+    tls: TlsFiles | None = None
 
     @property
     def ledger_dir(self) -> Path:
@@ -181,12 +220,23 @@ def parse_node_config(doc: Any, path: str | os.PathLike[str]) -> NodeConfig:
     for name in ("key_file", "genesis_file", "data_dir"):
         if not getattr(model, name).strip():
             raise ConfigError(str(p), name, "must not be empty")
+    if model.tls is not None:
+        for name in ("cert_file", "key_file", "ca_file"):
+            if not getattr(model.tls, name).strip():
+                raise ConfigError(str(p), f"tls.{name}", "must not be empty")
     base = p.resolve().parent
 
     def absolute(value: str) -> Path:
         q = Path(value).expanduser()
         return q if q.is_absolute() else (base / q)
 
+    if model.consensus.window is not None and model.consensus.window > MAX_WINDOW:
+        raise ConfigError(
+            str(p),
+            "consensus.window",
+            f"at most {MAX_WINDOW} (the governance activation delay: a validator-set "
+            "change must not take effect on blocks already in flight)",
+        )
     overrides = dict(NODE_CONSENSUS_DEFAULTS)
     overrides.update({k: v for k, v in model.consensus.model_dump().items() if v is not None})
     return NodeConfig(
@@ -199,9 +249,18 @@ def parse_node_config(doc: Any, path: str | os.PathLike[str]) -> NodeConfig:
         log_format=model.log.format,
         log_level=model.log.level,
         rules=model.rules,
+        org_key_file=absolute(model.org_key_file) if model.org_key_file else None,
+        joining=model.joining,
         limits=Limits(**model.limits.model_dump()),
         consensus=overrides,
         source=p,
+        tls=None
+        if model.tls is None
+        else TlsFiles(
+            absolute(model.tls.cert_file),
+            absolute(model.tls.key_file),
+            absolute(model.tls.ca_file),
+        ),
     )
 
 
@@ -246,14 +305,18 @@ def render_node_config(
     rules: str = "channels",
     limits: dict[str, int] | None = None,
     consensus: dict[str, int] | None = None,
+    org_key_file: str | None = None,
+    tls: tuple[str, str, str] | None = None,
 ) -> str:
-    """The TOML text of a node config (``wulian up`` and the test fixture write it)."""
+    """The TOML text of a node config (``wulian up`` and the test fixture write it).
+    ``tls`` is ``(cert_file, key_file, ca_file)`` as written (relative to the file)."""
     lines = [
         f"node_id = {_toml_str(node_id)}",
         f"key_file = {_toml_str(key_file)}",
         f"genesis_file = {_toml_str(genesis_file)}",
         f"data_dir = {_toml_str(data_dir)}",
         f"rules = {_toml_str(rules)}",
+        *([f"org_key_file = {_toml_str(org_key_file)}"] if org_key_file else []),
         "",
         "[listen]",
         f"host = {_toml_str(host)}",
@@ -263,6 +326,11 @@ def render_node_config(
         f"format = {_toml_str(log_format)}",
         'level = "info"',
     ]
+    if tls is not None:
+        lines += ["", "[tls]"] + [
+            f"{k} = {_toml_str(v)}"
+            for k, v in zip(("cert_file", "key_file", "ca_file"), tls, strict=True)
+        ]
     for section, values in (("limits", limits), ("consensus", consensus)):
         if values:
             lines += ["", f"[{section}]"] + [f"{k} = {int(v)}" for k, v in sorted(values.items())]

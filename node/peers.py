@@ -9,8 +9,9 @@ application/msgpack``), the canonical encoding (:mod:`ledger.encoding`) of::
 
 ``sig`` covers ``encode(frame without "sig")`` under the tag ``TAG_PEER_FRAME``. The
 receiver checks, before anything reaches consensus: the frame decodes canonically and
-within size, ``net`` is our genesis hash, ``from`` is a genesis node other than us,
-the signature verifies with that node's genesis key, and ``seq`` is greater than the
+within size, ``net`` is our genesis hash, ``from`` is a known peer other than us (the
+validators per genesis and governance, :mod:`node.membership`), the signature verifies
+with that node's key, and ``seq`` is greater than the
 last accepted from that sender (frames from one sender are sent one at a time, in
 order; ``seq`` starts at the sender's boot time in ms × 2**20, so it keeps growing
 across restarts). A retried frame (same ``seq``) is acknowledged as a duplicate.
@@ -22,6 +23,12 @@ to batch), posts one frame at a time, and retries a failed frame with exponentia
 back-off (capped). Urgent messages (votes and proposals) leave ahead of bulk traffic
 (FORWARD, STATUS, FETCH, BLOCKS). Messages older than :data:`MESSAGE_TTL_S` are dropped
 unsent.
+
+TLS (``tls=`` an :class:`ssl.SSLContext` trusting the network CA and holding this
+node's certificate, :func:`node.tls.client_context`): links to ``https://`` peers
+verify the peer's certificate against the CA *and* set the TLS server name to
+:func:`node.tls.node_tls_name` of the peer, so the handshake fails — before a frame
+is sent — unless the certificate names the genesis node being dialled.
 :meth:`PeerLink.enqueue` never blocks: when the queue is full the oldest non-essential
 message is dropped (then the oldest of any kind), and counted. A down peer only fills
 its own queue; nobody else waits for it.
@@ -32,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 import sys
 import time
 from collections import deque
@@ -48,6 +56,7 @@ from ledger.errors import LedgerError
 from ledger.hashing import TAG_PEER_FRAME
 from ledger.schema import as_map, check_keys, get_bytes, get_int, get_list, get_str
 from node.metrics import NodeMetrics
+from node.tls import node_tls_name
 
 log = logging.getLogger("wulian.peers")
 
@@ -216,6 +225,7 @@ class PeerLink:
         flush_ms: int,
         seq_start: int,
         client: httpx.AsyncClient | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.peer_id = peer_id
         self.address = address.rstrip("/")
@@ -233,10 +243,15 @@ class PeerLink:
         self._essential_count = 0
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        #: Request extensions: the TLS server name that must be in the peer's certificate.
+        self._extensions: dict[str, Any] = {}
+        if self.address.startswith("https://"):
+            self._extensions["sni_hostname"] = node_tls_name(peer_id)
         self._client = client or httpx.AsyncClient(
             base_url=self.address,
             timeout=httpx.Timeout(10.0, connect=2.0),
             limits=httpx.Limits(max_connections=2, max_keepalive_connections=1),
+            verify=tls if tls is not None else True,
         )
         self.up = False
         self.last_error = ""
@@ -356,7 +371,10 @@ class PeerLink:
     async def _post(self, frame: bytes) -> bool:
         try:
             resp = await self._client.post(
-                FRAME_PATH, content=frame, headers={"content-type": FRAME_CONTENT_TYPE}
+                FRAME_PATH,
+                content=frame,
+                headers={"content-type": FRAME_CONTENT_TYPE},
+                extensions=self._extensions,
             )
         except (httpx.HTTPError, OSError) as exc:
             self._mark_down(f"{type(exc).__name__}: {exc}")
@@ -411,29 +429,65 @@ class PeerTransport:
         frame_max_bytes: int,
         flush_ms: int,
         client_factory: Callable[[str], httpx.AsyncClient] | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
-        seq_start = int(time.time() * 1000) << 20
+        self._self_id = self_id
+        self._network = network
+        self._signer = signer
+        self._metrics = metrics
+        self._queue_limit = queue_limit
+        self._frame_max_bytes = frame_max_bytes
+        self._flush_ms = flush_ms
+        self._tls = tls
+        self._client_factory = client_factory
+        self._started = False
+        self._seq_start = int(time.time() * 1000) << 20
         self.links: dict[str, PeerLink] = {
-            pid: PeerLink(
-                peer_id=pid,
-                address=addr,
-                self_id=self_id,
-                network=network,
-                signer=signer,
-                metrics=metrics,
-                queue_limit=queue_limit,
-                frame_max_bytes=frame_max_bytes,
-                flush_ms=flush_ms,
-                seq_start=seq_start,
-                client=client_factory(addr) if client_factory else None,
-            )
-            for pid, addr in sorted(peers.items())
-            if pid != self_id
+            pid: self._link(pid, addr) for pid, addr in sorted(peers.items()) if pid != self_id
         }
+        #: Test-only hook (node/byzantine.py): ``tamper(peer, channel, payload)`` gives
+        #: the payloads actually queued for that peer. Always None in production.
+        self.tamper: Callable[[str, str, bytes], Sequence[bytes]] | None = None
+
+    def _link(self, peer_id: str, address: str) -> PeerLink:
+        factory = self._client_factory
+        return PeerLink(
+            peer_id=peer_id,
+            address=address,
+            self_id=self._self_id,
+            network=self._network,
+            signer=self._signer,
+            metrics=self._metrics,
+            queue_limit=self._queue_limit,
+            frame_max_bytes=self._frame_max_bytes,
+            flush_ms=self._flush_ms,
+            seq_start=self._seq_start,
+            client=factory(address) if factory else None,
+            tls=self._tls,
+        )
 
     def start(self) -> None:
+        self._started = True
         for link in self.links.values():
             link.start()
+
+    async def update_peers(self, peers: Mapping[str, str]) -> None:
+        """Make the links exactly ``peers`` (node id → address; this node is skipped):
+        dial nodes that joined (a validator added by governance), close links to nodes
+        that left or whose address changed. Links that stay keep their queues."""
+        want = {pid: addr.rstrip("/") for pid, addr in peers.items() if pid != self._self_id}
+        gone = [pid for pid, link in self.links.items() if want.get(pid) != link.address]
+        for pid in gone:
+            link = self.links.pop(pid)
+            await link.close()
+            log.info("peer link to %s closed", pid, extra={"peer": pid})
+        for pid, addr in sorted(want.items()):
+            if pid not in self.links:
+                link = self._link(pid, addr)
+                self.links[pid] = link
+                if self._started:
+                    link.start()
+                log.info("peer link to %s at %s opened", pid, addr, extra={"peer": pid})
 
     async def close(self) -> None:
         await asyncio.gather(*(link.close() for link in self.links.values()))
@@ -450,8 +504,13 @@ class PeerTransport:
         """Queue ``payload`` (already encoded once) to every peer in ``to``."""
         for pid in to:
             link = self.links.get(pid)
-            if link is not None:
+            if link is None:
+                continue
+            if self.tamper is None:
                 link.enqueue(channel, payload, kind, essential, urgent)
+            else:
+                for data in self.tamper(pid, channel, payload):
+                    link.enqueue(channel, data, kind, essential, urgent)
 
     def connected(self) -> dict[str, bool]:
         return {pid: link.up for pid, link in self.links.items()}

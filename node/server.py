@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from typing import Any
 
 import uvicorn
 
@@ -18,13 +19,19 @@ from node.api import create_asgi
 from node.config import NodeConfig
 from node.logs import setup_logging
 from node.runtime import NodeRuntime
+from node.tls import check_tls_files, server_context_kwargs
 
 log = logging.getLogger("wulian.node")
 
 
 def build_server(config: NodeConfig) -> tuple[NodeRuntime, uvicorn.Server]:
     """Open the runtime (raises ConfigError/StoreError for a bad setup) and build the
-    uvicorn server for it."""
+    uvicorn server for it: HTTPS with the ``[tls]`` files (checked first:
+    :func:`node.tls.check_tls_files`), else plain HTTP."""
+    tls_kwargs: dict[str, Any] = {}
+    if config.tls is not None:
+        check_tls_files(config.tls, config.node_id)
+        tls_kwargs = server_context_kwargs(config.tls)
     runtime = NodeRuntime.open(config)
     app = create_asgi(runtime)
     uv_config = uvicorn.Config(
@@ -38,6 +45,7 @@ def build_server(config: NodeConfig) -> tuple[NodeRuntime, uvicorn.Server]:
         timeout_graceful_shutdown=5,
         limit_concurrency=10_000,
         backlog=2048,
+        **tls_kwargs,
     )
     return runtime, uvicorn.Server(uv_config)
 
@@ -47,7 +55,8 @@ def run_node(config: NodeConfig) -> int:
     setup_logging(config.node_id, config.log_format, config.log_level)
     runtime, server = build_server(config)
     log.info(
-        "listening on http://%s:%d (genesis %s…)",
+        "listening on %s://%s:%d (genesis %s…)",
+        "https" if config.tls is not None else "http",
         config.host,
         config.port,
         runtime.genesis.hash.hex()[:16],

@@ -6,7 +6,13 @@
   (or reuse, if ``DIR/genesis.json`` exists and matches the arguments) a local
   five-institution network: keys in ``DIR/keys/`` and ``DIR/genesis.json``; prints the
   genesis hash and the nodes.
+  With ``--tls`` the node addresses are ``https://`` and the network CA and one TLS
+  key/certificate per node are made (or reused) in ``DIR/tls/`` (:mod:`node.tls`).
 * ``wulian genesis --check FILE`` — validate a genesis file; prints its hash and nodes.
+* ``wulian tls-cert --ca-dir DIR --node ID --host H [--host H…] [--csr FILE] --out DIR``
+  — issue a node certificate from the network CA in ``DIR`` (``DIR/ca.key``): for the
+  key of an institution's certificate request (``--csr``; the key never leaves its
+  host), or with a new key written beside the certificate (mode 0600).
 
 Bad input raises :class:`ledger.errors.ConfigError`; ``node.cli`` prints it as one line
 and exits 1.
@@ -51,7 +57,29 @@ def register(subparsers: Any) -> None:
     gp.add_argument("--base-port", type=int, default=None, metavar="P", help="default 7001")
     gp.add_argument("--host", default=None, metavar="H", help="default 127.0.0.1")
     gp.add_argument("--network", default=None, metavar="NAME", help="default wulian-local")
+    gp.add_argument(
+        "--tls",
+        action="store_true",
+        help="https:// addresses, plus the network CA and node certificates in DIR/tls/",
+    )
     gp.set_defaults(func=cmd_genesis)
+
+    tc = subparsers.add_parser(
+        "tls-cert",
+        help="issue a node TLS certificate from the network CA",
+        description="Issue NODE.crt in --out, signed by the network CA of --ca-dir "
+        "(ca.key, ca.crt), naming the node and the given host names / IP addresses. "
+        "With --csr, for the key of that PEM certificate request; otherwise a new key "
+        "NODE.key (mode 0600) is written beside it.",
+    )
+    tc.add_argument("--ca-dir", required=True, metavar="DIR", help="holds ca.key and ca.crt")
+    tc.add_argument("--node", required=True, metavar="ID", help="node id (from the genesis)")
+    tc.add_argument(
+        "--host", action="append", default=[], metavar="H", help="host name or IP (repeat)"
+    )
+    tc.add_argument("--csr", metavar="FILE", help="PEM certificate signing request")
+    tc.add_argument("--out", required=True, metavar="DIR", help="where NODE.crt goes")
+    tc.set_defaults(func=cmd_tls_cert)
 
 
 def cmd_keygen(args: argparse.Namespace) -> int:
@@ -77,6 +105,7 @@ def cmd_genesis(args: argparse.Namespace) -> int:
             ("--base-port", args.base_port),
             ("--host", args.host),
             ("--network", args.network),
+            ("--tls", args.tls or None),
         ):
             if value is not None:
                 raise ConfigError(flag, "", "only used with --out, not with --check")
@@ -91,10 +120,34 @@ def cmd_genesis(args: argparse.Namespace) -> int:
         base_port=7001 if args.base_port is None else args.base_port,
         host="127.0.0.1" if args.host is None else args.host,
         network="wulian-local" if args.network is None else args.network,
+        scheme="https" if args.tls else "http",
     )
     verb = "reused existing" if existed else "wrote"
     print(f"{verb} {os.path.join(str(out), GENESIS_FILE)} (keys in {out / 'keys'})")
+    if args.tls:
+        from node.tls import ensure_network_tls
+
+        ca = ensure_network_tls(
+            out, genesis.network, [(n.node_id, n.address) for n in genesis.nodes]
+        )
+        print(f"TLS: network CA {ca} (keep ca.key offline); node certificates in {ca.parent}")
     print(format_genesis(genesis))
+    return 0
+
+
+def cmd_tls_cert(args: argparse.Namespace) -> int:
+    from node.tls import issue_node_cert, sign_request
+
+    if not is_name(args.node):
+        raise ConfigError("--node", "", f"{args.node!r} is not a valid node id")
+    out = Path(args.out)
+    if not out.is_dir():
+        raise ConfigError(str(out), "", "is not a directory")
+    if args.csr is not None:
+        path = sign_request(args.ca_dir, args.csr, args.node, args.host, out)
+    else:
+        path = issue_node_cert(args.ca_dir, args.node, args.host, out_dir=out)
+    print(f"wrote {path}")
     return 0
 
 

@@ -16,7 +16,7 @@ import threading
 from pathlib import Path
 from types import FrameType
 
-from node.localnet import LocalNetwork
+from node.localnet import LocalNetwork, explorer_accounts_file
 
 DEFAULT_DATA_DIR = "network"
 DEFAULT_BASE_PORT = 7001
@@ -31,6 +31,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--base-port", type=int, default=DEFAULT_BASE_PORT, help="first node's port")
     p.add_argument("--host", default="127.0.0.1", help="address the nodes listen on")
     p.add_argument(
+        "--tls",
+        action="store_true",
+        help="serve HTTPS with certificates from a network CA made in DATA/tls "
+        "(a new data directory only: the genesis names https:// addresses)",
+    )
+    p.add_argument(
         "--prepare-only",
         action="store_true",
         help="write keys, genesis and node configs, print the table, and exit "
@@ -42,7 +48,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def run(args: argparse.Namespace) -> int:
     data = Path(args.data)
     created = not (data / "genesis.json").exists()
-    net = LocalNetwork.prepare(data, base_port=args.base_port, host=args.host)
+    net = LocalNetwork.prepare(
+        data, base_port=args.base_port, host=args.host, tls=getattr(args, "tls", False)
+    )
     g = net.genesis
     verb = "created" if created else "reusing"
     print(f"wulian: {verb} network {g.network!r} in {data}/ (genesis {g.hash.hex()[:16]}…)")
@@ -73,6 +81,10 @@ def run(args: argparse.Namespace) -> int:
             print(f"{node.node_id:<24} {org.role:<18} {node.url:<28} {node.log_path}")
         court = next(n for n in net.nodes if g.org(g.node(n.node_id).org_id).role == "court")
         print(f"Explorer (court clerks): {court.url}/explorer/  — every node serves one.")
+        accounts = explorer_accounts_file(net.data_dir)
+        if accounts.exists():
+            print(f"Explorer sign-in: user 'clerk' (court node), 'auditor' (bureau node); "
+                  f"passwords in {accounts}")  # fmt: skip
         print("API docs at <url>/docs, metrics at <url>/metrics. Ctrl-C stops the network.")
         sys.stdout.flush()
         reported: set[str] = set()
