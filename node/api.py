@@ -33,6 +33,7 @@ from node.evidence_routes import anchored_evidence_codes, install_evidence_route
 from node.jsonwire import json_to_wire, wire_to_json
 from node.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from node.peers import FRAME_CONTENT_TYPE, FRAME_PATH, MAX_FRAME_BYTES, FrameError
+from node.risk_routes import install_risk_routes
 from node.runtime import NodeRuntime
 from node.views import block_view
 
@@ -541,6 +542,7 @@ def create_app(runtime: NodeRuntime, *, manage_lifecycle: bool = True) -> FastAP
 
     backend = RuntimeBackend(runtime)
     install_evidence_routes(app, runtime, backend)
+    install_risk_routes(app, runtime)
     mount_explorer(app, backend)
     return app
 

@@ -14,13 +14,21 @@ resumes from the same data. ``wulian up`` (``prepare(demo_lender=True)``) also r
 a lender org ``demo-lender`` in the local genesis and, once the nodes answer, has the
 bureau admit it on the supervision channel (``lender_admit``; done once, remembered in
 ``DIR/keys/demo-lender.admitted``).
+
+A new network made by ``wulian up`` also gets two explorer orgs — ``court-clerks``
+(role ``clerk``: reads the judicial channel) and ``audit-office`` (role ``auditor``:
+reads every channel) — and one explorer account for each, ``clerk`` on the court's
+node and ``auditor`` on the bureau's, with random passwords written to
+``DIR/keys/explorer-accounts.txt`` (mode 0600; see docs/explorer.md).
 """
 
 from __future__ import annotations
 
 import atexit
 import os
+import secrets
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -41,6 +49,7 @@ from ledger.genesis import (
     load_genesis,
     make_local_genesis,
     node_key_path,
+    org_key_path,
     write_genesis,
 )
 from ledger.keyfile import load_key_file, write_key_file
@@ -51,37 +60,45 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DEMO_LENDER = "demo-lender"
 #: The bureau org of the local genesis (admits lenders).
 BUREAU_ORG = "bureau"
+#: Explorer orgs of ``wulian up``'s network: court clerks and bureau auditors.
+CLERK_ORG = "court-clerks"
+AUDITOR_ORG = "audit-office"
+#: ``(institution whose node, username, org, display name)`` of the explorer accounts
+#: ``wulian up`` creates on a new network.
+DEMO_EXPLORER_ACCOUNTS = (
+    ("court", "clerk", CLERK_ORG, "书记员 Demo clerk"),
+    ("bureau", "auditor", AUDITOR_ORG, "审计员 Demo auditor"),
+)
 
 
 def lender_key_path(data: Path, lender: str) -> Path:
     return data / "keys" / f"{lender}.key"
 
 
-def add_lender_orgs(
-    data: Path, lenders: Iterable[str], *, name: Callable[[str], str] = lambda i: f"Lender {i}"
-) -> Genesis:
-    """Register lender orgs (role ``lender``) in ``data/genesis.json``, each with a key in
+def add_orgs(data: Path, orgs: Iterable[tuple[str, str, str]]) -> Genesis:
+    """Register orgs ``(id, role, name)`` in ``data/genesis.json``, each with a key in
     ``data/keys/<id>.key`` (created if missing, reused otherwise). Orgs already in the
     genesis are left alone; the genesis file is rewritten only if it changed. Must run
-    before any node has created its ledger (the genesis hash changes)."""
+    before any node has created its ledger (the genesis hash changes). Raises
+    :class:`ConfigError` (e.g. an unknown role)."""
     path = data / "genesis.json"
     genesis = load_genesis(path)
     doc = genesis_document(genesis)
     known = {o["id"] for o in doc["orgs"]}
-    for lender in lenders:
-        if lender in known:
+    for org_id, role, display in orgs:
+        if org_id in known:
             continue
-        key_path = lender_key_path(data, lender)
+        key_path = lender_key_path(data, org_id)
         if key_path.exists():
             signer = load_key_file(key_path).signer
         else:
             signer = Ed25519Signer.generate()
-            write_key_file(key_path, lender, signer)
+            write_key_file(key_path, org_id, signer)
         doc["orgs"].append(
             {
-                "id": lender,
-                "name": name(lender),
-                "role": "lender",
+                "id": org_id,
+                "name": display,
+                "role": role,
                 "keys": [
                     {"public_key": signer.public_key.hex(), "valid_from": 0, "revoked_at": None}
                 ],
@@ -91,6 +108,67 @@ def add_lender_orgs(
     if new.hash != genesis.hash:
         write_genesis(path, new)
     return new
+
+
+def add_lender_orgs(
+    data: Path, lenders: Iterable[str], *, name: Callable[[str], str] = lambda i: f"Lender {i}"
+) -> Genesis:
+    """Register lender orgs (role ``lender``): :func:`add_orgs`."""
+    return add_orgs(data, [(lender, "lender", name(lender)) for lender in lenders])
+
+
+def add_explorer_orgs(data: Path) -> Genesis:
+    """Register the explorer's people orgs of a local network, :data:`CLERK_ORG` (role
+    ``clerk``) and :data:`AUDITOR_ORG` (role ``auditor``): :func:`add_orgs`."""
+    return add_orgs(
+        data,
+        [
+            (CLERK_ORG, "clerk", "互联网法院书记员 Internet court clerks"),
+            (AUDITOR_ORG, "auditor", "金融监管局审计处 Bureau audit office"),
+        ],
+    )
+
+
+def explorer_accounts_file(data: Path) -> Path:
+    """Where :func:`add_demo_explorer_accounts` writes the demo accounts' passwords."""
+    return data / "keys" / "explorer-accounts.txt"
+
+
+def add_demo_explorer_accounts(data: Path, genesis: Genesis) -> list[tuple[str, str, str]]:
+    """Give a new local network an explorer account per :data:`DEMO_EXPLORER_ACCOUNTS`
+    entry whose org is in ``genesis``: on its node's data directory, with a random
+    password, listed as ``node-id  url  username  password`` lines in
+    :func:`explorer_accounts_file` (mode 0600). An account that exists is left alone
+    (its password is not changed). Returns ``(node_id, username, password)`` of the
+    accounts created. Raises :class:`ConfigError`/``AccountError`` if a file cannot be
+    written."""
+    from node.explorer.accounts import AccountFile, accounts_path, hash_password
+    from node.explorer.port import Account
+
+    orgs = {o.org_id for o in genesis.orgs}
+    created: list[tuple[str, str, str]] = []
+    lines: list[str] = []
+    for node_org, user, org, display in DEMO_EXPLORER_ACCOUNTS:
+        node = next((n for n in genesis.nodes if n.org_id == node_org), None)
+        if node is None or org not in orgs:
+            continue
+        store = AccountFile(accounts_path(data / "nodes" / node.node_id))
+        password = secrets.token_urlsafe(12)
+        with store.editing() as accounts:
+            if user in accounts:
+                continue
+            accounts[user] = Account(
+                user, org, hash_password(password), display, False, time.time_ns() // 1_000_000
+            )
+        created.append((node.node_id, user, password))
+        lines.append(f"{node.node_id}\t{node.address}/explorer/\t{user}\t{password}\n")
+    if lines:
+        path = explorer_accounts_file(data)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        with os.fdopen(fd, "a", encoding="utf-8") as f:
+            f.writelines(lines)
+        os.chmod(path, 0o600)
+    return created
 
 
 def admit_payload(lender: str, public_key: bytes) -> dict[str, Any]:
@@ -105,7 +183,12 @@ def admit_payload(lender: str, public_key: bytes) -> dict[str, Any]:
 
 
 def admit_lenders(
-    data: Path, genesis: Genesis, lenders: Iterable[str], *, timeout_s: float = 30.0
+    data: Path,
+    genesis: Genesis,
+    lenders: Iterable[str],
+    *,
+    timeout_s: float = 30.0,
+    ca_file: Path | None = None,
 ) -> None:
     """Have the bureau admit ``lenders`` on the supervision channel (through the SDK,
     signed with ``data/keys/bureau.key``). A lender already admitted is fine. Raises
@@ -117,6 +200,7 @@ def admit_lenders(
         genesis=genesis,
         key_file=data / "keys" / f"{BUREAU_ORG}.key",
         commit_timeout=timeout_s,
+        ca_file=ca_file,
     ) as bureau:
         for lender in lenders:
             pk = load_key_file(lender_key_path(data, lender)).signer.public_key
@@ -165,6 +249,8 @@ class LocalNetwork:
         self.genesis = genesis
         self.nodes = nodes
         self._atexit = False
+        #: The network CA certificate when the nodes serve HTTPS (``prepare(tls=True)``).
+        self.ca_file: Path | None = None
         #: Lenders to admit once every node answers (see :meth:`wait_healthy`).
         self.admit_when_healthy: tuple[str, ...] = ()
 
@@ -187,6 +273,7 @@ class LocalNetwork:
         consensus: dict[str, int] | None = None,
         genesis_hook: Callable[[Path], Genesis] | None = None,
         demo_lender: bool | None = None,
+        tls: bool = False,
     ) -> LocalNetwork:
         """Create (first run) or reuse keys, genesis and node configs under ``data_dir``.
 
@@ -194,21 +281,36 @@ class LocalNetwork:
         returns the genesis to use (tests add lender orgs this way). ``demo_lender``
         (default: when there is no ``genesis_hook``) registers :data:`DEMO_LENDER` and
         writes ``keys/pseudonym.key``; the first :meth:`wait_healthy` of all nodes then
-        has the bureau admit it. Node configs are rewritten on every call (they hold no
-        state). Raises :class:`ConfigError`.
+        has the bureau admit it. With ``demo_lender``, a new network also gets the
+        explorer orgs (:func:`add_explorer_orgs`) and demo explorer accounts
+        (:func:`add_demo_explorer_accounts`). Node configs are rewritten on every call (they hold no
+        state). ``tls``: the genesis addresses are ``https://`` and the network CA and
+        node certificates are made (or reused) in ``DIR/tls`` (:mod:`node.tls`); each
+        config gets a ``[tls]`` section. Raises :class:`ConfigError`.
         """
         data = Path(data_dir).resolve()
         fresh = not (data / "genesis.json").exists()
-        genesis = make_local_genesis(data, base_port=base_port, host=host)
+        genesis = make_local_genesis(
+            data, base_port=base_port, host=host, scheme="https" if tls else "http"
+        )
         if genesis_hook is not None:
             genesis = genesis_hook(data)
         if demo_lender is None:
             demo_lender = genesis_hook is None
         admit: tuple[str, ...] = ()
+        if demo_lender and fresh:
+            genesis = add_explorer_orgs(data)
         if demo_lender and (fresh or any(o.org_id == DEMO_LENDER for o in genesis.orgs)):
             genesis = _demo_lender_hook(data)
             if not (data / "keys" / f"{DEMO_LENDER}.admitted").exists():
                 admit = (DEMO_LENDER,)
+        ca_file: Path | None = None
+        if tls:
+            from node.tls import ensure_network_tls, node_tls_files
+
+            ca_file = ensure_network_tls(
+                data, genesis.network, [(n.node_id, n.address) for n in genesis.nodes]
+            )
         nodes: list[NodeProcess] = []
         for info in genesis.nodes:
             node_dir = data / "nodes" / info.node_id
@@ -220,6 +322,14 @@ class LocalNetwork:
             port = parts.port or (443 if parts.scheme == "https" else 80)
             config_path = node_dir / "node.toml"
             key = node_key_path(data, info.org_id)
+            tls_paths: tuple[str, str, str] | None = None
+            if ca_file is not None:
+                f = node_tls_files(data, info.node_id)
+                tls_paths = (
+                    os.path.relpath(f.cert_file, node_dir),
+                    os.path.relpath(f.key_file, node_dir),
+                    os.path.relpath(f.ca_file, node_dir),
+                )
             text = render_node_config(
                 node_id=info.node_id,
                 key_file=os.path.relpath(key, node_dir),
@@ -231,12 +341,17 @@ class LocalNetwork:
                 rules=rules,
                 limits=limits,
                 consensus=consensus,
+                org_key_file=os.path.relpath(org_key_path(data, info.org_id), node_dir),
+                tls=tls_paths,
             )
             config_path.write_text(text, encoding="utf-8")
             nodes.append(
                 NodeProcess(info.node_id, info.address, config_path, node_dir / "node.log")
             )
+        if demo_lender and not explorer_accounts_file(data).exists():
+            add_demo_explorer_accounts(data, genesis)  # once; remembered by that file
         net = cls(data, genesis, nodes)
+        net.ca_file = ca_file
         net.admit_when_healthy = admit
         return net
 
@@ -284,7 +399,9 @@ class LocalNetwork:
         self._wait_healthy(timeout_s, indexes)
         if indexes is None and self.admit_when_healthy:
             try:
-                admit_lenders(self.data_dir, self.genesis, self.admit_when_healthy)
+                admit_lenders(
+                    self.data_dir, self.genesis, self.admit_when_healthy, ca_file=self.ca_file
+                )
             except LedgerError as exc:
                 who = ", ".join(self.admit_when_healthy)
                 raise RuntimeError(f"could not admit {who}: {exc}") from None
@@ -295,7 +412,7 @@ class LocalNetwork:
     def _wait_healthy(self, timeout_s: float, indexes: Sequence[int] | None) -> None:
         deadline = time.monotonic() + timeout_s
         pending = list(range(len(self.nodes)) if indexes is None else indexes)
-        with httpx.Client(timeout=1.0) as client:
+        with httpx.Client(timeout=1.0, verify=self.http_verify()) as client:
             while pending:
                 i = pending[0]
                 node = self.nodes[i]
@@ -316,6 +433,12 @@ class LocalNetwork:
                         + self.log_tail(i)
                     )
                 time.sleep(0.1)
+
+    def http_verify(self) -> ssl.SSLContext | bool:
+        """httpx ``verify=`` for talking to these nodes (the network CA under TLS)."""
+        if self.ca_file is None:
+            return True
+        return ssl.create_default_context(cafile=str(self.ca_file))
 
     def log_tail(self, i: int, lines: int = 20) -> str:
         try:

@@ -18,13 +18,17 @@ from ledger.errors import ConfigError
 from ledger.genesis import Genesis, load_genesis
 from ledger.keyfile import load_key_file
 from ledger.store import BlockStore
+from node import membership
 from node.auth import Authenticator
+from node.byzantine import install_from_env
 from node.channel import ChannelService
 from node.config import NodeConfig
 from node.metrics import NodeMetrics
 from node.peers import FrameError, PeerTransport, SeqTracker, decode_frame
 from node.relays import NodeRelays
 from node.rules import ChannelLogic, channel_logic
+from node.tls import client_context
+from node.workers import ChannelWorker, org_workers
 
 log = logging.getLogger("wulian.node")
 
@@ -60,6 +64,7 @@ class NodeRuntime:
             queue_limit=lim.peer_queue_messages,
             frame_max_bytes=lim.frame_max_bytes,
             flush_ms=lim.frame_flush_ms,
+            tls=None if config.tls is None else client_context(config.tls.ca_file, config.tls),
         )
         self.channels: dict[str, ChannelService] = {}
         for ch in genesis.channels:
@@ -77,8 +82,12 @@ class NodeRuntime:
                 status_cache=lim.status_cache,
                 consensus_overrides=dict(config.consensus),
                 clock_ms=wall_clock_ms,
+                follow=config.joining,
             )
 
+        self.byzantine = install_from_env(
+            config, signer=self.signer, transport=self.transport, channels=list(self.channels)
+        )
         self.relays: NodeRelays | None = None
         if config.rules == "channels":
             self.relays = NodeRelays(
@@ -86,6 +95,16 @@ class NodeRuntime:
                 store=store,
                 node_id=config.node_id,
                 signer=self.signer,
+                channels=self.channels,
+                clock_ms=wall_clock_ms,
+            )
+        self.workers: list[ChannelWorker] = []
+        if config.rules == "channels" and config.org_key_file is not None:
+            self.workers = org_workers(
+                genesis=genesis,
+                store=store,
+                node_id=config.node_id,
+                org_key_file=config.org_key_file,
                 channels=self.channels,
                 clock_ms=wall_clock_ms,
             )
@@ -103,7 +122,13 @@ class NodeRuntime:
             header = store.header(ch, height)
             return None if header is None else header.hash
 
-        return production_logic(channel, params, genesis=self.genesis, header_hash=header_hash)
+        return production_logic(
+            channel,
+            params,
+            genesis=self.genesis,
+            header_hash=header_hash,
+            governance=lambda: self.channels[channel].governance,
+        )
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -115,6 +140,8 @@ class NodeRuntime:
         try:
             node = genesis.node(config.node_id)
         except LookupError:
+            if config.joining:
+                return  # its key arrives with the add_validator change, checked there
             raise ConfigError(
                 src, "node_id", f"node {config.node_id!r} is not in the genesis"
             ) from None
@@ -154,10 +181,16 @@ class NodeRuntime:
     def start(self) -> None:
         self._lag_task = asyncio.get_running_loop().create_task(self._watch_loop_lag())
         self.transport.start()
+        # peers follow governance: validators added/removed by config_update (node/membership.py)
+        self._membership_task = asyncio.get_running_loop().create_task(membership.run(self))
         for svc in self.channels.values():
             svc.start()
         if self.relays is not None:
             self._relay_task = asyncio.get_running_loop().create_task(self.relays.run())
+        loop = asyncio.get_running_loop()
+        self._worker_tasks = [loop.create_task(w.run()) for w in self.workers]
+        if self.byzantine is not None:
+            self.byzantine.start()
         log.info(
             "node started: %d channel(s), validating %s",
             len(self.channels),
@@ -171,6 +204,13 @@ class NodeRuntime:
         relay_task = getattr(self, "_relay_task", None)
         if relay_task is not None:
             relay_task.cancel()
+        membership_task = getattr(self, "_membership_task", None)
+        if membership_task is not None:
+            membership_task.cancel()
+        for worker_task in getattr(self, "_worker_tasks", ()):
+            worker_task.cancel()
+        if self.byzantine is not None:
+            await self.byzantine.stop()
         await asyncio.gather(*(svc.stop() for svc in self.channels.values()))
         await self.transport.close()
         self.store.close()

@@ -29,7 +29,7 @@ from clients import (
     write_pseudonym_key_file,
 )
 from clients.cli import main as cli_main
-from tests.node.netfixture import TestNetwork, start_network
+from tests.node.netfixture import TestNetwork, credit_synced, start_network
 
 # One network per module: with `-n 2 --dist loadgroup` (or loadfile) xdist keeps these
 # tests on one worker instead of starting a second network on the other.
@@ -84,13 +84,13 @@ def contract(client: Client, loan: str, id_number: str = ID_A, amount: int = 100
     )  # fmt: skip
 
 
-def credit_sync(net: TestNetwork) -> None:
-    with institution(net, "credit_agency") as agency:
-        height = agency._run(agency._core.channel_height("supervision"))
-        st = agency.submit(
-            agency.prepare(agency.build("credit", "credit_sync", {"source_height": height}))
-        )
-        assert st.valid, st
+def credit_sync(net: TestNetwork, height: int) -> None:
+    """Wait until the credit agency node's worker has synced the credit channel up to
+    supervision ``height`` (syncs are the worker's job, not the test's)."""
+    deadline = time.monotonic() + 60
+    while credit_synced(net) < height:
+        assert time.monotonic() < deadline, f"credit channel not synced to {height}"
+        time.sleep(0.2)
 
 
 def committed_ids(net: TestNetwork, node: int) -> list[str]:
@@ -136,8 +136,9 @@ def test_report_follow_and_query_across_nodes(net: TestNetwork, tmp_path: Path) 
 def test_credit_check_and_asset_registration(net: TestNetwork, tmp_path: Path) -> None:
     with lender(net, tmp_path / "a") as a, lender(net, tmp_path / "b", org="lender2") as b:
         a.report(contract(a, "CR-A", ID_B))
-        b.report(contract(b, "CR-B", ID_B))
-        credit_sync(net)
+        st = b.report(contract(b, "CR-B", ID_B))
+        assert st.height is not None
+        credit_sync(net, st.height)
         report = a.credit_check(a.borrower_ref(ID_B))
         assert report.answer["lenders_with_open_loans"] >= 2
         assert report.other_lenders_with_open_loans >= 1 and report.multi_lender
@@ -286,7 +287,10 @@ def test_cli_credit_check_and_recover(
     net: TestNetwork, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     conn = ["--network", str(net.data_dir), "--org", "lender1"]
-    credit_sync(net)
+    with lender(net, tmp_path / "cr") as c:
+        st = c.report(contract(c, "CLI-CR"))
+    assert st.height is not None
+    credit_sync(net, st.height)
     ref = PSEUDONYM.borrower_ref(ID_A).hex()
     code, out, err = run_cli(capsys, "credit-check", ref, "--json", *conn)
     assert code == 0, err
