@@ -15,8 +15,9 @@ from ledger.schema import as_map, get_bytes, get_int, get_list, get_str, is_name
 
 #: Business identifiers chosen by senders (loan ids, report ids, case ids…).
 _REF_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:\-]{0,63}")
-#: Evidence codes (format owned by the evidence-code codec; here: printable, no spaces).
-_CODE_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9\-]{0,63}")
+#: Evidence codes (format owned by the evidence-code codec; here: printable, no spaces;
+#: the check symbol may be one of Crockford's ``* ~ $ =``).
+_CODE_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9\-*~$=]{0,63}")
 MAX_AMOUNT_CENTS: Final = 10**15  # ten trillion yuan: far above any single figure
 MAX_TEXT: Final = 2000
 

@@ -5,9 +5,17 @@
   block's commit certificate; issuing evidence codes) with
   :meth:`ChannelRules.with_tx_type`; until then they are INVALID ``rule_not_installed``.
 * ``case_file`` / ``case_file_batch`` (lender) — 立案 / 批量立案: each case cites
-  evidence codes with the digest the lender claims was anchored. The evidence issue
-  installs an :data:`EvidenceVerifier` via :func:`judicial_rules`; without one the
-  evidence is stored as ``unverified``. A batch is atomic.
+  evidence codes, optionally with the record digest (commitment) the lender claims
+  was anchored. With an :data:`EvidenceVerifier` installed (:func:`judicial_rules`;
+  the node installs :func:`crosschain.anchor_rules.case_evidence_verifier`) every
+  validator resolves each cited code against the channel's own anchored evidence
+  index and the case records one result per code — ``verified``, ``not_anchored`` or
+  ``mismatch`` (digest given and not the anchored one) — and a summary
+  ``evidence_status`` (``verified`` iff every code verified, else ``failed``). The
+  filing is kept either way; only an unreadable code (a typo the check symbol
+  catches) rejects it. Without a verifier every result is ``unverified``. The
+  transaction's result lists each case's results, so one batch call verifies up to
+  :data:`MAX_BATCH_CASES` cases. A batch is atomic.
 * ``court_publication`` (court) — shared rules, typical cases and notices (digest +
   metadata).
 
@@ -41,11 +49,50 @@ RELAY_ROLES: Final = frozenset({COURT, NODE})
 
 @dataclass(frozen=True)
 class CaseEvidence:
+    """A cited evidence code and, optionally, the digest the lender claims for it."""
+
     code: str
-    digest: bytes
+    digest: bytes | None = None
 
     def to_wire(self) -> dict[str, Any]:
-        return {"code": self.code, "digest": self.digest}
+        return (
+            {"code": self.code}
+            if self.digest is None
+            else {"code": self.code, "digest": self.digest}
+        )
+
+
+#: Results of one cited code (recorded in the case).
+VERIFIED: Final = "verified"
+NOT_ANCHORED: Final = "not_anchored"
+MISMATCH: Final = "mismatch"
+UNVERIFIED: Final = "unverified"
+
+
+@dataclass(frozen=True)
+class EvidenceResult:
+    """The verification result of one cited code: ``result`` is :data:`VERIFIED`,
+    :data:`NOT_ANCHORED` or :data:`MISMATCH`; when anchored, ``source_height`` /
+    ``source_time_ms`` are the supervision block's and ``judicial_height`` the anchor's."""
+
+    result: str
+    detail: str = ""
+    source_height: int | None = None
+    source_time_ms: int | None = None
+    judicial_height: int | None = None
+
+    def to_wire(self) -> dict[str, Any]:
+        w: dict[str, Any] = {"result": self.result}
+        if self.detail:
+            w["detail"] = self.detail
+        for k, v in (
+            ("sh", self.source_height),
+            ("st", self.source_time_ms),
+            ("jh", self.judicial_height),
+        ):
+            if v is not None:
+                w[k] = v
+        return w
 
 
 @dataclass(frozen=True)
@@ -72,9 +119,12 @@ class Publication:
     metadata: Mapping[str, str]
 
 
-#: Checks one cited evidence item against the judicial state (anchors and evidence
-#: codes written by the cross-chain rules); returns a Rejection if it does not verify.
-EvidenceVerifier = Callable[[StateReader, str, CaseEvidence, TxContext], "Rejection | None"]
+#: Resolves one cited evidence item against the judicial state (anchors and evidence
+#: codes written by the cross-chain rules): its :class:`EvidenceResult`, or a
+#: Rejection if the code cannot be read at all (the filing is then INVALID).
+EvidenceVerifier = Callable[
+    [StateReader, str, CaseEvidence, TxContext], "EvidenceResult | Rejection"
+]
 
 
 def case_key(lender: str, case_id: str) -> bytes:
@@ -100,7 +150,8 @@ def _parse_case_map(raw: Any, what: str) -> Case:
     evidence = []
     for i, item in enumerate(items):
         ep = PayloadReader(item, f"evidence[{i}]")
-        evidence.append(CaseEvidence(ep.code("code"), ep.digest("digest")))
+        code = ep.code("code")
+        evidence.append(CaseEvidence(code, ep.digest("digest") if ep.optional("digest") else None))
         ep.done()
     if len({e.code for e in evidence}) != len(evidence):
         raise SchemaError(f"{what}: an evidence code is cited twice")
@@ -146,17 +197,23 @@ def parse_publication(raw: dict[str, Any]) -> Publication:
 
 def _file_case(
     state: WriteSet, case: Case, ctx: TxContext, index: int, verify: EvidenceVerifier | None
-) -> None:
+) -> dict[str, Any]:
     key = case_key(ctx.sender, case.case_id)
     if state.get(key) is not None:
         raise TxRejected("duplicate_case_id", f"case {case.case_id!r} was already filed")
-    status = "unverified"
-    if verify is not None:
-        for ev in case.evidence:
-            rejection = verify(state, ctx.sender, ev, ctx)
-            if rejection is not None:
-                raise TxRejected(rejection.code, f"evidence {ev.code}: {rejection.message}")
-        status = "verified"
+    results: list[EvidenceResult] = []
+    for ev in case.evidence:
+        if verify is None:
+            results.append(EvidenceResult(UNVERIFIED))
+            continue
+        got = verify(state, ctx.sender, ev, ctx)
+        if isinstance(got, Rejection):
+            raise TxRejected(got.code, f"evidence {ev.code}: {got.message}")
+        results.append(got)
+    if verify is None:
+        status = UNVERIFIED
+    else:
+        status = VERIFIED if all(r.result == VERIFIED for r in results) else "failed"
     state.put_value(
         key,
         {
@@ -166,7 +223,9 @@ def _file_case(
             "defendant_ref": case.defendant_ref,
             "claim_cents": case.claim_cents,
             "cause": case.cause,
-            "evidence": [e.to_wire() for e in case.evidence],
+            "evidence": [
+                {**e.to_wire(), **r.to_wire()} for e, r in zip(case.evidence, results, strict=True)
+            ],
             "evidence_status": status,
             "status": "filed",
             "h": ctx.height,
@@ -175,11 +234,23 @@ def _file_case(
             "i": index,
         },
     )
+    return {
+        "case_id": case.case_id,
+        "evidence_status": status,
+        "evidence": [
+            {"code": e.code, "result": r.result}
+            for e, r in zip(case.evidence, results, strict=True)
+        ],
+    }
 
 
-def case_file_apply(verify: EvidenceVerifier | None) -> Callable[[WriteSet, Case, TxContext], None]:
-    def _apply(state: WriteSet, case: Case, ctx: TxContext) -> None:
-        _file_case(state, case, ctx, 0, verify)
+def case_file_apply(
+    verify: EvidenceVerifier | None,
+) -> Callable[[WriteSet, Case, TxContext], Mapping[str, Any]]:
+    """Result: ``{"case_id", "evidence_status", "evidence": [{"code", "result"}]}``."""
+
+    def _apply(state: WriteSet, case: Case, ctx: TxContext) -> Mapping[str, Any]:
+        return _file_case(state, case, ctx, 0, verify)
 
     return _apply
 
@@ -187,13 +258,18 @@ def case_file_apply(verify: EvidenceVerifier | None) -> Callable[[WriteSet, Case
 def case_file_batch_apply(
     verify: EvidenceVerifier | None,
 ) -> Callable[[WriteSet, CaseBatch, TxContext], Mapping[str, Any]]:
+    """Result: ``{"cases": n, "verified": <cases whose every code verified>,
+    "results": [<case_file result>, ...]}`` in case order."""
+
     def _apply(state: WriteSet, batch: CaseBatch, ctx: TxContext) -> Mapping[str, Any]:
+        results = []
         for i, case in enumerate(batch.cases):
             try:
-                _file_case(state, case, ctx, i, verify)
+                results.append(_file_case(state, case, ctx, i, verify))
             except TxRejected as exc:
                 raise TxRejected(exc.code, f"case {i} ({case.case_id}): {exc.message}") from None
-        return {"cases": len(batch.cases)}
+        verified = sum(1 for r in results if r["evidence_status"] == VERIFIED)
+        return {"cases": len(batch.cases), "verified": verified, "results": results}
 
     return _apply
 

@@ -36,7 +36,13 @@ from clients._errors import (
     WrongNetwork,
 )
 from clients._models import CommittedTx, CreditReport, Outcome, TxStatus
-from clients._ops import Evidence, record_document, record_from_document, verify_offline
+from clients._ops import (
+    Evidence,
+    EvidenceCheck,
+    record_document,
+    record_from_document,
+    verify_offline,
+)
 from clients._pseudonym import (
     PseudonymKey,
     load_pseudonym_key_file,
@@ -63,6 +69,7 @@ __all__ = [
     "CommittedTx",
     "CreditReport",
     "Evidence",
+    "EvidenceCheck",
     "EvidenceError",
     "EvidenceNotAnchored",
     "LoanEvent",

@@ -17,7 +17,7 @@ from clients._config import Settings, make_settings, settings_from_network_dir
 from clients._core import Blocking, Core, Failure, Op, Request, Response, Sleep
 from clients._errors import Attempt
 from clients._models import CommittedTx, CreditReport, TxStatus
-from clients._ops import Evidence, EvidenceTarget, Operations, verify_offline
+from clients._ops import Evidence, EvidenceCheck, EvidenceTarget, Operations, verify_offline
 from clients._pseudonym import PseudonymKey
 from clients._records import LoanEvent, PreparedTransaction, Record, UnsignedTransaction
 from clients._sse import SSEDecoder
@@ -107,6 +107,7 @@ class AsyncClient:
         evidence_timeout: float = 300.0,
         retries: int = 2,
         batch_size: int = 200,
+        ca_file: str | os.PathLike[str] | None = None,
         http: httpx.AsyncClient | None = None,
         settings: Settings | None = None,
     ) -> None:
@@ -115,7 +116,7 @@ class AsyncClient:
                 genesis=genesis, nodes=nodes, key_file=key_file, signer=signer, org=org,
                 store=store, pseudonym_key=pseudonym_key, timeout=timeout,
                 commit_timeout=commit_timeout, evidence_timeout=evidence_timeout,
-                retries=retries, batch_size=batch_size,
+                retries=retries, batch_size=batch_size, ca_file=ca_file,
             )  # fmt: skip
         self.settings = settings
         self.store = (
@@ -126,7 +127,9 @@ class AsyncClient:
         self._core = Core(settings)
         self._ops = Operations(self._core, self.store)
         self._own_http = http is None
-        self._http = http or httpx.AsyncClient(timeout=settings.timeout)
+        self._http = http or httpx.AsyncClient(
+            timeout=settings.timeout, verify=settings.tls_verify()
+        )
 
     @classmethod
     def from_network(
@@ -264,6 +267,19 @@ class AsyncClient:
         self, target: EvidenceTarget, *, index: int = 0, timeout: float | None = None
     ) -> Evidence:
         return await self._run(self._ops.evidence(target, index=index, timeout=timeout))
+
+    async def check_evidence(self, code: str, data: Record | bytes) -> EvidenceCheck:
+        """Have a node verify a record (or its 32-byte commitment) against evidence code
+        ``code``: verified / mismatch / not_anchored, anchoring times and checks."""
+        (check,) = await self._run(self._ops.check_evidence([(code, data)]))
+        return check
+
+    async def check_evidence_batch(
+        self, items: Sequence[tuple[str, Record | bytes]]
+    ) -> list[EvidenceCheck]:
+        """:meth:`check_evidence` for many ``(code, record or commitment)`` pairs, one
+        result each, in order (chunked requests)."""
+        return await self._run(self._ops.check_evidence(items))
 
     def verify(
         self, receipt: Mapping[str, Any] | Receipt, record: Record | None = None

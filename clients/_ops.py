@@ -71,6 +71,52 @@ class Evidence:
         return record_document(self.record, tx_id=self.tx_id, index=self.index)
 
 
+@dataclass(frozen=True)
+class EvidenceCheck:
+    """A node's verification of one (evidence code, record or commitment) pair
+    (``POST /v1/evidence/verify``): ``result`` is ``verified`` / ``mismatch`` /
+    ``not_anchored`` / ``chain_failed`` (or ``bad_evidence_code``), with the anchoring
+    times and every check ``{name, ok, status, reason, detail}``."""
+
+    code: str
+    result: str
+    detail: str = ""
+    supervision_height: int | None = None
+    supervision_time_ms: int | None = None
+    judicial_height: int | None = None
+    judicial_time_ms: int | None = None
+    checks: tuple[Mapping[str, Any], ...] = field(default=(), hash=False)
+
+    @property
+    def verified(self) -> bool:
+        return self.result == "verified"
+
+    @staticmethod
+    def from_json(doc: Any) -> EvidenceCheck:
+        """Raises SchemaError if ``doc`` is not a verification result."""
+        if not isinstance(doc, dict) or not isinstance(doc.get("result"), str):
+            raise SchemaError("verification answer: expected an object with 'result'")
+        err = doc.get("error")
+        detail = err.get("message", "") if isinstance(err, dict) else doc.get("detail", "")
+        checks = doc.get("checks", [])
+        return EvidenceCheck(
+            code=str(doc.get("code", "")),
+            result=doc["result"],
+            detail=str(detail),
+            supervision_height=doc.get("supervision_height"),
+            supervision_time_ms=doc.get("supervision_time_ms"),
+            judicial_height=doc.get("judicial_height"),
+            judicial_time_ms=doc.get("judicial_time_ms"),
+            checks=tuple(c for c in checks if isinstance(c, dict))
+            if isinstance(checks, list)
+            else (),
+        )
+
+
+#: Most items sent in one verification request (the node's limit).
+VERIFY_CHUNK: Final = 256
+
+
 def record_document(
     record: Record, *, tx_id: bytes | None = None, index: int = 0
 ) -> dict[str, Any]:
@@ -473,6 +519,42 @@ class Operations:
             if leaf.get("tx") == tx_id.hex() and leaf.get("i") == index:
                 return dict(c)
         return dict(candidates[0]) if candidates and isinstance(candidates[0], dict) else None
+
+    def check_evidence(
+        self, items: Sequence[tuple[str, Record | bytes]]
+    ) -> Op[list[EvidenceCheck]]:
+        """Have a node verify each ``(evidence code, record or 32-byte commitment)``
+        against the chain (``POST /v1/evidence/verify``, in chunks of
+        :data:`VERIFY_CHUNK`); one :class:`EvidenceCheck` per item, in order. The
+        record's bytes and salt are sent to the node."""
+        out: list[EvidenceCheck] = []
+        for start in range(0, len(items), VERIFY_CHUNK):
+            wire = []
+            for code, data in items[start : start + VERIFY_CHUNK]:
+                if isinstance(data, Record):
+                    wire.append({"code": code, "record": data.data.hex(), "salt": data.salt.hex()})
+                elif len(data) == 32:
+                    wire.append({"code": code, "commitment": data.hex()})
+                else:
+                    raise SchemaError("a commitment must be 32 bytes")
+            i, resp = yield from self.core.call(
+                "POST",
+                "/v1/evidence/verify",
+                body=json.dumps({"items": wire}).encode(),
+                content_type=JSON,
+                accept=JSON,
+                stage="evidence",
+                what="verification request",
+            )
+            raise_for(resp, stage="evidence", url=self.core.pool.urls[i])
+            try:
+                results = json.loads(resp.body)["results"]
+            except (ValueError, KeyError, TypeError):
+                raise SchemaError("verification answer: expected {'results': [...]}") from None
+            if not isinstance(results, list) or len(results) != len(wire):
+                raise SchemaError("verification answer: one result per item expected")
+            out.extend(EvidenceCheck.from_json(r) for r in results)
+        return out
 
     # ------------------------------------------------------------------ other channels
 

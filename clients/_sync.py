@@ -23,7 +23,7 @@ from clients._core import (
 )
 from clients._errors import Attempt, NodeUnreachable, PermissionDenied
 from clients._models import CommittedTx, CreditReport, TxStatus
-from clients._ops import Evidence, EvidenceTarget, Operations, verify_offline
+from clients._ops import Evidence, EvidenceCheck, EvidenceTarget, Operations, verify_offline
 from clients._pseudonym import PseudonymKey
 from clients._records import LoanEvent, PreparedTransaction, Record, UnsignedTransaction
 from clients._sse import SSEDecoder
@@ -138,6 +138,7 @@ class Client:
         evidence_timeout: float = 300.0,
         retries: int = 2,
         batch_size: int = 200,
+        ca_file: str | os.PathLike[str] | None = None,
         http: httpx.Client | None = None,
         settings: Settings | None = None,
     ) -> None:
@@ -146,7 +147,7 @@ class Client:
                 genesis=genesis, nodes=nodes, key_file=key_file, signer=signer, org=org,
                 store=store, pseudonym_key=pseudonym_key, timeout=timeout,
                 commit_timeout=commit_timeout, evidence_timeout=evidence_timeout,
-                retries=retries, batch_size=batch_size,
+                retries=retries, batch_size=batch_size, ca_file=ca_file,
             )  # fmt: skip
         self.settings = settings
         self.store = (
@@ -157,7 +158,7 @@ class Client:
         self._core = Core(settings)
         self._ops = Operations(self._core, self.store)
         self._own_http = http is None
-        self._http = http or httpx.Client(timeout=settings.timeout)
+        self._http = http or httpx.Client(timeout=settings.timeout, verify=settings.tls_verify())
 
     @classmethod
     def from_network(
@@ -325,6 +326,19 @@ class Client:
         """Wait for record ``index``'s evidence code, fetch the receipt, verify it
         offline. ``target``: tx id, prepared transaction or record."""
         return self._run(self._ops.evidence(target, index=index, timeout=timeout))
+
+    def check_evidence(self, code: str, data: Record | bytes) -> EvidenceCheck:
+        """Have a node verify a record (or its 32-byte commitment) against evidence code
+        ``code``: verified / mismatch / not_anchored, anchoring times and checks."""
+        (check,) = self._run(self._ops.check_evidence([(code, data)]))
+        return check
+
+    def check_evidence_batch(
+        self, items: Sequence[tuple[str, Record | bytes]]
+    ) -> list[EvidenceCheck]:
+        """:meth:`check_evidence` for many ``(code, record or commitment)`` pairs, one
+        result each, in order (chunked requests)."""
+        return self._run(self._ops.check_evidence(items))
 
     def verify(
         self, receipt: Mapping[str, Any] | Receipt, record: Record | None = None

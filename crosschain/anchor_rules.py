@@ -33,7 +33,7 @@ from typing import Any, Final
 from channels.base import ChannelRules, TxType
 from channels.context import TxContext
 from channels.errors import Rejection, TxRejected
-from channels.judicial import CaseEvidence
+from channels.judicial import MISMATCH, NOT_ANCHORED, VERIFIED, CaseEvidence, EvidenceResult
 from channels.state import StateReader, WriteSet, height_part, iter_height_range, read_value
 from crosschain.anchor import (
     ANCHOR_TX_TYPE,
@@ -212,27 +212,45 @@ def _index_leaves(state: WriteSet, chunk: LeafChunk, ctx: TxContext, chunk_size:
 
 
 def case_evidence_verifier() -> Callable[
-    [StateReader, str, CaseEvidence, TxContext], Rejection | None
+    [StateReader, str, CaseEvidence, TxContext], EvidenceResult | Rejection
 ]:
-    """The :data:`channels.judicial.EvidenceVerifier` for ``judicial_rules``: a cited
-    evidence item verifies iff its code names an anchored record whose commitment is
-    the cited digest. Rejection codes: ``bad_evidence_code`` (unparseable, or a typo
-    caught by the check symbol), ``evidence_not_found`` (no such anchored record),
-    ``digest_mismatch`` (the lender's digest is not the anchored one: tampered)."""
+    """The :data:`channels.judicial.EvidenceVerifier` for ``judicial_rules``: resolves a
+    cited code in this channel's evidence index. ``verified`` iff it names an anchored
+    record (and, when a digest is cited, that record's commitment is the digest);
+    ``not_anchored`` if no anchored record has the code (yet); ``mismatch`` if the
+    cited digest is not the anchored commitment (tampered record). An unreadable code
+    (a typo the check symbol catches) is a Rejection ``bad_evidence_code``."""
 
     def verify(
         reader: StateReader, lender: str, ev: CaseEvidence, ctx: TxContext
-    ) -> Rejection | None:
+    ) -> EvidenceResult | Rejection:
         try:
             code = parse_code(ev.code)
         except EvidenceCodeError as exc:
             return Rejection("bad_evidence_code", exc.message)
         entries = read_evidence(reader, code)
         if not entries:
-            return Rejection("evidence_not_found", f"no anchored record has code {code}")
-        if any(_commitment_of(e.leaf) == ev.digest for e in entries):
-            return None
-        return Rejection("digest_mismatch", f"the record anchored as {code} has another digest")
+            return EvidenceResult(NOT_ANCHORED, f"no anchored record has code {code}")
+        match = next(
+            (e for e in entries if ev.digest is None or _commitment_of(e.leaf) == ev.digest),
+            None,
+        )
+        if match is None:
+            return EvidenceResult(
+                MISMATCH,
+                f"the record anchored as {code} has another digest",
+                entries[0].source_height,
+                None,
+                entries[0].judicial_height,
+            )
+        anchor = read_anchor_entry(reader, SOURCE_CHANNEL, match.source_height)
+        return EvidenceResult(
+            VERIFIED,
+            "",
+            match.source_height,
+            None if anchor is None else anchor.header_time_ms,
+            match.judicial_height,
+        )
 
     return verify
 

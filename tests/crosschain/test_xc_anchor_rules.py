@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from channels.base import make_rules
-from channels.judicial import CaseEvidence, judicial_rules
+from channels.errors import Rejection
+from channels.judicial import CaseEvidence, EvidenceResult, judicial_rules
 from crosschain.ack import (
     AckState,
     EvidenceAck,
@@ -138,15 +139,22 @@ def test_case_evidence_is_checked_against_the_index() -> None:
     assert block is not None
     code = str(code_for_leaf(block_record_leaves(block[0].transactions)[0]))
     ctx = None
-    assert verify(net.jud.state, "lender-a", CaseEvidence(code, ref.commitment), ctx) is None  # type: ignore[arg-type]
+    good = verify(net.jud.state, "lender-a", CaseEvidence(code, ref.commitment), ctx)  # type: ignore[arg-type]
+    assert isinstance(good, EvidenceResult) and good.result == "verified"
+    anchor = read_anchor_entry(net.jud.state, "supervision", 1)
+    assert anchor is not None
+    assert (good.source_height, good.source_time_ms) == (1, anchor.header_time_ms)
+    assert good.judicial_height == anchor.judicial_height
+    bare = verify(net.jud.state, "lender-a", CaseEvidence(code), ctx)  # type: ignore[arg-type]
+    assert isinstance(bare, EvidenceResult) and bare.result == "verified"
     wrong = verify(net.jud.state, "lender-a", CaseEvidence(code, b"\x00" * 32), ctx)  # type: ignore[arg-type]
-    assert wrong is not None and wrong.code == "digest_mismatch"
+    assert isinstance(wrong, EvidenceResult) and wrong.result == "mismatch"
     typo = code[:-1] + ("0" if code[-1] != "0" else "1")
     bad = verify(net.jud.state, "lender-a", CaseEvidence(typo, ref.commitment), ctx)  # type: ignore[arg-type]
-    assert bad is not None and bad.code == "bad_evidence_code"
+    assert isinstance(bad, Rejection) and bad.code == "bad_evidence_code"
     other = "WL-0000-0000-0000-0000-0"
     missing = verify(net.jud.state, "lender-a", CaseEvidence(other, ref.commitment), ctx)  # type: ignore[arg-type]
-    assert missing is not None and missing.code == "evidence_not_found"
+    assert isinstance(missing, EvidenceResult) and missing.result == "not_anchored"
 
 
 # -- acknowledgements ---------------------------------------------------------------
