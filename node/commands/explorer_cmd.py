@@ -148,49 +148,58 @@ def cmd_add_user(args: argparse.Namespace) -> int:
     genesis = load_genesis(cfg.genesis_file)
     _check_org(genesis, args.org, args.allow_unlisted_org, str(cfg.genesis_file))
     store = AccountFile(accounts_path(cfg.data_dir))
-    accounts = store.load()
-    if user in accounts:
-        raise AccountError(f"user {user!r} exists (use passwd, or remove-user first)")
+    exists = f"user {user!r} exists (use passwd, or remove-user first)"
+    if user in store.load():
+        raise AccountError(exists)
     password = _read_password(args.password_stdin)
-    accounts[user] = Account(
+    account = Account(
         user, args.org, hash_password(password), args.name, False, time.time_ns() // 1_000_000
     )
-    store.save(accounts)
+    with store.editing() as accounts:  # locked: concurrent commands lose nothing
+        if user in accounts:
+            raise AccountError(exists)
+        accounts[user] = account
     print(f"added {user} (org {args.org}) to {store.path}")
     return 0
 
 
-def _existing(args: argparse.Namespace) -> tuple[AccountFile, dict[str, Account], str]:
+def _existing(args: argparse.Namespace) -> tuple[AccountFile, str]:
     cfg = _config(args)
     user = _username(args.user)
     store = AccountFile(accounts_path(cfg.data_dir))
-    accounts = store.load()
+    _check_exists(store, store.load(), user)
+    return store, user
+
+
+def _check_exists(store: AccountFile, accounts: dict[str, Account], user: str) -> None:
     if user not in accounts:
         raise AccountError(f"no user {user!r} in {store.path}")
-    return store, accounts, user
 
 
 def cmd_passwd(args: argparse.Namespace) -> int:
-    store, accounts, user = _existing(args)
-    password = _read_password(args.password_stdin)
-    accounts[user] = replace(accounts[user], password_hash=hash_password(password))
-    store.save(accounts)
+    store, user = _existing(args)
+    password_hash = hash_password(_read_password(args.password_stdin))
+    with store.editing() as accounts:
+        _check_exists(store, accounts, user)
+        accounts[user] = replace(accounts[user], password_hash=password_hash)
     print(f"password of {user} changed")
     return 0
 
 
 def cmd_set_disabled(args: argparse.Namespace) -> int:
-    store, accounts, user = _existing(args)
-    accounts[user] = replace(accounts[user], disabled=args.disabled)
-    store.save(accounts)
+    store, user = _existing(args)
+    with store.editing() as accounts:
+        _check_exists(store, accounts, user)
+        accounts[user] = replace(accounts[user], disabled=args.disabled)
     print(f"{user} {'disabled' if args.disabled else 'enabled'}")
     return 0
 
 
 def cmd_remove_user(args: argparse.Namespace) -> int:
-    store, accounts, user = _existing(args)
-    del accounts[user]
-    store.save(accounts)
+    store, user = _existing(args)
+    with store.editing() as accounts:
+        _check_exists(store, accounts, user)
+        del accounts[user]
     print(f"removed {user}")
     return 0
 

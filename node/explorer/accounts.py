@@ -27,6 +27,7 @@ import os
 import re
 import secrets
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -235,6 +236,30 @@ class AccountFile:
                     if stamp is None:
                         self._snap = _Snapshot(None, {})
             return self._snap.accounts.get(username)
+
+    @contextlib.contextmanager
+    def editing(self) -> Iterator[dict[str, Account]]:
+        """Read-modify-write under an exclusive lock (``flock`` on a ``.accounts.lock``
+        file beside it), so two concurrent ``wulian explorer`` commands cannot lose each
+        other's change: yields the current accounts; saves them when the block ends
+        without an exception (nothing is written otherwise). Raises
+        :class:`ConfigError` as :meth:`load` and :meth:`save` do."""
+        import fcntl
+
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd = os.open(
+                self.path.with_name(f".{self.path.name}.lock"), os.O_RDWR | os.O_CREAT, 0o600
+            )
+        except OSError as exc:
+            raise ConfigError(str(self.path), "", f"cannot lock ({exc.strerror})") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            accounts = self.load()
+            yield accounts
+            self.save(accounts)
+        finally:
+            os.close(fd)  # releases the lock
 
     def save(self, accounts: dict[str, Account]) -> None:
         """Write every account atomically (temp file, fsync, rename; mode 0600).

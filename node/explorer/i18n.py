@@ -155,9 +155,11 @@ LABELS: Final[Mapping[str, tuple[str, str]]] = {
     "add_row": ("添加一行", "Add a row"),
     "add_files": ("批量选择文件", "Add files (batch)"),
     "batch_hint": (
-        "批量立案：可一次选择多个记录文件，同名的 .salt 与 .receipt.json 文件会自动配对。",
+        "批量立案：可一次选择多个记录文件，同名的 .salt 与 .receipt.json 文件会自动配对。"
+        "放贷机构导出的记录文件（wulian-record/1，如 record.json）自带盐值。",
         "Case filing in bulk: pick many files at once; NAME.salt and NAME.receipt.json "
-        "files are paired with the record NAME automatically.",
+        "files are paired with the record NAME automatically. A lender's record document "
+        "(wulian-record/1, e.g. record.json) carries its salt.",
     ),
     "verify_all": ("全部核验", "Verify all"),
     "remove": ("移除", "Remove"),

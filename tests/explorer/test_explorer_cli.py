@@ -171,3 +171,36 @@ def test_check_audit(
     path.write_text("\n".join([json.dumps(doc), *lines[1:]]) + "\n", "utf-8")
     code, _, err = run(monkeypatch, capsys, *args)
     assert code == 1 and "line 2" in err
+
+
+def test_concurrent_account_edits_lose_nothing(tmp_path: Path) -> None:
+    """Two `wulian explorer` commands at once: the file lock serialises their
+    read-modify-write (without it, the last writer would drop the other's account)."""
+    import threading
+    import time
+
+    from node.explorer.accounts import hash_password
+    from node.explorer.port import Account
+
+    store = AccountFile(accounts_path(tmp_path))
+    pw = hash_password("long enough password", n=2**8)
+    start = threading.Barrier(8)
+
+    def add(i: int) -> None:
+        start.wait()
+        with AccountFile(store.path).editing() as accounts:
+            time.sleep(0.01)  # widen the window between read and write
+            accounts[f"user{i}"] = Account(f"user{i}", "court-clerks", pw)
+
+    threads = [threading.Thread(target=add, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(store.load()) == [f"user{i}" for i in range(8)]
+    assert stat.S_IMODE(store.path.stat().st_mode) == 0o600
+
+    with pytest.raises(RuntimeError), store.editing() as accounts:
+        accounts.clear()
+        raise RuntimeError("abandoned edit")
+    assert len(store.load()) == 8  # nothing written when the block fails

@@ -60,6 +60,9 @@ def test_up_starts_prints_stops_and_resumes(tmp_path: Path) -> None:
             assert url in table
             assert httpx.get(url + "/healthz", timeout=5).status_code == 200
         assert (data / "nodes" / "bureau-node" / "node.toml").is_file()
+        # a newcomer gets explorer accounts to try (passwords in a 0600 file)
+        assert str(data / "keys" / "explorer-accounts.txt") in table
+        assert (data / "keys" / "explorer-accounts.txt").stat().st_mode & 0o777 == 0o600
     finally:
         code, out = stop_up(proc)
     assert code == 0, out

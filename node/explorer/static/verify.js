@@ -11,6 +11,10 @@
  *
  * Batch filing: "Add files" accepts many files at once; NAME.salt and
  * NAME.receipt.json are paired with the record NAME (the receipt supplies the code).
+ *
+ * A lender's record file as `wulian evidence --record-out` writes it (JSON
+ * {"format": "wulian-record/1", "data": hex, "salt": hex, ...}) is read, here too, for
+ * the record bytes and salt inside it; any other file is hashed as it is.
  */
 (function () {
   "use strict";
@@ -25,6 +29,7 @@
   var progress = document.getElementById("verify-progress");
   var TAG = S.utf8("wulian:record/v1\u0000");
   var CHUNK = 4 * 1024 * 1024;
+  var RECORD_DOC_MAX = 64 * 1024 * 1024;
   var rows = [];
 
   function label(key) { return L[key] || key; }
@@ -99,10 +104,32 @@
     });
   }
 
+  // {data, salt} from a wulian-record/1 file; null for any other file.
+  function readRecordDocument(file) {
+    if (!file || file.size > RECORD_DOC_MAX) return Promise.resolve(null);
+    return file.slice(0, 1).arrayBuffer().then(function (head) {
+      if (new Uint8Array(head)[0] !== 0x7b) return null; // not "{": not JSON
+      return readText(file).then(function (text) {
+        var doc;
+        try { doc = JSON.parse(text); } catch (e) { return null; }
+        if (!doc || doc.format !== "wulian-record/1") return null;
+        var data = typeof doc.data === "string" ? S.fromHex(doc.data) : null;
+        var salt = typeof doc.salt === "string" ? S.fromHex(doc.salt) : null;
+        if (!data || !salt) return null;
+        return { data: data, salt: salt };
+      });
+    });
+  }
+
+  // The commitment of a File (read in chunks) or of bytes (Uint8Array).
   function commitment(file, salt) {
     var h = new S.Sha256();
     h.update(TAG);
     h.update(salt);
+    if (file instanceof Uint8Array) {
+      h.update(file);
+      return Promise.resolve(S.toHex(h.digest()));
+    }
     var offset = 0;
     function next() {
       if (offset >= file.size) return Promise.resolve(S.toHex(h.digest()));
@@ -194,11 +221,13 @@
       var file = row.file || (row.recordInput.files && row.recordInput.files[0]) || null;
       if (!code && !file) return;
       setStatus(row, "busy", label("computing"));
-      jobs.push(readSalt(row).then(function (salt) {
+      jobs.push(Promise.all([readSalt(row), readRecordDocument(file)]).then(function (got) {
+        var salt = got[0], doc = got[1];
         if (!code) throw new Error(label("evidence_code") + "?");
         if (!file) throw new Error(label("record_file") + "?");
+        if (!salt && doc) salt = doc.salt; // a typed salt or .salt file wins
         if (!salt || salt.length !== 32) throw new Error(label("salt") + ": " + label("salt_hint"));
-        return commitment(file, salt).then(function (c) {
+        return commitment(doc ? doc.data : file, salt).then(function (c) {
           ready.push({ row: row, code: code, commitment: c });
         });
       }).catch(function (err) {
