@@ -34,6 +34,9 @@ Contracts:
 * On open the store refuses (:class:`~ledger.errors.ConfigError`) a ledger made for
   another genesis, and checks the last ``verify_recent`` blocks of every channel,
   raising :class:`~ledger.errors.CorruptLedgerError` naming channel and height.
+  LevelDB runs with ``paranoid_checks``: a damaged log record or table block raises
+  :class:`~ledger.errors.CorruptLedgerError` (never silently dropped); a torn last
+  record (a write that never completed) is discarded, leaving the last whole batch.
 """
 
 from __future__ import annotations
@@ -72,6 +75,14 @@ class StoreError(LedgerError):
     another process, not a LevelDB database, I/O failure)."""
 
     code = "store_error"
+
+
+class DamagedStoreError(StoreError, CorruptLedgerError):
+    """LevelDB itself reports damage (checksum mismatch, unreadable table block, a
+    manifest that is missing): both a store error and a corrupt ledger, so
+    ``wulian node --repair`` treats it like any other corruption."""
+
+    code = "corrupt_ledger"
 
 
 class BlockRejectedError(LedgerError):
@@ -194,7 +205,8 @@ class BlockStore:
         for another genesis or store format, or holds foreign data; and
         :class:`CorruptLedgerError` if any channel's last ``verify_recent`` blocks (fewer
         if they hold over ``verify_recent_txs`` transactions; see :meth:`check_recent`)
-        are inconsistent. ``verify_recent=0`` skips the check (the verifier walks all).
+        are inconsistent or LevelDB reports damaged files. ``verify_recent=0`` skips
+        the check (the verifier walks all).
         """
         p = Path(path)
         if len(genesis_hash) != HASH_SIZE:
@@ -207,7 +219,13 @@ class BlockStore:
             except OSError as exc:
                 raise StoreError(f"cannot create {p.parent}: {exc.strerror}") from None
         try:
-            db = plyvel.DB(str(p), create_if_missing=create)
+            # paranoid_checks: a damaged log record or table block is an error, not
+            # silently skipped (which would drop committed blocks from the middle of
+            # the chain); a torn record at the very end of the log (a write that never
+            # completed) is still discarded, leaving the last complete batch.
+            db = plyvel.DB(str(p), create_if_missing=create, paranoid_checks=True)
+        except plyvel.CorruptionError as exc:
+            raise _corrupt_db(p, exc) from None
         except plyvel.IOError as exc:
             text = str(exc)
             if "lock" in text.lower():
@@ -228,6 +246,9 @@ class BlockStore:
             if verify_recent > 0:
                 for channel in sorted(store._channels):
                     store.check_recent(channel, verify_recent, max_txs=verify_recent_txs)
+        except plyvel.Error as exc:
+            db.close()
+            raise _corrupt_db(p, exc) from None
         except BaseException:
             db.close()
             raise
@@ -303,7 +324,10 @@ class BlockStore:
         return self._genesis_hash
 
     def _get(self, key: bytes) -> bytes | None:
-        value = self._db.get(key)
+        try:
+            value = self._db.get(key)
+        except plyvel.CorruptionError as exc:
+            raise _corrupt_db(self._path, exc) from None
         return None if value is None else bytes(value)
 
     def _k(self, channel: str) -> _Keys:
@@ -649,7 +673,7 @@ class BlockStore:
                 for key, value in puts:
                     wb.put(key, value)
         except plyvel.Error as exc:
-            raise StoreError(f"ledger write failed: {exc}") from exc
+            raise StoreError(f"ledger write failed: {_detail(exc)}") from exc
 
     # ------------------------------------------------------------------ checks
 
@@ -757,6 +781,18 @@ class BlockStore:
             if loc != TxLocation(h, index):
                 return f"tx index for transaction {index} ({tx.tx_id.hex()[:16]}…) is wrong"
         return None
+
+
+def _detail(exc: Exception) -> str:
+    """LevelDB's message of a plyvel error, as one line of text (not ``b'…'``)."""
+    arg = exc.args[0] if exc.args else ""
+    text = arg.decode("utf-8", "replace") if isinstance(arg, bytes) else str(arg)
+    return " ".join(text.split()) or type(exc).__name__
+
+
+def _corrupt_db(path: Path, exc: Exception) -> DamagedStoreError:
+    """One line for LevelDB's own corruption reports (checksum mismatch, bad block)."""
+    return DamagedStoreError(f"ledger database {path} is damaged (LevelDB: {_detail(exc)})")
 
 
 def _parse_tx_location(raw: bytes | None) -> TxLocation | None:

@@ -2,6 +2,13 @@
 
 Also runnable as ``python -m node.commands.node_cmd --config FILE`` (what ``wulian up``
 and the test fixture start), with the same one-line errors and exit status 1.
+
+A damaged ledger database (LevelDB checksum errors, blocks that contradict each
+other) stops the node at startup with one line naming the damage and the way out:
+``--repair`` moves the broken store aside (``DATA/ledger.broken-<UTC time>``, kept for
+inspection; keys, genesis and config are untouched) and starts on an empty store,
+which the node refills from its peers, checking every block's commit certificate.
+``--repair`` on a sound ledger changes nothing.
 """
 
 from __future__ import annotations
@@ -10,16 +17,27 @@ import argparse
 import os
 import signal
 import sys
+import time
 from collections.abc import Sequence
+from pathlib import Path
 
-from ledger.errors import LedgerError
-from node.config import load_node_config
+from ledger.errors import CorruptLedgerError, LedgerError
+from node.config import NodeConfig, load_node_config
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("node", help="run one node (HTTP API, peers, consensus) from a config file")
     p.add_argument("--config", required=True, metavar="FILE", help="node config (TOML)")
+    _add_repair(p)
     p.set_defaults(func=run)
+
+
+def _add_repair(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--repair",
+        action="store_true",
+        help="if the ledger database is damaged, move it aside and catch up from peers",
+    )
 
 
 #: Set by whoever starts a node as a child (``wulian up``, the test fixtures) to its
@@ -48,17 +66,69 @@ def exit_with_parent() -> None:
         raise SystemExit(0)
 
 
+def repair_ledger(config: NodeConfig) -> Path | None:
+    """Move a damaged ledger database aside so the node starts empty and catches up.
+
+    Returns where the broken store went (``DATA/ledger.broken-<UTC time>``), or None if
+    the ledger is missing or opens cleanly (then nothing is touched). Raises, touching
+    nothing, :class:`ConfigError` if the key or genesis does not belong to this node or
+    the store was made for another genesis, and :class:`~ledger.store.StoreError` if
+    it is locked by a running node or is not a LevelDB database at all.
+    """
+    from ledger.genesis import load_genesis
+    from ledger.store import BlockStore
+    from node.runtime import NodeRuntime
+
+    genesis = load_genesis(config.genesis_file)
+    NodeRuntime.check_identity(config, genesis)
+    ledger = config.ledger_dir
+    if not ledger.exists():
+        return None
+    try:
+        BlockStore.open(ledger, genesis.hash, create=False).close()
+        return None
+    except CorruptLedgerError:
+        pass
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    target = ledger.with_name(f"ledger.broken-{stamp}")
+    n = 1
+    while target.exists():
+        n += 1
+        target = ledger.with_name(f"ledger.broken-{stamp}-{n}")
+    ledger.rename(target)
+    return target
+
+
 def run(args: argparse.Namespace) -> int:
     exit_with_parent()
     config = load_node_config(args.config)
+    if getattr(args, "repair", False):
+        moved = repair_ledger(config)
+        if moved is None:
+            print("wulian: repair: ledger opens cleanly; nothing to repair", file=sys.stderr)
+        else:
+            print(
+                f"wulian: repair: damaged ledger moved to {moved}; "
+                "catching up from peers (every block's certificate is checked)",
+                file=sys.stderr,
+            )
     from node.server import run_node  # imported late: `wulian --help` stays fast
 
-    return run_node(config)
+    try:
+        return run_node(config)
+    except CorruptLedgerError as exc:
+        raise CorruptLedgerError(
+            f"{exc}; to rebuild this node's ledger from its peers, run "
+            f"`wulian node --config {args.config} --repair`",
+            channel=exc.channel,
+            height=exc.height,
+        ) from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="wulian node")
     parser.add_argument("--config", required=True, metavar="FILE", help="node config (TOML)")
+    _add_repair(parser)
     args = parser.parse_args(argv)
     try:
         return run(args)
