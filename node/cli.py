@@ -25,6 +25,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "node.commands.ledger_cmd",
     "node.commands.explorer_cmd",
     "node.commands.simulate_cmd",
+    "node.commands.bench_cmd",
 )
 
 

@@ -1,0 +1,812 @@
+"""``wulian bench``'s engine: drive a five-node network with simulated lenders and
+measure what it does for its users (issue #9; results in BENCHMARKS.md).
+
+One run, in phases, against a fresh local network it starts in a temp dir (or, with
+``target``, a running ``wulian up`` directory — then only the phases that need no
+process control run):
+
+1. ``ceiling``: the cost of one ed25519 verification of a signed single-event loan
+   report on this machine; ``cores / (cost × replicas)`` is the best possible signed
+   tx/s when every replica verifies every transaction on this machine.
+2. ``throughput``: lenders (one :class:`clients.AsyncClient` each, spread over the
+   nodes) submit single-event ``loan_event`` reports through the SDK's batch submit as
+   fast as the network commits them (closed loop) for ``duration_s``; committed tx/s
+   and the commit latency (send → committed answer) percentiles.
+3. ``half_load``: the same lenders paced (open loop) at half the achieved rate.
+4. ``anchoring``: batch reports (``records_per_tx`` events per transaction) until
+   every record has an evidence code; records/s end to end and anchoring delay.
+5. ``evidence``: receipts fetched through the API (verifications/s) and verified
+   offline by the SDK (ms per receipt).
+6. ``primary_kill``: SIGKILL the supervision primary under a trickle of load; time
+   to the next committed block on the survivors.
+7. ``catch_up``: a node stopped while the others commit blocks, then restarted;
+   blocks/s until it is level.
+8. ``resources``: each node's peak RSS (VmHWM) and the ledger's bytes per record.
+
+Every figure is a plain number in :class:`BenchReport`'s ``figures`` (``None`` with a
+reason in ``skipped`` when a phase could not run). Raises :class:`RuntimeError` when
+the network cannot be started; failures inside a phase are recorded, not raised.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import platform
+import resource
+import secrets
+import shutil
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from clients import AsyncClient, LoanEvent, PreparedTransaction, TxStatus
+from ledger.crypto import ED25519
+from ledger.genesis import Genesis, load_genesis
+from ledger.hashing import TAG_TX
+from ledger.keyfile import load_key_file
+from ledger.request_auth import sign_request
+from node.localnet import DEMO_LENDER, LocalNetwork, add_lender_orgs, admit_lenders
+
+SUPERVISION = "supervision"
+#: Consensus settings of the bench network (the node defaults, stated explicitly).
+BENCH_CONSENSUS: dict[str, int] = {"batch_interval_ms": 20, "base_timeout_ms": 1000}
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """What to run. ``quick`` picks small sizes so the whole run takes < 60 s."""
+
+    quick: bool = False
+    target: Path | None = None
+    duration_s: float = 30.0
+    lenders: int = 8
+    txs_per_request: int = 100
+    half_duration_s: float = 15.0
+    anchor_txs: int = 20
+    records_per_tx: int = 1000
+    evidence_s: float = 10.0
+    catchup_s: float = 30.0
+    keep: bool = False
+
+    @staticmethod
+    def make(quick: bool, **overrides: Any) -> BenchConfig:
+        if quick:
+            base = BenchConfig(
+                quick=True, duration_s=6.0, lenders=4, txs_per_request=50,
+                half_duration_s=4.0, anchor_txs=4, records_per_tx=100, evidence_s=2.0,
+                catchup_s=4.0,
+            )  # fmt: skip
+        else:
+            base = BenchConfig()
+        vals = {k: v for k, v in overrides.items() if v is not None}
+        return BenchConfig(**{**base.__dict__, **vals})
+
+
+@dataclass
+class BenchReport:
+    """The figures (flat name → number), per-phase details, and skipped phases."""
+
+    figures: dict[str, float | int | None] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+    machine: dict[str, Any] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": "wulian-bench/1",
+            "machine": self.machine,
+            "config": self.config,
+            "figures": self.figures,
+            "details": self.details,
+            "skipped": self.skipped,
+        }
+
+
+def _pct(values: Sequence[float], p: float) -> float | None:
+    if not values:
+        return None
+    s = sorted(values)
+    k = min(len(s) - 1, max(0, round(p / 100 * (len(s) - 1))))
+    return s[k]
+
+
+def machine_info() -> dict[str, Any]:
+    """Cores, memory, CPU model, load average, Python — for the report's header."""
+    cpu = platform.processor() or ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    mem_kb = 0
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                mem_kb = int(line.split()[1])
+    return {
+        "cores": os.cpu_count(),
+        "cpu": cpu,
+        "memory_mb": mem_kb // 1024,
+        "loadavg_at_start": list(os.getloadavg()),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def _peak_rss_mb(pid: int) -> float | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def _cpu_s(pid: int) -> float | None:
+    """User + system CPU seconds of process ``pid`` so far (None if unreadable)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _dir_bytes(path: Path) -> int:
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for f in files:
+            with contextlib.suppress(OSError):
+                total += (Path(root) / f).stat().st_size
+    return total
+
+
+class _Lenders:
+    """The simulated lenders: one AsyncClient each (own record store), and a fresh
+    stream of single-event ``contract`` reports (unique report and loan ids)."""
+
+    def __init__(self, genesis: Genesis, data: Path, ids: Sequence[str], urls: Sequence[str]):
+        self.genesis = genesis
+        self.ids = list(ids)
+        self.clients: list[AsyncClient] = []
+        self.http = httpx.AsyncClient(
+            timeout=60.0, limits=httpx.Limits(max_connections=200, max_keepalive_connections=100)
+        )
+        store_root = Path(tempfile.mkdtemp(prefix="wulian-bench-stores-"))
+        self.store_root = store_root
+        for i, lender in enumerate(self.ids):
+            rotated = list(urls[i % len(urls) :]) + list(urls[: i % len(urls)])
+            self.clients.append(
+                AsyncClient(
+                    rotated,
+                    genesis=genesis,
+                    key_file=data / "keys" / f"{lender}.key",
+                    store=store_root / lender,
+                    timeout=30.0,  # per HTTP request: a loaded node answers late
+                    commit_timeout=300.0,
+                    evidence_timeout=300.0,
+                    batch_size=2000,
+                    http=self.http,
+                )
+            )
+        self._seq = 0
+        self.run_tag = secrets.token_hex(3)
+
+    def events(self, n: int) -> list[LoanEvent]:
+        now = int(time.time() * 1000)
+        out = []
+        for _ in range(n):
+            self._seq += 1
+            loan = f"B{self.run_tag}-{self._seq}"
+            out.append(
+                LoanEvent(
+                    report_id=f"{loan}-c",
+                    loan_id=loan,
+                    borrower_ref=secrets.token_bytes(32),
+                    event="contract",
+                    amount_cents=100_000 + self._seq % 1000,
+                    rate_bp=1500,
+                    term_months=12,
+                    event_time_ms=now,
+                )
+            )
+        return out
+
+    async def prepare_single(self, client: AsyncClient, n: int) -> list[PreparedTransaction]:
+        return await client.prepare_reports(self.events(n))
+
+    async def close(self) -> None:
+        for c in self.clients:
+            await c.aclose()
+        await self.http.aclose()
+        shutil.rmtree(self.store_root, ignore_errors=True)
+
+
+async def _height(http: httpx.AsyncClient, url: str, hdr: Callable[[str], dict[str, str]]) -> int:
+    path = f"/v1/channels/{SUPERVISION}"
+    r = await http.get(url + path, headers=hdr(path), timeout=5.0)
+    r.raise_for_status()
+    return int(r.json()["height"])
+
+
+class Bench:
+    """One benchmark run (see the module docstring)."""
+
+    def __init__(self, config: BenchConfig, log: Callable[[str], None] = lambda s: None) -> None:
+        self.config = config
+        self.log = log
+        self.report = BenchReport(machine=machine_info(), config=dict(config.__dict__))
+        self.report.config["target"] = str(config.target) if config.target else None
+        self.net: LocalNetwork | None = None
+        self._tmp: Path | None = None
+
+    # ------------------------------------------------------------------ setup
+
+    def _start(self) -> tuple[Genesis, Path, list[str], list[str]]:
+        cfg = self.config
+        if cfg.target is not None:
+            data = cfg.target.resolve()
+            genesis = load_genesis(data / "genesis.json")
+            if not (data / "keys" / f"{DEMO_LENDER}.key").exists():
+                raise RuntimeError(f"{data}: no keys/{DEMO_LENDER}.key (not a `wulian up` dir?)")
+            urls = [n.address for n in genesis.nodes]
+            return genesis, data, [DEMO_LENDER], urls
+        raise AssertionError("no target")  # pragma: no cover
+
+    def _start_local(self) -> tuple[Genesis, Path, list[str], list[str]]:
+        cfg = self.config
+        self._tmp = Path(tempfile.mkdtemp(prefix="wulian-bench-"))
+        self.report.details["data_dir"] = str(self._tmp / "net")
+        lenders = [f"bench-lender-{i}" for i in range(cfg.lenders)]
+        net = LocalNetwork.prepare(
+            self._tmp / "net",
+            base_port=_free_base_port(),
+            consensus=BENCH_CONSENSUS,
+            genesis_hook=lambda d: add_lender_orgs(d, lenders, name=lambda i: f"Bench {i}"),
+        )
+        self.net = net
+        net.start()
+        net.wait_healthy(timeout_s=90)
+        admit_lenders(net.data_dir, net.genesis, lenders, timeout_s=60)
+        return net.genesis, net.data_dir, lenders, net.urls
+
+    def _stop(self) -> None:
+        if self.net is not None:
+            self.net.stop()
+        if self._tmp is not None and not self.config.keep:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+
+    # ------------------------------------------------------------------ run
+
+    def run(self) -> BenchReport:
+        """Run every phase; always stops the network it started."""
+        cfg = self.config
+        t0 = time.monotonic()
+        self._phase("ceiling", self._ceiling)
+        try:
+            if cfg.target is not None:
+                genesis, data, lenders, urls = self._start()
+            else:
+                genesis, data, lenders, urls = self._start_local()
+            self.report.details["setup_s"] = round(time.monotonic() - t0, 2)
+            asyncio.run(self._run_async(genesis, data, lenders, urls))
+        finally:
+            self._resources()
+            self._stop()
+        self.report.details["total_s"] = round(time.monotonic() - t0, 2)
+        ru = resource.getrusage(resource.RUSAGE_SELF)
+        self.report.details["load_generator_cpu_s"] = round(ru.ru_utime + ru.ru_stime, 2)
+        return self.report
+
+    def _phase(self, name: str, fn: Callable[[], None]) -> None:
+        self.log(f"bench: {name}…")
+        try:
+            fn()
+        except Exception as exc:  # recorded; the run goes on
+            self.report.skipped[name] = f"{type(exc).__name__}: {exc}"
+            self.log(f"bench: {name} failed: {exc}")
+
+    async def _aphase(self, name: str, fn: Callable[[], Awaitable[None]]) -> None:
+        self.log(f"bench: {name}…")
+        try:
+            await fn()
+        except Exception as exc:  # recorded; the run goes on
+            self.report.skipped[name] = f"{type(exc).__name__}: {exc}"
+            self.log(f"bench: {name} failed: {exc}")
+
+    async def _run_async(
+        self, genesis: Genesis, data: Path, lender_ids: list[str], urls: list[str]
+    ) -> None:
+        lenders = _Lenders(genesis, data, lender_ids, urls)
+        self._lenders = lenders
+        self._genesis = genesis
+        self._urls = urls
+        bureau = load_key_file(data / "keys" / "bureau.key").signer
+
+        def hdr(path: str) -> dict[str, str]:
+            return sign_request(
+                bureau, network=genesis.hash, org="bureau", method="GET", path=path, body=b"",
+                time_ms=time.time_ns() // 1_000_000, nonce=secrets.token_bytes(16),
+            )  # fmt: skip
+
+        self._hdr = hdr
+        try:
+            await self._aphase("throughput", self._throughput)
+            await self._aphase("half_load", self._half_load)
+            await self._aphase("anchoring", self._anchoring)
+            await self._aphase("evidence", self._evidence)
+            if self.net is None:
+                for name in ("primary_kill", "catch_up"):
+                    self.report.skipped[name] = "needs a network started by the bench"
+            else:
+                await self._aphase("catch_up", self._catch_up)
+                await self._aphase("primary_kill", self._primary_kill)
+        finally:
+            await lenders.close()
+
+    # ------------------------------------------------------------------ phases
+
+    def _ceiling(self) -> None:
+        from clients._records import build_loan_events
+        from ledger.blocks import Transaction
+        from ledger.crypto import Ed25519Signer
+
+        signer = Ed25519Signer.generate()
+        ev = LoanEvent(
+            report_id="r", loan_id="l", borrower_ref=b"\x01" * 32, event="contract",
+            amount_cents=1, rate_bp=1, term_months=1, event_time_ms=1,
+        )  # fmt: skip
+        tx_type, payload, _records = build_loan_events("x", [ev])
+        tx = Transaction(
+            network=b"\x00" * 32, channel=SUPERVISION, type=tx_type, sender="x",
+            public_key=signer.public_key, nonce=1, time_ms=1, payload=payload,
+        ).signed(signer)  # fmt: skip
+        n = 500 if self.config.quick else 3000
+        msg, sig, pk = tx.body_bytes, tx.signature, tx.public_key
+        t = time.perf_counter()
+        for _ in range(n):
+            ED25519.verify(pk, TAG_TX, msg, sig)
+        raw = (time.perf_counter() - t) / n
+        t = time.perf_counter()
+        for _ in range(n):
+            Transaction.decode(tx.encoded()).verify_signature()
+        full = (time.perf_counter() - t) / n
+        cores = os.cpu_count() or 1
+        replicas = 5
+        f = self.report.figures
+        f["ed25519_verify_us"] = round(raw * 1e6, 1)
+        f["tx_decode_verify_us"] = round(full * 1e6, 1)
+        f["ceiling_signed_tx_per_s"] = round(cores / (raw * replicas))
+        self.report.details["ceiling"] = {
+            "formula": "cores / (ed25519 verify cost × replicas)",
+            "cores": cores,
+            "replicas": replicas,
+        }
+
+    async def _closed_loop(
+        self, duration_s: float, per_request: int
+    ) -> tuple[int, list[float], float, int]:
+        """Every lender submits back-to-back batches for ``duration_s``; returns
+        (committed, latencies_s, elapsed_s, invalid)."""
+        lenders = self._lenders
+        latencies: list[float] = []
+        committed = 0
+        invalid = 0
+        start = time.monotonic()
+        stop_at = start + duration_s
+
+        async def lender(client: AsyncClient) -> None:
+            nonlocal committed, invalid
+            nxt = asyncio.ensure_future(lenders.prepare_single(client, per_request))
+            while time.monotonic() < stop_at:
+                batch = await nxt
+                nxt = asyncio.ensure_future(lenders.prepare_single(client, per_request))
+                t = time.monotonic()
+                statuses = await client.submit_many(batch, timeout=300.0)
+                dt = time.monotonic() - t
+                for st in statuses:
+                    if st.status == "committed":
+                        committed += 1
+                        latencies.append(dt)
+                        if not st.valid:
+                            invalid += 1
+            nxt.cancel()
+            with contextlib.suppress(BaseException):
+                await nxt
+
+        await asyncio.gather(*(lender(c) for c in lenders.clients))
+        return committed, latencies, time.monotonic() - start, invalid
+
+    async def _throughput(self) -> None:
+        cfg = self.config
+        # warm-up: connections, identity checks, first blocks
+        await self._closed_loop(1.0 if cfg.quick else 3.0, cfg.txs_per_request)
+        h0 = max((await self._heights(range(len(self._urls)))).values(), default=0)
+        ru0 = resource.getrusage(resource.RUSAGE_SELF)
+        cpu0 = self._nodes_cpu_s()
+        n, lat, elapsed, invalid = await self._closed_loop(cfg.duration_s, cfg.txs_per_request)
+        cpu1 = self._nodes_cpu_s()
+        ru1 = resource.getrusage(resource.RUSAGE_SELF)
+        h1 = max((await self._heights(range(len(self._urls)))).values(), default=h0)
+        f = self.report.figures
+        rate = n / elapsed
+        f["tx_per_s"] = round(rate, 1)
+        f["tx_committed"] = n
+        f["tx_invalid"] = invalid
+        f["tx_window_s"] = round(elapsed, 2)
+        f["latency_full_p50_ms"] = _ms(_pct(lat, 50))
+        f["latency_full_p95_ms"] = _ms(_pct(lat, 95))
+        f["latency_full_p99_ms"] = _ms(_pct(lat, 99))
+        f["blocks_per_s"] = round((h1 - h0) / elapsed, 2)
+        gen_cpu = (ru1.ru_utime + ru1.ru_stime) - (ru0.ru_utime + ru0.ru_stime)
+        f["load_generator_cpu_share"] = round(gen_cpu / elapsed / (os.cpu_count() or 1), 3)
+        if cpu0 is not None and cpu1 is not None and n:
+            # CPU the five nodes spent per committed tx: comparable across runs even
+            # on a machine shared with other work (wall-clock rates are not)
+            f["node_cpu_ms_per_tx"] = round((cpu1 - cpu0) * 1000 / n, 3)
+        ceiling = f.get("ceiling_signed_tx_per_s")
+        if isinstance(ceiling, (int, float)) and ceiling:
+            f["achieved_over_ceiling"] = round(rate / ceiling, 3)
+        self.report.details["throughput"] = {
+            "lenders": cfg.lenders,
+            "txs_per_request": cfg.txs_per_request,
+            "events_per_tx": 1,
+            "latency": "client-side: batch request sent → its committed answer",
+        }
+
+    async def _half_load(self) -> None:
+        cfg = self.config
+        full = self.report.figures.get("tx_per_s")
+        if not isinstance(full, (int, float)) or full <= 0:
+            raise RuntimeError("no full-load rate to halve")
+        target = full / 2
+        lenders = self._lenders
+        per_req = max(1, min(20, int(target / 50)))  # ~50 requests/s in all
+        interval = per_req * len(lenders.clients) / target
+        latencies: list[float] = []
+        committed = 0
+        tasks: list[asyncio.Task[None]] = []
+        start = time.monotonic()
+        stop_at = start + cfg.half_duration_s
+
+        async def one(client: AsyncClient, batch: list[PreparedTransaction]) -> None:
+            nonlocal committed
+            t = time.monotonic()
+            statuses = await client.submit_many(batch, timeout=300.0)
+            dt = time.monotonic() - t
+            for st in statuses:
+                if st.status == "committed":
+                    committed += 1
+                    latencies.append(dt)
+
+        async def lender(k: int, client: AsyncClient) -> None:
+            nxt = start + interval * k / len(lenders.clients)
+            while nxt < stop_at:
+                batch = await lenders.prepare_single(client, per_req)
+                await asyncio.sleep(max(0.0, nxt - time.monotonic()))
+                tasks.append(asyncio.create_task(one(client, batch)))
+                nxt += interval
+
+        await asyncio.gather(*(lender(k, c) for k, c in enumerate(lenders.clients)))
+        await asyncio.gather(*tasks)
+        elapsed = time.monotonic() - start
+        f = self.report.figures
+        f["half_load_target_tx_per_s"] = round(target, 1)
+        f["half_load_tx_per_s"] = round(committed / elapsed, 1)
+        f["latency_half_p50_ms"] = _ms(_pct(latencies, 50))
+        f["latency_half_p95_ms"] = _ms(_pct(latencies, 95))
+        f["latency_half_p99_ms"] = _ms(_pct(latencies, 99))
+
+    async def _anchoring(self) -> None:
+        cfg = self.config
+        lenders = self._lenders
+        clients = lenders.clients
+        per_client = max(1, cfg.anchor_txs // len(clients))
+        prepared: list[tuple[AsyncClient, PreparedTransaction]] = []
+        for c in clients:
+            for _ in range(per_client):
+                p = await c.prepare_report(lenders.events(cfg.records_per_tx))
+                prepared.append((c, p))
+        records = len(prepared) * cfg.records_per_tx
+        start = time.monotonic()
+        committed_at: dict[bytes, float] = {}
+        anchored_at: dict[bytes, float] = {}
+
+        async def follow(client: AsyncClient, p: PreparedTransaction) -> None:
+            st: TxStatus = await client.submit(p, timeout=300.0)
+            committed_at[p.tx_id] = time.monotonic()
+            deadline = time.monotonic() + 300.0
+            delay = 0.05
+            while not st.evidence_codes:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("no evidence codes within 300 s")
+                await asyncio.sleep(delay)
+                delay = min(0.5, delay * 1.5)
+                st = await client.status(p.tx_id)
+            if list(st.evidence_codes) != p.expected_evidence_codes():
+                raise RuntimeError("node returned unexpected evidence codes")
+            anchored_at[p.tx_id] = time.monotonic()
+
+        await asyncio.gather(*(follow(c, p) for c, p in prepared))
+        elapsed = max(anchored_at.values()) - start
+        delays = [anchored_at[k] - committed_at[k] for k in anchored_at]
+        f = self.report.figures
+        f["anchored_records_per_s"] = round(records / elapsed, 1)
+        f["anchored_records"] = records
+        f["anchoring_delay_p50_ms"] = _ms(_pct(delays, 50))
+        f["anchoring_delay_max_ms"] = _ms(max(delays))
+        self._anchored = prepared
+
+    async def _evidence(self) -> None:
+        cfg = self.config
+        anchored: list[tuple[AsyncClient, PreparedTransaction]] = getattr(self, "_anchored", [])
+        if not anchored:
+            raise RuntimeError("no anchored records (anchoring phase failed)")
+        client, p = anchored[0]
+        # offline: the SDK's evidence() fetches one receipt and verifies it offline
+        ev = await client.evidence(p, index=0, timeout=60.0)
+        record = p.records[0]
+        n = 50 if cfg.quick else 300
+        t = time.perf_counter()
+        for _ in range(n):
+            rep = client.verify(ev.receipt, record)
+        offline = (time.perf_counter() - t) / n
+        if not rep.ok:
+            raise RuntimeError(f"receipt does not verify offline: {rep.failures}")
+        f = self.report.figures
+        f["offline_receipt_verify_ms"] = round(offline * 1e3, 3)
+        # API: receipts (the node assembles and proves) fetched concurrently
+        codes = [(c, code) for c, q in anchored for code in q.expected_evidence_codes()]
+        http = self._lenders.http
+        done = 0
+        errors = 0
+        stop_at = time.monotonic() + cfg.evidence_s
+        rng = secrets.SystemRandom()
+
+        async def worker(k: int) -> None:
+            nonlocal done, errors
+            url = self._urls[k % len(self._urls)]
+            while time.monotonic() < stop_at:
+                _c, code = rng.choice(codes)
+                path = f"/v1/evidence/{code}/receipt"
+                r = await http.get(url + path, headers=self._hdr(path), timeout=30.0)
+                if r.status_code == 200:
+                    done += 1
+                else:
+                    errors += 1
+
+        start = time.monotonic()
+        await asyncio.gather(*(worker(k) for k in range(16)))
+        elapsed = time.monotonic() - start
+        f["api_evidence_per_s"] = round(done / elapsed, 1)
+        f["api_evidence_errors"] = errors
+        self.report.details["evidence"] = {
+            "api_route": "GET /v1/evidence/{code}/receipt (receipt assembly with proofs)",
+            "concurrency": 16,
+        }
+
+    async def _trickle(self, stop: asyncio.Event) -> None:
+        """Light load (a small batch every 50 ms from one lender) until ``stop``."""
+        lenders = self._lenders
+        client = lenders.clients[0]
+        pending: set[asyncio.Task[Any]] = set()
+        while not stop.is_set():
+            batch = await lenders.prepare_single(client, 5)
+            task = asyncio.create_task(client.submit_many(batch, timeout=300.0))
+            pending.add(task)
+            task.add_done_callback(pending.discard)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 0.05)
+        for t in list(pending):
+            with contextlib.suppress(BaseException):
+                await t
+
+    async def _heights(self, indexes: Sequence[int]) -> dict[int, int]:
+        out: dict[int, int] = {}
+
+        async def one(i: int) -> None:
+            with contextlib.suppress(httpx.HTTPError, ValueError, KeyError):
+                out[i] = await _height(self._lenders.http, self._urls[i], self._hdr)
+
+        await asyncio.gather(*(one(i) for i in indexes))
+        return out
+
+    def _nodes_cpu_s(self) -> float | None:
+        """Total CPU seconds of the network's node processes (None: not ours)."""
+        if self.net is None:
+            return None
+        vals = [_cpu_s(n.proc.pid) for n in self.net.nodes if n.proc is not None]
+        return None if not vals or None in vals else sum(v for v in vals if v is not None)
+
+    def _primary_index(self, view: int) -> int:
+        assert self.net is not None
+        node_id = self._genesis.channel(SUPERVISION).validators.primary(view)
+        return next(i for i, n in enumerate(self.net.nodes) if n.node_id == node_id)
+
+    async def _primary_kill(self) -> None:
+        net = self.net
+        assert net is not None
+        path = f"/v1/channels/{SUPERVISION}"
+        r = await self._lenders.http.get(self._urls[0] + path, headers=self._hdr(path))
+        view = int(r.json().get("view", 0))
+        victim = self._primary_index(view)
+        others = [i for i in range(len(net.nodes)) if i != victim]
+        stop = asyncio.Event()
+        trickle = asyncio.create_task(self._trickle(stop))
+        try:
+            await asyncio.sleep(1.0)
+            t_kill = time.monotonic()
+            await asyncio.to_thread(net.kill, victim)
+            elapsed = None
+            mark: int | None = None  # height when a survivor had moved to a new view
+            while time.monotonic() - t_kill < 60.0:
+                states = await self._states(others)
+                moved = [h for h, v in states if v > view]
+                if mark is None and moved:
+                    mark = max(h for h, _v in states)
+                elif mark is not None and max(h for h, _v in states) > mark:
+                    elapsed = time.monotonic() - t_kill  # a block of the new view
+                    break
+                await asyncio.sleep(0.02)
+        finally:
+            stop.set()
+            await trickle
+        f = self.report.figures
+        f["primary_kill_to_commit_ms"] = _ms(elapsed)
+        self.report.details["primary_kill"] = {"victim": net.nodes[victim].node_id, "view": view}
+        await asyncio.to_thread(net.start, [victim])
+        await asyncio.to_thread(net.wait_healthy, 60.0, [victim])
+
+    async def _states(self, indexes: Sequence[int]) -> list[tuple[int, int]]:
+        """(height, view) of the supervision channel at each answering node."""
+        path = f"/v1/channels/{SUPERVISION}"
+        out: list[tuple[int, int]] = []
+
+        async def one(i: int) -> None:
+            with contextlib.suppress(httpx.HTTPError, ValueError, KeyError):
+                r = await self._lenders.http.get(
+                    self._urls[i] + path, headers=self._hdr(path), timeout=2.0
+                )
+                doc = r.json()
+                out.append((int(doc["height"]), int(doc.get("view", 0))))
+
+        await asyncio.gather(*(one(i) for i in indexes))
+        return out or [(0, 0)]
+
+    async def _catch_up(self) -> None:
+        net = self.net
+        assert net is not None
+        cfg = self.config
+        path = f"/v1/channels/{SUPERVISION}"
+        r = await self._lenders.http.get(self._urls[0] + path, headers=self._hdr(path))
+        primary = self._primary_index(int(r.json().get("view", 0)))
+        lag = next(i for i in range(len(net.nodes) - 1, -1, -1) if i != primary)
+        others = [i for i in range(len(net.nodes)) if i != lag]
+        await asyncio.to_thread(net.terminate, lag)
+        stop = asyncio.Event()
+        trickle = asyncio.create_task(self._trickle(stop))
+        h_before = (await self._heights([others[0]])).get(others[0], 0)
+        await asyncio.sleep(cfg.catchup_s)
+        stop.set()
+        await trickle
+        hs = await self._heights(others)
+        goal = max(hs.values())
+        t0 = time.monotonic()
+        await asyncio.to_thread(net.start, [lag])
+        await asyncio.to_thread(net.wait_healthy, 60.0, [lag])
+        t_healthy = time.monotonic()
+        h_lag0 = (await self._heights([lag])).get(lag, 0)
+        while True:
+            h = (await self._heights([lag])).get(lag, 0)
+            if h >= goal:
+                break
+            if time.monotonic() - t0 > 300:
+                raise RuntimeError(f"node {lag} at {h} did not reach {goal} in 300 s")
+            await asyncio.sleep(0.05)
+        t_done = time.monotonic()
+        behind = goal - h_lag0
+        f = self.report.figures
+        f["catch_up_blocks"] = behind
+        f["catch_up_blocks_per_s"] = round(behind / max(1e-3, t_done - t_healthy), 1)
+        f["catch_up_total_s"] = round(t_done - t0, 2)
+        self.report.details["catch_up"] = {
+            "node": net.nodes[lag].node_id,
+            "blocks_committed_while_down": goal - h_before,
+            "note": "blocks/s counted from the restarted node answering /healthz",
+        }
+
+    def _resources(self) -> None:
+        net = self.net
+        f = self.report.figures
+        if net is None:
+            self.report.skipped["resources"] = "needs a network started by the bench"
+            return
+        rss = {n.node_id: _peak_rss_mb(n.proc.pid) for n in net.nodes if n.proc is not None}
+        vals = [v for v in rss.values() if v is not None]
+        f["node_peak_rss_mb_max"] = round(max(vals), 1) if vals else None
+        self.report.details["node_peak_rss_mb"] = {
+            k: (round(v, 1) if v is not None else None) for k, v in rss.items()
+        }
+        lenders = getattr(self, "_lenders", None)
+        records = lenders._seq if lenders is not None else 0
+        ledger = net.nodes[0].config_path.parent / "ledger"
+        size = _dir_bytes(ledger)
+        f["ledger_bytes"] = size
+        f["records_reported"] = records
+        f["ledger_bytes_per_record"] = round(size / records, 1) if records else None
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 1)
+
+
+def _free_base_port(count: int = 5, tries: int = 200) -> int:
+    """A port P such that P..P+count-1 are free on 127.0.0.1 right now."""
+    import socket
+
+    rng = secrets.SystemRandom()
+    for _ in range(tries):
+        base = rng.randrange(20_000, 60_000)
+        socks: list[socket.socket] = []
+        try:
+            for p in range(base, base + count):
+                s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                socks.append(s)
+                s.bind(("127.0.0.1", p))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError("no free port range found")
+
+
+def run_bench(config: BenchConfig, log: Callable[[str], None] = lambda s: None) -> BenchReport:
+    """Run the benchmark; see :class:`Bench`. Raises RuntimeError if the network
+    cannot be started (``LedgerError`` from a bad ``target`` directory)."""
+    return Bench(config, log).run()
+
+
+def summary_lines(report: BenchReport) -> list[str]:
+    """Human-readable lines for the terminal."""
+    f = report.figures
+    m = report.machine
+
+    def g(k: str, unit: str = "") -> str:
+        v = f.get(k)
+        return "—" if v is None else f"{v}{unit}"
+
+    lines = [
+        f"machine: {m.get('cores')} cores, {m.get('memory_mb')} MB, {m.get('cpu')}",
+        f"ceiling: ed25519 verify {g('ed25519_verify_us', ' µs')} → "
+        f"{g('ceiling_signed_tx_per_s')} signed tx/s (cores / (verify × 5 replicas))",
+        f"signed tx committed: {g('tx_per_s')} tx/s over {g('tx_window_s', ' s')} "
+        f"({g('blocks_per_s')} blocks/s); achieved/ceiling {g('achieved_over_ceiling')}; "
+        f"node CPU {g('node_cpu_ms_per_tx', ' ms')}/tx",
+        f"  latency at full load: p50 {g('latency_full_p50_ms', ' ms')}, "
+        f"p95 {g('latency_full_p95_ms', ' ms')}, p99 {g('latency_full_p99_ms', ' ms')}",
+        f"  latency at half load ({g('half_load_tx_per_s')} tx/s): "
+        f"p50 {g('latency_half_p50_ms', ' ms')}, p95 {g('latency_half_p95_ms', ' ms')}, "
+        f"p99 {g('latency_half_p99_ms', ' ms')}",
+        f"anchored records: {g('anchored_records_per_s')} records/s; anchoring delay "
+        f"p50 {g('anchoring_delay_p50_ms', ' ms')}, max {g('anchoring_delay_max_ms', ' ms')}",
+        f"evidence via API: {g('api_evidence_per_s')}/s; offline receipt verify "
+        f"{g('offline_receipt_verify_ms', ' ms')}",
+        f"catch-up: {g('catch_up_blocks_per_s')} blocks/s ({g('catch_up_blocks')} blocks)",
+        f"primary kill → next commit: {g('primary_kill_to_commit_ms', ' ms')}",
+        f"peak RSS per node (max): {g('node_peak_rss_mb_max', ' MB')}; ledger "
+        f"{g('ledger_bytes_per_record', ' B')}/record",
+    ]
+    for name, why in report.skipped.items():
+        lines.append(f"skipped {name}: {why}")
+    return lines

@@ -1,0 +1,55 @@
+"""``wulian bench``: measure a five-node network under simulated lenders (issue #9).
+
+Starts a fresh local network in a temp dir (or drives ``--target DIR``, a running
+``wulian up``), runs the phases of :mod:`node.bench`, prints the figures, and with
+``--json FILE`` writes them (format ``wulian-bench/1``). ``--quick`` takes < 60 s.
+Exit 0 when every phase ran, 1 when one was skipped or failed (named on stderr).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("bench", help="benchmark a local five-node network (throughput, latency…)")
+    p.add_argument("--quick", action="store_true", help="small sizes: finishes in under a minute")
+    p.add_argument("--target", type=Path, help="drive a running `wulian up` data directory")
+    p.add_argument("--json", dest="json_out", type=Path, help="write the figures to FILE")
+    p.add_argument("--duration", type=float, help="full-load window in seconds (default 30)")
+    p.add_argument("--lenders", type=int, help="concurrent simulated lenders (default 8)")
+    p.add_argument("--per-request", type=int, help="signed txs per batch request (default 100)")
+    p.add_argument("--records-per-tx", type=int, help="events per anchoring batch tx (1000)")
+    p.add_argument("--anchor-txs", type=int, help="batch txs in the anchoring phase (20)")
+    p.add_argument("--catchup-s", type=float, help="seconds a node stays down (default 30)")
+    p.add_argument("--keep", action="store_true", help="keep the temp network directory")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from node.bench import BenchConfig, run_bench, summary_lines
+
+    config = BenchConfig.make(
+        args.quick,
+        target=args.target,
+        duration_s=args.duration,
+        lenders=args.lenders,
+        txs_per_request=args.per_request,
+        records_per_tx=args.records_per_tx,
+        anchor_txs=args.anchor_txs,
+        catchup_s=args.catchup_s,
+        keep=args.keep or None,
+    )
+    try:
+        report = run_bench(config, log=lambda s: print(s, file=sys.stderr, flush=True))
+    except RuntimeError as exc:
+        print(f"wulian: error: {exc}", file=sys.stderr)
+        return 1
+    for line in summary_lines(report):
+        print(line)
+    if args.json_out is not None:
+        args.json_out.write_text(json.dumps(report.to_json(), indent=2) + "\n", encoding="utf-8")
+    return 1 if report.skipped else 0

@@ -1,0 +1,78 @@
+"""``wulian bench --quick --json``: a real five-node network driven by the SDK; every
+figure of issue #9 is present and sane (correctness, not speed: the machine is shared)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from node.localnet import REPO_ROOT
+
+FIGURES = (
+    "ed25519_verify_us",
+    "ceiling_signed_tx_per_s",
+    "tx_per_s",
+    "latency_full_p50_ms",
+    "latency_full_p95_ms",
+    "latency_full_p99_ms",
+    "half_load_tx_per_s",
+    "latency_half_p50_ms",
+    "latency_half_p99_ms",
+    "achieved_over_ceiling",
+    "anchored_records_per_s",
+    "anchoring_delay_p50_ms",
+    "api_evidence_per_s",
+    "offline_receipt_verify_ms",
+    "catch_up_blocks_per_s",
+    "primary_kill_to_commit_ms",
+    "node_peak_rss_mb_max",
+    "ledger_bytes_per_record",
+)
+
+
+@pytest.mark.timeout(900)
+def test_bench_quick_reports_every_figure(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), *filter(None, [env.get("PYTHONPATH")])])
+    proc = subprocess.run(
+        [sys.executable, "-m", "node.cli", "bench", "--quick", "--json", str(out)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=850,
+    )
+    assert out.exists(), proc.stderr[-3000:]
+    doc = json.loads(out.read_text())
+    assert doc["format"] == "wulian-bench/1"
+    assert doc["skipped"] == {}, doc["skipped"]
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    f = doc["figures"]
+    missing = [k for k in FIGURES if not isinstance(f.get(k), int | float)]
+    assert not missing, f"figures missing: {missing}"
+    assert all(f[k] > 0 for k in FIGURES), f
+    # sane relations, whatever the speed
+    assert f["latency_full_p50_ms"] <= f["latency_full_p95_ms"] <= f["latency_full_p99_ms"]
+    assert f["latency_half_p50_ms"] <= f["latency_half_p99_ms"]
+    assert f["tx_invalid"] == 0  # every report was valid under the real channel rules
+    assert 0 < f["achieved_over_ceiling"] < 2
+    assert f["ceiling_signed_tx_per_s"] == pytest.approx(
+        doc["machine"]["cores"] * 1e6 / (f["ed25519_verify_us"] * 5), rel=0.01
+    )
+    assert f["tx_committed"] >= f["tx_per_s"]  # the window lasted at least a second
+    assert f["catch_up_blocks"] > 0
+    assert f["records_reported"] > f["anchored_records"] > 0
+    assert f["ledger_bytes"] > f["records_reported"]  # each record costs bytes
+    assert doc["machine"]["cores"] >= 1 and doc["machine"]["memory_mb"] > 0
+    # the summary printed for people names the headline figures
+    assert "signed tx committed" in proc.stdout and "anchored records" in proc.stdout
+    # no node is left behind
+    data_dir = doc["details"]["data_dir"]
+    leftover = subprocess.run(["pgrep", "-f", f"{data_dir}/"], capture_output=True, text=True)
+    assert leftover.stdout.strip() == ""
