@@ -52,7 +52,7 @@ from ledger.genesis import Genesis, load_genesis
 from ledger.hashing import TAG_TX
 from ledger.keyfile import load_key_file
 from ledger.request_auth import sign_request
-from node.localnet import DEMO_LENDER, LocalNetwork, add_lender_orgs, admit_lenders
+from node.localnet import DEMO_LENDER, LocalNetwork, add_lender_orgs, admit_lenders, free_base_port
 
 SUPERVISION = "supervision"
 #: Consensus settings of the bench network (the node defaults, stated explicitly).
@@ -269,7 +269,7 @@ class Bench:
         lenders = [f"bench-lender-{i}" for i in range(cfg.lenders)]
         net = LocalNetwork.prepare(
             self._tmp / "net",
-            base_port=_free_base_port(),
+            base_port=free_base_port(),
             consensus=BENCH_CONSENSUS,
             genesis_hook=lambda d: add_lender_orgs(d, lenders, name=lambda i: f"Bench {i}"),
         )
@@ -747,28 +747,6 @@ class Bench:
 
 def _ms(seconds: float | None) -> float | None:
     return None if seconds is None else round(seconds * 1000, 1)
-
-
-def _free_base_port(count: int = 5, tries: int = 200) -> int:
-    """A port P such that P..P+count-1 are free on 127.0.0.1 right now."""
-    import socket
-
-    rng = secrets.SystemRandom()
-    for _ in range(tries):
-        base = rng.randrange(20_000, 60_000)
-        socks: list[socket.socket] = []
-        try:
-            for p in range(base, base + count):
-                s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-                socks.append(s)
-                s.bind(("127.0.0.1", p))
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError("no free port range found")
 
 
 def run_bench(config: BenchConfig, log: Callable[[str], None] = lambda s: None) -> BenchReport:

@@ -28,6 +28,7 @@ import atexit
 import os
 import secrets
 import signal
+import socket
 import ssl
 import subprocess
 import sys
@@ -496,3 +497,24 @@ class LocalNetwork:
                 node.proc.wait()
             codes[node.node_id] = node.proc.returncode
         return codes
+
+
+def free_base_port(count: int = 5, tries: int = 200) -> int:
+    """A port P such that P..P+count-1 are free on 127.0.0.1 right now (a bench or test
+    network on loopback). Raises RuntimeError if none is found in ``tries`` picks."""
+    rng = secrets.SystemRandom()
+    for _ in range(tries):
+        base = rng.randrange(20_000, 60_000)
+        socks: list[socket.socket] = []
+        try:
+            for p in range(base, base + count):
+                s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                socks.append(s)
+                s.bind(("127.0.0.1", p))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError("no free port range found")

@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import socket
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -32,32 +31,12 @@ from ledger.encoding import decode, encode
 from ledger.genesis import Genesis
 from ledger.keyfile import load_key_file
 from ledger.request_auth import sign_request
-from node.localnet import LocalNetwork, add_lender_orgs
+from node.localnet import LocalNetwork, add_lender_orgs, free_base_port
 
 LENDERS = ("lender1", "lender2")
 #: Consensus settings for tests: quick batches, a view-change timeout that tolerates a
 #: slow shared CI machine.
 FAST_CONSENSUS = {"base_timeout_ms": 2000, "batch_interval_ms": 10}
-
-
-def free_base_port(count: int = 5, tries: int = 200) -> int:
-    """A port P such that P..P+count-1 are free on 127.0.0.1 right now."""
-    rng = secrets.SystemRandom()
-    for _ in range(tries):
-        base = rng.randrange(20_000, 60_000)
-        socks: list[socket.socket] = []
-        try:
-            for p in range(base, base + count):
-                s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-                socks.append(s)
-                s.bind(("127.0.0.1", p))
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError("no free port range found")
 
 
 def add_lenders(data: Path, lenders: Iterable[str] = LENDERS) -> Genesis:
