@@ -209,6 +209,10 @@ class Replica:
         # -- volatile ------------------------------------------------------------------
         #: Consecutive view changes that did not lead to a commit (timeout doubling).
         self._failed = 0
+        #: Blocks committed in this view (all, and since the last doubling earned back);
+        #: the view a replica starts in counts as established.
+        self._commits_in_view_total = self.config.window
+        self._commits_in_view = 0
         self._vc_since_commit = not self._active
         self._slots: dict[int, Slot] = {}
         self._new_view: NewView | None = None
@@ -894,8 +898,16 @@ class Replica:
         if by_consensus:
             self._count("committed.by_consensus")
             if self._active:
-                self._failed = 0
+                # A view earns back one timeout doubling per W blocks it commits: a
+                # view that commits a block or two and then times out again (blocks
+                # slower to finish than the timeout) keeps its longer timeout instead
+                # of falling back to the base and storming.
                 self._vc_since_commit = False
+                self._commits_in_view_total += 1
+                self._commits_in_view += 1
+                if self._commits_in_view >= self.config.window:
+                    self._commits_in_view = 0
+                    self._failed = max(0, self._failed - 1)
         else:
             self._count("committed.by_catchup")
         self._progress_deadline = None
@@ -1124,10 +1136,13 @@ class Replica:
         if new_view <= self._view:
             return
         self._count("view_changes.started")
-        if self._vc_since_commit:
-            # The previous view change did not lead to a commit: it failed.
+        if self._vc_since_commit or self._commits_in_view_total < self.config.window:
+            # The previous view change did not lead to a commit, or its view timed out
+            # before committing W blocks: count it as failed (the timeout doubles).
             self._failed += 1
         self._vc_since_commit = True
+        self._commits_in_view = 0
+        self._commits_in_view_total = 0
         self._view = new_view
         self._active = False
         self._vc_sent = max(self._vc_sent, new_view)

@@ -166,7 +166,7 @@ def test_one_replica_flooding_view_changes_cannot_force_a_view_change() -> None:
     assert c.check_chains() == 4
 
 
-def test_timeouts_double_on_failed_view_changes_and_reset_after_a_commit() -> None:
+def test_timeouts_double_on_failed_view_changes_and_stay_doubled_after_a_short_view() -> None:
     base = 1000
     c = Cluster(5, transcript=True, base_timeout_ms=base, batch_interval_ms=0)
     c.tick(0)
@@ -179,7 +179,9 @@ def test_timeouts_double_on_failed_view_changes_and_reset_after_a_commit() -> No
     started = _vc_started(c)
     assert base <= started[2] - started[1] < 2 * base  # first view change: base timeout
     assert 2 * base <= started[3] - started[2] < 3 * base  # it failed: doubled
-    # View 3 committed a block: the timeout is back to base for the next change.
+    # View 3 committed one block, fewer than W: it has not earned back a doubling, so
+    # the next change waits the doubled timeout, not the base (no view-change storm
+    # when blocks take longer to finish than the base timeout).
     c.drop = None
     c.restart("n0")
     c.run_until(lambda: c.apps["n0"].height == 1 and c.replicas["n0"].view == 3, 5000)
@@ -187,7 +189,29 @@ def test_timeouts_double_on_failed_view_changes_and_reset_after_a_commit() -> No
     crash_at = c.now
     c.submit("n2", c.clients.txs(1))
     c.run_until(lambda: c.replicas["n4"].view == 4 and c.replicas["n4"].view_active, 20_000)
-    assert _vc_started(c)[4] - crash_at <= base + c.replicas["n2"].config.censorship_timeout_ms + 20
+    waited = _vc_started(c)[4] - crash_at
+    assert 2 * base <= waited <= 4 * base + c.replicas["n2"].config.censorship_timeout_ms + 20
+
+
+def test_a_long_view_earns_its_timeout_back_to_base() -> None:
+    base = 1000
+    c = Cluster(5, transcript=True, base_timeout_ms=base, batch_interval_ms=0, max_batch_txs=1)
+    c.tick(0)
+    c.crash("n0")
+    c.submit("n2", c.clients.txs(1))
+    c.drop = lambda src, dst, m: isinstance(m, NewView) and m.view == 1
+    c.run_until(lambda: c.replicas["n3"].view == 2 and c.replicas["n3"].view_active, 20_000)
+    c.drop = None
+    window = c.replicas["n2"].config.window
+    c.submit("n2", c.clients.txs(4 * window))  # one tx per block: 4W blocks in view 2
+    c.restart("n0")
+    c.run_until(lambda: all(c.apps[n].height >= 4 * window + 1 for n in c.names), 60_000)
+    assert all(c.replicas[n].view == 2 for n in c.names)
+    c.crash("n2")  # the primary of view 2
+    crash_at = c.now
+    c.submit("n3", c.clients.txs(1))
+    c.run_until(lambda: c.replicas["n4"].view == 3 and c.replicas["n4"].view_active, 20_000)
+    assert _vc_started(c)[3] - crash_at < 2 * base + c.replicas["n3"].config.censorship_timeout_ms
 
 
 def test_censoring_primary_is_replaced() -> None:
