@@ -504,7 +504,9 @@ def free_base_port(count: int = 5, tries: int = 200) -> int:
     network on loopback). Raises RuntimeError if none is found in ``tries`` picks."""
     rng = secrets.SystemRandom()
     for _ in range(tries):
-        base = rng.randrange(20_000, 60_000)
+        # Below Linux's default ephemeral range (32768-60999): a port picked there can be
+        # taken by any outgoing connection before the node binds it.
+        base = rng.randrange(20_000, 32_768 - count)
         socks: list[socket.socket] = []
         try:
             for p in range(base, base + count):
