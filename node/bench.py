@@ -42,7 +42,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import httpx
 
@@ -57,6 +57,12 @@ from node.localnet import DEMO_LENDER, LocalNetwork, add_lender_orgs, admit_lend
 SUPERVISION = "supervision"
 #: Consensus settings of the bench network (the node defaults, stated explicitly).
 BENCH_CONSENSUS: dict[str, int] = {"batch_interval_ms": 20, "base_timeout_ms": 1000}
+
+
+#: The phases of a run, in order (``--phases`` picks some).
+PHASES: Final = ("throughput", "half_load", "anchoring", "evidence", "catch_up", "primary_kill")
+#: A phase that needs another's results.
+PHASE_NEEDS: Final = {"half_load": "throughput", "evidence": "anchoring"}
 
 
 @dataclass(frozen=True)
@@ -74,6 +80,18 @@ class BenchConfig:
     evidence_s: float = 10.0
     catchup_s: float = 30.0
     keep: bool = False
+    #: Run only these phases (None: all of :data:`PHASES`); a phase's prerequisite
+    #: (throughput before half_load, anchoring before evidence) is added for it.
+    phases: tuple[str, ...] | None = None
+
+    def runs(self, phase: str) -> bool:
+        if self.phases is None:
+            return True
+        needed = set(self.phases)
+        for later, before in PHASE_NEEDS.items():
+            if later in needed:
+                needed.add(before)
+        return phase in needed
 
     @staticmethod
     def make(quick: bool, **overrides: Any) -> BenchConfig:
@@ -340,16 +358,22 @@ class Bench:
 
         self._hdr = hdr
         try:
-            await self._aphase("throughput", self._throughput)
-            await self._aphase("half_load", self._half_load)
-            await self._aphase("anchoring", self._anchoring)
-            await self._aphase("evidence", self._evidence)
-            if self.net is None:
-                for name in ("primary_kill", "catch_up"):
+            cfg = self.config
+            for name, fn in (
+                ("throughput", self._throughput),
+                ("half_load", self._half_load),
+                ("anchoring", self._anchoring),
+                ("evidence", self._evidence),
+            ):
+                if cfg.runs(name):
+                    await self._aphase(name, fn)
+            for name, fn in (("catch_up", self._catch_up), ("primary_kill", self._primary_kill)):
+                if not cfg.runs(name):
+                    continue
+                if self.net is None:
                     self.report.skipped[name] = "needs a network started by the bench"
-            else:
-                await self._aphase("catch_up", self._catch_up)
-                await self._aphase("primary_kill", self._primary_kill)
+                else:
+                    await self._aphase(name, fn)
         finally:
             await lenders.close()
 

@@ -26,12 +26,26 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--anchor-txs", type=int, help="batch txs in the anchoring phase (20)")
     p.add_argument("--catchup-s", type=float, help="seconds a node stays down (default 30)")
     p.add_argument("--keep", action="store_true", help="keep the temp network directory")
+    p.add_argument(
+        "--phases",
+        help="comma-separated phases to run (default all): throughput, half_load, "
+        "anchoring, evidence, catch_up, primary_kill",
+    )
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from node.bench import BenchConfig, run_bench, summary_lines
+    from node.bench import PHASES, BenchConfig, run_bench, summary_lines
 
+    phases = None
+    if args.phases:
+        phases = tuple(p.strip() for p in args.phases.split(",") if p.strip())
+        unknown = [p for p in phases if p not in PHASES]
+        if unknown or not phases:
+            bad = ", ".join(unknown) or repr(args.phases)
+            known = ", ".join(PHASES)
+            print(f"wulian: error: unknown phase {bad} (known: {known})", file=sys.stderr)
+            return 2
     config = BenchConfig.make(
         args.quick,
         target=args.target,
@@ -42,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
         anchor_txs=args.anchor_txs,
         catchup_s=args.catchup_s,
         keep=args.keep or None,
+        phases=phases,
     )
     try:
         report = run_bench(config, log=lambda s: print(s, file=sys.stderr, flush=True))

@@ -76,3 +76,26 @@ def test_bench_quick_reports_every_figure(tmp_path: Path) -> None:
     data_dir = doc["details"]["data_dir"]
     leftover = subprocess.run(["pgrep", "-f", f"{data_dir}/"], capture_output=True, text=True)
     assert leftover.stdout.strip() == ""
+
+
+def test_phases_select_what_runs_and_add_prerequisites() -> None:
+    from node.bench import PHASES, BenchConfig
+
+    every = BenchConfig.make(True)
+    assert all(every.runs(p) for p in PHASES)
+    only = BenchConfig.make(True, phases=("evidence",))
+    assert [p for p in PHASES if only.runs(p)] == ["anchoring", "evidence"]
+    half = BenchConfig.make(False, phases=("half_load", "primary_kill"))
+    assert [p for p in PHASES if half.runs(p)] == ["throughput", "half_load", "primary_kill"]
+
+
+def test_unknown_phase_is_a_one_line_error() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "node.cli", "bench", "--phases", "throughput,warp"],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "wulian: error: unknown phase warp (known: throughput, half_load, anchoring, "
+        "evidence, catch_up, primary_kill)"
+    ]
