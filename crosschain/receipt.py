@@ -19,9 +19,12 @@ from an evidence code through the :class:`ReceiptSource` port.
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final, Protocol
+from functools import lru_cache
+from typing import Any, Final, Protocol, runtime_checkable
 
 from crosschain.anchor import SOURCE_CHANNEL, TARGET_CHANNEL, anchor_record_leaf
 from crosschain.evidence_index import AnchorEntry, EvidenceEntry
@@ -41,7 +44,7 @@ from ledger.errors import CertificateError, LedgerError, ProofError, SchemaError
 from ledger.evidence_code import EvidenceCode, code_for_leaf
 from ledger.genesis import Genesis
 from ledger.hashing import TAG_RECORD, tagged_hash
-from ledger.merkle import inclusion_proof, verify_inclusion
+from ledger.merkle import MerkleTree, inclusion_proof, verify_inclusion
 
 FORMAT: Final = "wulian-receipt/1"
 MAX_STEPS: Final = 4096
@@ -236,7 +239,7 @@ def step_from_json(v: Any, path: str) -> ConfigStep:
     )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RecordLeaf:
     """The decoded fields of a supervision record leaf."""
 
@@ -367,6 +370,107 @@ class Receipt:
 # -- building ---------------------------------------------------------------------
 
 
+@dataclass(frozen=True, eq=False)
+class ProvenBlock:
+    """What receipts need of one committed block, computed once: its header and
+    certificate, each transaction's id, sender and first record leaf, the record
+    leaves and their Merkle tree (audit paths in O(log n)). The fields never change
+    and the memos only fill (a race computes one equal value twice): safe to share
+    between threads. Transaction bodies are not kept (the leaves are a small part)."""
+
+    header: BlockHeader
+    certificate: CommitCertificate
+    tx_ids: tuple[bytes, ...]
+    tx_senders: tuple[str, ...]
+    #: ``leaf_starts[i]`` is the index of transaction ``i``'s first record leaf;
+    #: one more entry than transactions (the last is the leaf count).
+    leaf_starts: tuple[int, ...]
+    leaves: tuple[bytes, ...]
+    tree: MerkleTree
+    #: Memos filled on use (races only compute an equal value twice).
+    _records: dict[int, tuple[str, RecordLeaf]] = field(
+        default_factory=dict, init=False, repr=False
+    )
+    _anchors: dict[tuple[int, bytes], bool] = field(default_factory=dict, init=False, repr=False)
+    _anchor_paths: dict[int, tuple[int, tuple[bytes, ...]]] = field(
+        default_factory=dict, init=False, repr=False
+    )
+
+    @staticmethod
+    def of(block: Block, certificate: CommitCertificate) -> ProvenBlock:
+        """Raises :class:`SchemaError` if a transaction's ``"records"`` are malformed."""
+        leaves: list[bytes] = []
+        starts = [0]
+        for tx in block.transactions:
+            leaves.extend(record_leaves(tx))
+            starts.append(len(leaves))
+        return ProvenBlock(
+            header=block.header,
+            certificate=certificate,
+            tx_ids=tuple(tx.tx_id for tx in block.transactions),
+            tx_senders=tuple(tx.sender for tx in block.transactions),
+            leaf_starts=tuple(starts),
+            leaves=tuple(leaves),
+            tree=MerkleTree(leaves),
+        )
+
+    @property
+    def height(self) -> int:
+        return self.header.height
+
+    @property
+    def hash(self) -> bytes:
+        return self.header.hash
+
+    def anchor_inclusion(self, tx_index: int) -> tuple[int, tuple[bytes, ...]]:
+        """``(leaf index, audit path)`` of the record leaf of the header anchor at
+        ``tx_index``. Raises :class:`SchemaError` if that transaction contributes no
+        record leaf. Computed once per transaction."""
+        got = self._anchor_paths.get(tx_index)
+        if got is None:
+            starts = self.leaf_starts
+            if not 0 <= tx_index < len(self.tx_ids) or starts[tx_index + 1] == starts[tx_index]:
+                raise SchemaError(f"judicial transaction {tx_index} is not a header anchor")
+            index = starts[tx_index]
+            got = self._anchor_paths[tx_index] = (index, tuple(self.tree.proof(index)))
+        return got
+
+    def record_of(self, leaf_index: int) -> tuple[str, RecordLeaf]:
+        """The evidence code and decoded fields of record leaf ``leaf_index``
+        (computed once). Raises :class:`SchemaError` if there is no such record leaf."""
+        got = self._records.get(leaf_index)
+        if got is None:
+            if not 0 <= leaf_index < len(self.leaves):
+                raise SchemaError(f"supervision block has no record leaf {leaf_index}")
+            leaf = self.leaves[leaf_index]
+            got = self._records[leaf_index] = (str(code_for_leaf(leaf)), RecordLeaf.decode(leaf))
+        return got
+
+    def anchors(self, tx_index: int, block_hash: bytes) -> bool:
+        """Whether the record leaf of transaction ``tx_index`` is the header anchor of
+        the block hashing to ``block_hash`` (computed once per pair)."""
+        key = (tx_index, block_hash)
+        got = self._anchors.get(key)
+        if got is None:
+            index, _ = self.anchor_inclusion(tx_index)
+            expected = anchor_record_leaf(self.tx_ids[tx_index], block_hash)
+            got = self._anchors[key] = self.leaves[index] == expected
+        return got
+
+    def sender_of(self, tx_id: bytes) -> str | None:
+        """The sender of transaction ``tx_id`` of this block (None if not in it)."""
+        try:
+            return self.tx_senders[self.tx_ids.index(tx_id)]
+        except ValueError:
+            return None
+
+    def approx_bytes(self) -> int:
+        """A rough upper bound of the size in memory, for cache budgets: leaves, tree
+        nodes (~200 B a leaf), the per-leaf memo once full (~500 B a leaf), ids."""
+        n = len(self.leaves)
+        return sum(map(len, self.leaves)) + n * 700 + len(self.tx_ids) * 200 + 4096
+
+
 def anchor_inclusion(judicial_block: Block, tx_index: int) -> tuple[int, tuple[bytes, ...]]:
     """``(leaf index, audit path)`` of the record leaf of the header anchor at
     ``tx_index`` in ``judicial_block``. Raises :class:`SchemaError` if that
@@ -396,32 +500,45 @@ def build_receipt(
     ``supervision_config``/``judicial_config`` are the config steps of each channel
     below the block's height (every one, from genesis). Raises :class:`SchemaError`
     if the parts do not fit together (wrong index, not an anchor)."""
-    leaves = block_record_leaves(supervision_block.transactions)
-    if not 0 <= leaf_index < len(leaves):
-        raise SchemaError(f"supervision block has no record leaf {leaf_index}")
-    leaf = leaves[leaf_index]
-    record = RecordLeaf.decode(leaf)
-    a_index, a_proof = anchor_inclusion(judicial_block, anchor_tx_index)
-    anchor = judicial_block.transactions[anchor_tx_index]
-    expected = anchor_record_leaf(anchor.tx_id, supervision_block.hash)
-    if block_record_leaves(judicial_block.transactions)[a_index] != expected:
+    return build_receipt_from(
+        leaf_index=leaf_index,
+        supervision=ProvenBlock.of(supervision_block, supervision_certificate),
+        judicial=ProvenBlock.of(judicial_block, judicial_certificate),
+        anchor_tx_index=anchor_tx_index,
+        supervision_config=supervision_config,
+        judicial_config=judicial_config,
+    )
+
+
+def build_receipt_from(
+    *,
+    leaf_index: int,
+    supervision: ProvenBlock,
+    judicial: ProvenBlock,
+    anchor_tx_index: int,
+    supervision_config: Sequence[ConfigStep] = (),
+    judicial_config: Sequence[ConfigStep] = (),
+) -> Receipt:
+    """:func:`build_receipt` from already proven blocks (same result, same errors)."""
+    code, record = supervision.record_of(leaf_index)
+    a_index, a_proof = judicial.anchor_inclusion(anchor_tx_index)
+    anchor_tx = judicial.tx_ids[anchor_tx_index]
+    if not judicial.anchors(anchor_tx_index, supervision.hash):
         raise SchemaError("that judicial transaction does not anchor this supervision block")
     return Receipt(
-        evidence_code=str(code_for_leaf(leaf)),
+        evidence_code=code,
         record=record,
         record_index=leaf_index,
-        record_proof=tuple(inclusion_proof(leaves, leaf_index)),
-        supervision_header=supervision_block.header,
-        supervision_certificate=supervision_certificate,
-        supervision_config=tuple(
-            s for s in supervision_config if s.height < supervision_block.height
-        ),
-        anchor_tx=anchor.tx_id,
+        record_proof=tuple(supervision.tree.proof(leaf_index)),
+        supervision_header=supervision.header,
+        supervision_certificate=supervision.certificate,
+        supervision_config=tuple(s for s in supervision_config if s.height < supervision.height),
+        anchor_tx=anchor_tx,
         anchor_index=a_index,
         anchor_proof=a_proof,
-        judicial_header=judicial_block.header,
-        judicial_certificate=judicial_certificate,
-        judicial_config=tuple(s for s in judicial_config if s.height < judicial_block.height),
+        judicial_header=judicial.header,
+        judicial_certificate=judicial.certificate,
+        judicial_config=tuple(s for s in judicial_config if s.height < judicial.height),
     )
 
 
@@ -444,10 +561,34 @@ class ReceiptSource(Protocol):
         ...
 
 
+@runtime_checkable
+class ProvenBlockSource(ReceiptSource, Protocol):
+    """A :class:`ReceiptSource` that also serves :class:`ProvenBlock` s (typically
+    from a :class:`ProvenBlockCache`); :func:`assemble_receipt` then uses them instead
+    of :meth:`block`."""
+
+    def proven_block(self, channel: str, height: int) -> ProvenBlock | None:
+        """``ProvenBlock.of`` the committed block and certificate, or None if missing."""
+        ...
+
+
 class ReceiptUnavailable(LedgerError):
     """No receipt can be assembled (unknown code, not anchored yet, block missing)."""
 
     code = "receipt_unavailable"
+
+
+def _prove_from(source: ReceiptSource) -> Callable[[str, int], ProvenBlock | None]:
+    # getattr, not isinstance(ProvenBlockSource): a runtime protocol check is slow
+    served: Callable[[str, int], ProvenBlock | None] | None = getattr(source, "proven_block", None)
+    if served is not None:
+        return served
+
+    def prove(channel: str, height: int) -> ProvenBlock | None:
+        got = source.block(channel, height)
+        return None if got is None else ProvenBlock.of(*got)
+
+    return prove
 
 
 def assemble_receipt(code: EvidenceCode, source: ReceiptSource) -> list[Receipt]:
@@ -457,28 +598,200 @@ def assemble_receipt(code: EvidenceCode, source: ReceiptSource) -> list[Receipt]
     entries = source.evidence(code)
     if not entries:
         raise ReceiptUnavailable(f"no anchored record has evidence code {code}")
+    prove = _prove_from(source)
     out = []
     for e in entries:
         anchor = source.anchor_entry(e.source_height)
-        sup = source.block(SOURCE_CHANNEL, e.source_height)
+        sup = prove(SOURCE_CHANNEL, e.source_height)
         if anchor is None or sup is None:
             raise ReceiptUnavailable(f"{SOURCE_CHANNEL} block {e.source_height} is not available")
-        jud = source.block(TARGET_CHANNEL, anchor.judicial_height)
+        jud = prove(TARGET_CHANNEL, anchor.judicial_height)
         if jud is None:
             raise ReceiptUnavailable(f"{TARGET_CHANNEL} block {anchor.judicial_height} is missing")
         out.append(
-            build_receipt(
+            build_receipt_from(
                 leaf_index=e.leaf_index,
-                supervision_block=sup[0],
-                supervision_certificate=sup[1],
-                judicial_block=jud[0],
-                judicial_certificate=jud[1],
+                supervision=sup,
+                judicial=jud,
                 anchor_tx_index=anchor.tx_index,
                 supervision_config=source.config_steps(SOURCE_CHANNEL, e.source_height),
                 judicial_config=source.config_steps(TARGET_CHANNEL, anchor.judicial_height),
             )
         )
     return out
+
+
+class ProvenBlockCache:
+    """A thread-safe LRU of :class:`ProvenBlock` s keyed by ``(channel, height)``,
+    bounded by a block count and a rough byte budget (:meth:`ProvenBlock.approx_bytes`).
+
+    Only for committed blocks: they never change, so an entry never goes stale.
+    Loading runs outside the lock (two threads may both load a missing block; the
+    results are equal and one is kept)."""
+
+    def __init__(self, max_blocks: int = 64, max_bytes: int = 64 * 1024 * 1024) -> None:
+        if max_blocks < 1 or max_bytes < 1:
+            raise ValueError("cache bounds must be positive")
+        self.max_blocks = max_blocks
+        self.max_bytes = max_bytes
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[tuple[str, int], tuple[ProvenBlock, int]] = OrderedDict()
+        self._bytes = 0
+        self.hits = 0
+        self.misses = 0
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._entries)
+
+    @property
+    def bytes(self) -> int:
+        """The rough size of the cached entries."""
+        with self._lock:
+            return self._bytes
+
+    def get(
+        self, channel: str, height: int, load: Callable[[], ProvenBlock | None]
+    ) -> ProvenBlock | None:
+        """The cached block, or ``load()``'s result (cached unless None)."""
+        key = (channel, height)
+        with self._lock:
+            hit = self._entries.get(key)
+            if hit is not None:
+                self._entries.move_to_end(key)
+                self.hits += 1
+                return hit[0]
+            self.misses += 1
+        value = load()
+        if value is None:
+            return None
+        size = value.approx_bytes()
+        with self._lock:
+            if key not in self._entries:
+                self._entries[key] = (value, size)
+                self._bytes += size
+            self._entries.move_to_end(key)
+            while len(self._entries) > 1 and (
+                len(self._entries) > self.max_blocks or self._bytes > self.max_bytes
+            ):
+                _, (_, dropped) = self._entries.popitem(last=False)
+                self._bytes -= dropped
+        return value
+
+
+def _exact(value: object, kind: type) -> bool:
+    return type(value) is kind
+
+
+def _certificate_fields(cert: CommitCertificate) -> tuple[Any, ...] | None:
+    """Every field of ``cert`` as a hashable tuple, or None unless each has its exact
+    wire type (str, int, bytes): then equal tuples mean equal canonical bytes."""
+    votes = tuple((v.validator, v.signature) for v in cert.votes)
+    if not (
+        _exact(cert.channel, str)
+        and _exact(cert.height, int)
+        and _exact(cert.view, int)
+        and _exact(cert.block_hash, bytes)
+        and all(_exact(i, str) and _exact(sig, bytes) for i, sig in votes)
+    ):
+        return None
+    return (cert.channel, cert.height, cert.view, cert.block_hash, votes)
+
+
+#: Signature of :func:`ledger.certificate.verify_certificate`, for injected verifiers.
+CertificateVerifier = Callable[..., None]
+
+
+class CertificateMemo:
+    """:func:`verify_certificate` memoised by its exact inputs: the certificate's
+    fields (all of them, with their exact types: as good as its canonical bytes),
+    channel, height, block hash, validator set and scheme. It is a pure function, so
+    the memo answers exactly what a fresh check would (a failure is re-raised as the
+    same :class:`CertificateError`). Bounded (LRU) and thread-safe.
+
+    A fast path recognises the very same certificate and validator-set objects as a
+    recent call (the node's cached blocks) without rehashing their contents; the
+    entry holds those objects, so their ids cannot be reused while it lives.
+
+    For a node verifying many receipts over the same few blocks; an offline verifier
+    keeps calling :func:`verify_certificate` itself."""
+
+    def __init__(self, max_entries: int = 4096) -> None:
+        if max_entries < 1:
+            raise ValueError("max_entries must be positive")
+        self.max_entries = max_entries
+        self._lock = threading.Lock()
+        self._results: OrderedDict[tuple[Any, ...], str | None] = OrderedDict()
+        self._same: OrderedDict[tuple[Any, ...], tuple[Any, ...]] = OrderedDict()
+        self.hits = 0
+        self.misses = 0
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._results)
+
+    def __call__(
+        self,
+        cert: CommitCertificate,
+        *,
+        channel: str,
+        height: int,
+        block_hash: bytes,
+        validators: ValidatorSet,
+        scheme: SignatureScheme = ED25519,
+    ) -> None:
+        """As :func:`verify_certificate`: None, or raises :class:`CertificateError`."""
+        kw: dict[str, Any] = {
+            "channel": channel,
+            "height": height,
+            "block_hash": block_hash,
+            "validators": validators,
+            "scheme": scheme,
+        }
+        if not (_exact(channel, str) and _exact(height, int) and _exact(block_hash, bytes)):
+            verify_certificate(cert, **kw)  # unusual types: not memoised
+            return
+        same = (id(cert), id(validators), id(scheme), channel, height, block_hash)
+        with self._lock:
+            held = self._same.get(same)
+            if held is not None and held[0] is cert and held[1] is validators:
+                self._same.move_to_end(same)
+                self.hits += 1
+                _raise_if(held[3])
+                return
+        fields = _certificate_fields(cert)
+        if fields is None:
+            verify_certificate(cert, **kw)
+            return
+        key = (fields, channel, height, block_hash, validators, scheme)
+        with self._lock:
+            found = key in self._results
+            if found:
+                self._results.move_to_end(key)
+                self.hits += 1
+                failure = self._results[key]
+            else:
+                self.misses += 1
+        if not found:
+            try:
+                verify_certificate(cert, **kw)
+                failure = None
+            except CertificateError as exc:
+                failure = exc.message
+        with self._lock:
+            self._results[key] = failure
+            self._results.move_to_end(key)
+            self._same[same] = (cert, validators, scheme, failure)
+            self._same.move_to_end(same)
+            for memo in (self._results, self._same):
+                while len(memo) > self.max_entries:
+                    memo.popitem(last=False)
+        _raise_if(failure)
+
+
+def _raise_if(failure: str | None) -> None:
+    if failure is not None:
+        raise CertificateError(failure)
 
 
 # -- verification -----------------------------------------------------------------
@@ -596,6 +909,13 @@ def record_commitment(salt: bytes, record_bytes: bytes) -> bytes:
     return tagged_hash(TAG_RECORD, salt + record_bytes)
 
 
+@lru_cache(maxsize=64)
+def _genesis_history(channel: str, genesis: ValidatorSet) -> ValidatorHistory:
+    """``ValidatorHistory.genesis`` shared (it is immutable and its lookups read only):
+    the validator tracker behind it is built once, not per receipt."""
+    return ValidatorHistory.genesis(channel, genesis)
+
+
 def _history(
     channel: str,
     genesis: ValidatorSet,
@@ -603,7 +923,7 @@ def _history(
     below: int,
     scheme: SignatureScheme,
 ) -> ValidatorHistory:
-    history = ValidatorHistory.genesis(channel, genesis)
+    history = _genesis_history(channel, genesis)
     for step in steps:
         if step.height >= below:
             raise ConfigStepError(f"config step {step.height} is not below height {below}")
@@ -617,12 +937,13 @@ def _certified(
     channel: str,
     history: ValidatorHistory,
     scheme: SignatureScheme,
+    verify: CertificateVerifier = verify_certificate,
 ) -> Check:
     name = f"{channel}_certificate"
     if header.channel != channel:
         return Check(name, FAIL, "wrong_channel", f"header is of channel {header.channel!r}")
     try:
-        verify_certificate(
+        verify(
             cert,
             channel=channel,
             height=header.height,
@@ -651,6 +972,7 @@ def verify_receipt(
     commitment: bytes | None = None,
     *,
     scheme: SignatureScheme = ED25519,
+    certificate_verifier: CertificateVerifier = verify_certificate,
 ) -> VerificationReport:
     """Verify ``receipt`` (parsed or its JSON object) offline against ``trust``.
 
@@ -659,6 +981,10 @@ def verify_receipt(
     ``record_bytes`` and ``salt`` (or ``commitment``), the ``commitment`` check
     compares them with the anchored commitment. ``trust`` is the network genesis or
     the two genesis validator sets taken from it (:class:`TrustRoot`).
+
+    ``certificate_verifier`` checks the two receipt certificates; it must behave
+    exactly as :func:`verify_certificate` (the default), e.g. a node's
+    :class:`CertificateMemo`. Every check runs whatever is injected.
     """
     if isinstance(trust, Genesis):
         trust = TrustRoot.from_genesis(trust)
@@ -693,7 +1019,11 @@ def verify_receipt(
     if court is None:
         checks.append(Check("judicial_certificate", SKIP, "", "court validators unknown"))
     else:
-        checks.append(_certified(jh, r.judicial_certificate, TARGET_CHANNEL, court, scheme))
+        checks.append(
+            _certified(
+                jh, r.judicial_certificate, TARGET_CHANNEL, court, scheme, certificate_verifier
+            )
+        )
     checks.append(
         _included(
             "anchor_inclusion",
@@ -709,7 +1039,11 @@ def verify_receipt(
     if sup is None:
         checks.append(Check("supervision_certificate", SKIP, "", "supervision validators unknown"))
     else:
-        checks.append(_certified(sh, r.supervision_certificate, SOURCE_CHANNEL, sup, scheme))
+        checks.append(
+            _certified(
+                sh, r.supervision_certificate, SOURCE_CHANNEL, sup, scheme, certificate_verifier
+            )
+        )
     leaf = r.record.leaf
     checks.append(_included("record_inclusion", leaf, r.record_index, r.record_proof, sh))
     expected_code = str(code_for_leaf(leaf))

@@ -207,3 +207,66 @@ def verify_consistency(
         raise ProofError("consistency proof does not lead to the old root")
     if sr != new_root:
         raise ProofError("consistency proof does not lead to the new root")
+
+
+class MerkleTree:
+    """An RFC 9162 tree over leaf data with every level kept, so :meth:`proof` is
+    O(log n) instead of rebuilding the tree.
+
+    Levels are built bottom-up by pairing adjacent nodes and carrying a lone last node
+    up unchanged (the construction of :func:`root_of_hashes`), which is exactly the
+    RFC's left-balanced tree. Immutable after construction; safe to share between
+    threads.
+    """
+
+    __slots__ = ("_levels",)
+
+    def __init__(self, leaves: Sequence[bytes]) -> None:
+        self._levels = _levels([leaf_hash(d) for d in leaves])
+
+    @property
+    def size(self) -> int:
+        """Number of leaves."""
+        return len(self._levels[0])
+
+    @property
+    def root(self) -> bytes:
+        """MTH of the leaves (:data:`EMPTY_ROOT` for none), as :func:`merkle_root`."""
+        top = self._levels[-1]
+        return top[0] if top else EMPTY_ROOT
+
+    def leaf_hash(self, index: int) -> bytes:
+        """The hash of leaf ``index``. Raises :class:`ProofError` if out of range."""
+        self._check(index)
+        return self._levels[0][index]
+
+    def proof(self, index: int) -> list[bytes]:
+        """The audit path of leaf ``index``: the same list as
+        :func:`inclusion_proof` ``(leaves, index)``. Raises :class:`ProofError` if
+        ``index`` is out of range."""
+        self._check(index)
+        path: list[bytes] = []
+        i = index
+        for level in self._levels[:-1]:
+            sibling = i ^ 1
+            if sibling < len(level):
+                path.append(level[sibling])
+            i >>= 1
+        return path
+
+    def _check(self, index: int) -> None:
+        if not 0 <= index < self.size:
+            raise ProofError(f"leaf index {index} out of range for tree of size {self.size}")
+
+
+def _levels(hashes: list[bytes]) -> list[list[bytes]]:
+    """Every level of the tree over ``hashes``, leaves first, root level last."""
+    levels = [hashes]
+    level = hashes
+    while len(level) > 1:
+        nxt = [node_hash(level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)]
+        if len(level) % 2:
+            nxt.append(level[-1])
+        levels.append(nxt)
+        level = nxt
+    return levels

@@ -15,8 +15,9 @@ process control run):
 3. ``half_load``: the same lenders paced (open loop) at half the achieved rate.
 4. ``anchoring``: batch reports (``records_per_tx`` events per transaction) until
    every record has an evidence code; records/s end to end and anchoring delay.
-5. ``evidence``: receipts fetched through the API (verifications/s) and verified
-   offline by the SDK (ms per receipt).
+5. ``evidence``: records verified by the court through the API's batch route
+   (verifications/s), receipts fetched through the API (receipts/s), and a receipt
+   verified offline by the SDK (ms per receipt).
 6. ``primary_kill``: SIGKILL the supervision primary under a trickle of load; time
    to the next committed block on the survivors.
 7. ``catch_up``: a node stopped while the others commit blocks, then restarted;
@@ -32,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import platform
 import resource
@@ -588,34 +590,82 @@ class Bench:
             raise RuntimeError(f"receipt does not verify offline: {rep.failures}")
         f = self.report.figures
         f["offline_receipt_verify_ms"] = round(offline * 1e3, 3)
-        # API: receipts (the node assembles and proves) fetched concurrently
-        codes = [(c, code) for c, q in anchored for code in q.expected_evidence_codes()]
+        # API: the court verifies lenders' records (code + commitment from the lender's
+        # store) in batches through POST /v1/evidence/verify; every item must verify
+        items: list[dict[str, str]] = []
+        for _c, q in anchored:
+            codes = q.expected_evidence_codes()
+            if len(codes) != len(q.records):
+                raise RuntimeError("records and evidence codes differ in number")
+            items += [
+                {"code": code, "commitment": rec.commitment.hex()}
+                for code, rec in zip(codes, q.records, strict=True)
+            ]
+        verify_batch, verifiers = 256, 8  # items per request (the route's maximum), callers
         http = self._lenders.http
-        done = 0
-        errors = 0
-        stop_at = time.monotonic() + cfg.evidence_s
+        if cfg.target is not None:
+            data = cfg.target.resolve()
+        elif self.net is not None:
+            data = self.net.data_dir
+        else:
+            raise RuntimeError("no network data directory")
+        court = load_key_file(data / "keys" / "court.key").signer
+        network = self._genesis.hash
         rng = secrets.SystemRandom()
+        batch = min(verify_batch, len(items))
+        path = "/v1/evidence/verify"
+        verified = errors = 0
 
-        async def worker(k: int) -> None:
-            nonlocal done, errors
+        async def verifier(k: int, stop_at: float) -> None:
+            nonlocal verified, errors
             url = self._urls[k % len(self._urls)]
             while time.monotonic() < stop_at:
-                _c, code = rng.choice(codes)
-                path = f"/v1/evidence/{code}/receipt"
-                r = await http.get(url + path, headers=self._hdr(path), timeout=30.0)
-                if r.status_code == 200:
-                    done += 1
-                else:
-                    errors += 1
+                body = json.dumps({"items": rng.sample(items, batch)}).encode()
+                headers = sign_request(
+                    court, network=network, org="court", method="POST", path=path, body=body,
+                    time_ms=time.time_ns() // 1_000_000, nonce=secrets.token_bytes(16),
+                )  # fmt: skip
+                headers["content-type"] = "application/json"
+                r = await http.post(url + path, content=body, headers=headers, timeout=60.0)
+                if r.status_code != 200:
+                    errors += batch
+                    continue
+                results = r.json().get("results", [])
+                ok = sum(1 for x in results if x.get("result") == "verified")
+                verified += ok
+                errors += batch - ok
 
         start = time.monotonic()
-        await asyncio.gather(*(worker(k) for k in range(16)))
+        await asyncio.gather(*(verifier(k, start + cfg.evidence_s) for k in range(verifiers)))
         elapsed = time.monotonic() - start
-        f["api_evidence_per_s"] = round(done / elapsed, 1)
+        f["api_evidence_per_s"] = round(verified / elapsed, 1)
         f["api_evidence_errors"] = errors
+        # API: receipts (the node assembles and proves) fetched concurrently
+        receipts = receipt_errors = 0
+
+        async def fetcher(k: int, stop_at: float) -> None:
+            nonlocal receipts, receipt_errors
+            url = self._urls[k % len(self._urls)]
+            while time.monotonic() < stop_at:
+                rpath = f"/v1/evidence/{rng.choice(items)['code']}/receipt"
+                r = await http.get(url + rpath, headers=self._hdr(rpath), timeout=30.0)
+                if r.status_code == 200:
+                    receipts += 1
+                else:
+                    receipt_errors += 1
+
+        start = time.monotonic()
+        await asyncio.gather(*(fetcher(k, start + cfg.evidence_s) for k in range(16)))
+        elapsed = time.monotonic() - start
+        f["api_receipts_per_s"] = round(receipts / elapsed, 1)
+        f["api_receipts_errors"] = receipt_errors
         self.report.details["evidence"] = {
-            "api_route": "GET /v1/evidence/{code}/receipt (receipt assembly with proofs)",
-            "concurrency": 16,
+            "api_route": "POST /v1/evidence/verify as the court (code + commitment items)",
+            "batch_items": batch,
+            "concurrency": verifiers,
+            "records": len(items),
+            "receipts_route": "GET /v1/evidence/{code}/receipt as the bureau",
+            "receipts_concurrency": 16,
         }
 
     async def _trickle(self, stop: asyncio.Event) -> None:
@@ -802,7 +852,8 @@ def summary_lines(report: BenchReport) -> list[str]:
         f"p99 {g('latency_half_p99_ms', ' ms')}",
         f"anchored records: {g('anchored_records_per_s')} records/s; anchoring delay "
         f"p50 {g('anchoring_delay_p50_ms', ' ms')}, max {g('anchoring_delay_max_ms', ' ms')}",
-        f"evidence via API: {g('api_evidence_per_s')}/s; offline receipt verify "
+        f"evidence via API: {g('api_evidence_per_s')} verifications/s (batch verify); "
+        f"{g('api_receipts_per_s')} receipts/s; offline receipt verify "
         f"{g('offline_receipt_verify_ms', ' ms')}",
         f"catch-up: {g('catch_up_blocks_per_s')} blocks/s ({g('catch_up_blocks')} blocks)",
         f"primary kill → next commit: {g('primary_kill_to_commit_ms', ' ms')}",

@@ -25,12 +25,18 @@ and answers ``result``: ``verified`` / ``mismatch`` / ``not_anchored`` /
 readers as receipts; a lender's verification of another lender's code answers
 ``not_anchored``. Errors: 400 ``bad_json``/``bad_schema`` (body), 400
 ``bad_evidence_code`` (single route; in a batch the item carries the error).
+
+Cost: blocks come proven from the backend's :class:`~crosschain.receipt.ProvenBlockCache`
+and certificates are checked through its :class:`~crosschain.receipt.CertificateMemo`
+(every check still runs); a batch is checked grouped by supervision block through one
+receipt source, and answered in the request's order.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 from fastapi import FastAPI, Request
@@ -42,13 +48,14 @@ from crosschain.anchor import SOURCE_CHANNEL, TARGET_CHANNEL
 from crosschain.anchor_rules import read_anchor_entry
 from crosschain.receipt import (
     Receipt,
+    ReceiptSource,
     ReceiptUnavailable,
     TrustRoot,
     assemble_receipt,
     record_commitment,
 )
 from ledger.errors import LedgerError
-from ledger.evidence_code import EvidenceCodeError, suggestions
+from ledger.evidence_code import EvidenceCode, EvidenceCodeError, suggestions
 from ledger.evidence_code import parse as parse_code
 from node.auth import NODE_ROLE
 from node.errors import ApiError, api_error
@@ -178,11 +185,6 @@ def _reader_scope(runtime: NodeRuntime, org: str, role: str) -> str | None:
     raise api_error("forbidden", f"role {role!r} may not read evidence receipts")
 
 
-def _owner(runtime: NodeRuntime, receipt: Receipt) -> str | None:
-    located = runtime.store.transaction(SOURCE_CHANNEL, receipt.record.tx_id)
-    return None if located is None else located.transaction.sender
-
-
 def install_evidence_routes(app: FastAPI, runtime: NodeRuntime, backend: RuntimeBackend) -> None:
     """Add the evidence routes (receipt, verify, batch verify) to ``app``."""
     trust = TrustRoot.from_genesis(runtime.genesis)
@@ -202,29 +204,62 @@ def install_evidence_routes(app: FastAPI, runtime: NodeRuntime, backend: Runtime
         )
         return _reader_scope(runtime, caller.org, caller.role)
 
-    def verify_one(raw_code: str, data: VerifyData, scope: str | None) -> Verification:
-        """Blocking (LevelDB reads). Raises ApiError ``bad_evidence_code``, or
-        ``bad_request`` if a given receipt is for another code."""
+    def parse(raw_code: str) -> EvidenceCode:
+        """Raises ApiError ``bad_evidence_code`` (with suggestions)."""
         try:
-            parsed = parse_code(raw_code)
+            return parse_code(raw_code)
         except EvidenceCodeError as exc:
             near = [str(c) for c in suggestions(raw_code)]
             raise api_error("bad_evidence_code", exc.message, {"suggestions": near}) from None
+
+    def visible(receipts: list[Receipt], scope: str | None) -> list[Receipt]:
+        """The receipts a caller of ``scope`` may see (a scoped reader: its own)."""
+        if scope is None:
+            return receipts
+        return [r for r in receipts if backend.record_owner(r) == scope]
+
+    def verify_one(
+        raw_code: str, data: VerifyData, scope: str | None, source: ReceiptSource | None = None
+    ) -> Verification:
+        """Blocking (LevelDB reads). Raises ApiError ``bad_evidence_code``, or
+        ``bad_request`` if a given receipt is for another code. ``source``: a receipt
+        source shared by the items of one batch (default: a fresh one)."""
+        parsed = parse(raw_code)
+        code = str(parsed)
         digest = data.digest()
         if data.receipt is not None:
-            if data.receipt.get("evidence_code") != str(parsed):
-                raise api_error("bad_request", f"the receipt is not for code {parsed}")
-            return verification_from_receipts(str(parsed), digest, [data.receipt], trust)
+            if data.receipt.get("evidence_code") != code:
+                raise api_error("bad_request", f"the receipt is not for code {code}")
+            return verification_from_receipts(code, digest, [data.receipt], trust)
         try:
-            receipts = assemble_receipt(parsed, backend._receipt_source())
+            receipts = assemble_receipt(parsed, source or backend._receipt_source())
         except ReceiptUnavailable as exc:
-            return Verification(str(parsed), NOT_ANCHORED, digest, detail=exc.message)
-        if scope is not None:
-            receipts = [r for r in receipts if _owner(runtime, r) == scope]
+            return Verification(code, NOT_ANCHORED, digest, detail=exc.message)
+        receipts = visible(receipts, scope)
         if not receipts:
-            detail = f"no anchored record has code {parsed}"
-            return Verification(str(parsed), NOT_ANCHORED, digest, detail=detail)
-        return verification_from_receipts(str(parsed), digest, receipts, trust)
+            detail = f"no anchored record has code {code}"
+            return Verification(code, NOT_ANCHORED, digest, detail=detail)
+        return backend.verify_receipts(code, digest, receipts)
+
+    def verify_batch(items: Sequence[VerifyItem], scope: str | None) -> list[dict[str, Any]]:
+        """Blocking. One result per item, in order; the items are checked grouped by
+        supervision block, through one receipt source (each block fetched once)."""
+        source = backend._receipt_source()
+        order: list[tuple[int, int]] = []
+        for i, item in enumerate(items):
+            try:
+                entries = source.evidence(parse_code(item.code))
+            except EvidenceCodeError:
+                entries = []  # answered by verify_one, with suggestions
+            order.append((min((e.source_height for e in entries), default=0), i))
+        out: list[dict[str, Any] | None] = [None] * len(items)
+        for _height, i in sorted(order):
+            item = items[i]
+            try:
+                out[i] = verification_json(verify_one(item.code, item, scope, source))
+            except ApiError as exc:
+                out[i] = {"code": item.code, "result": exc.code, **exc.body()}
+        return [r for r in out if r is not None]
 
     async def verify_body(request: Request) -> bytes:
         """The JSON body (415 for another declared media type, 413 over the limit)."""
@@ -251,17 +286,8 @@ def install_evidence_routes(app: FastAPI, runtime: NodeRuntime, backend: Runtime
         body = await verify_body(request)
         scope = await caller_scope(request, body)
         batch: VerifyBatch = _parse_json_body(body, VerifyBatch)
-
-        def run() -> list[dict[str, Any]]:
-            out: list[dict[str, Any]] = []
-            for item in batch.items:
-                try:
-                    out.append(verification_json(verify_one(item.code, item, scope)))
-                except ApiError as exc:
-                    out.append({"code": item.code, "result": exc.code, **exc.body()})
-            return out
-
-        return JSONResponse({"results": await asyncio.to_thread(run)})
+        results = await asyncio.to_thread(verify_batch, batch.items, scope)
+        return JSONResponse({"results": results})
 
     @app.get("/v1/evidence/{code}/receipt", tags=["evidence"])
     async def evidence_receipt(request: Request, code: str) -> Response:
@@ -269,18 +295,16 @@ def install_evidence_routes(app: FastAPI, runtime: NodeRuntime, backend: Runtime
         from node.api import read_body
 
         scope = await caller_scope(request, await read_body(request, 0))
-        try:
-            parsed = parse_code(code)
-        except EvidenceCodeError as exc:
-            near = [str(c) for c in suggestions(code)]
-            raise api_error("bad_evidence_code", exc.message, {"suggestions": near}) from None
+        parsed = parse(code)
         not_anchored = api_error("not_anchored", f"no anchored record has code {parsed}")
+
+        def assemble() -> list[Receipt]:
+            return visible(assemble_receipt(parsed, backend._receipt_source()), scope)
+
         try:
-            receipts = await asyncio.to_thread(assemble_receipt, parsed, backend._receipt_source())
+            receipts = await asyncio.to_thread(assemble)
         except ReceiptUnavailable:
             raise not_anchored from None
-        if scope is not None:
-            receipts = [r for r in receipts if _owner(runtime, r) == scope]
         if not receipts:
             raise not_anchored
         doc: dict[str, Any] = {"code": str(parsed), "receipts": [r.to_json() for r in receipts]}

@@ -16,7 +16,10 @@ Where the data comes from:
   event facts (``sup/ev/…``, :mod:`channels.supervision`);
 * verification — :func:`crosschain.receipt.assemble_receipt` then
   :func:`crosschain.receipt.verify_receipt` against the genesis trust root: exactly
-  what an offline verifier would do with the receipt;
+  what an offline verifier would do with the receipt (blocks come proven from a
+  bounded :class:`~crosschain.receipt.ProvenBlockCache`, certificate checks go
+  through a :class:`~crosschain.receipt.CertificateMemo`; shared with the API's
+  evidence routes);
 * accounts and the audit log — files in the node's data directory
   (:mod:`node.explorer.accounts`, :mod:`node.explorer.audit`).
 
@@ -36,6 +39,10 @@ from crosschain.anchor import SOURCE_CHANNEL, TARGET_CHANNEL
 from crosschain.anchor_rules import read_anchor_entry, read_config_steps, read_evidence
 from crosschain.evidence_index import AnchorEntry, EvidenceEntry
 from crosschain.receipt import (
+    CertificateMemo,
+    ProvenBlock,
+    ProvenBlockCache,
+    Receipt,
     ReceiptUnavailable,
     RecordLeaf,
     TrustRoot,
@@ -89,6 +96,11 @@ VIEW_SCAN: Final = 200
 MAX_LOAN_SCAN: Final = 200_000
 #: At most this many records returned by one lookup.
 MAX_RECORDS: Final = 500
+#: Blocks (and a rough byte budget) kept proven for receipts: leaves, Merkle tree, ids.
+PROVEN_BLOCKS: Final = 64
+PROVEN_BLOCK_BYTES: Final = 32 * 1024 * 1024
+#: Certificate verification results memoised (by exact inputs).
+CERTIFICATE_MEMO: Final = 4096
 
 
 class RuntimeBackend:
@@ -109,6 +121,10 @@ class RuntimeBackend:
         self._view_cache: dict[str, tuple[int, list[ViewChange]]] = {}
         self._jud_steps: list[ConfigStep] = []
         self._jud_scanned = 0
+        #: Committed blocks never change: proven once, served to every receipt.
+        self.proven_blocks = ProvenBlockCache(PROVEN_BLOCKS, PROVEN_BLOCK_BYTES)
+        #: The node's certificate checks (a pure function of its inputs) memoised.
+        self.certificates = CertificateMemo(CERTIFICATE_MEMO)
 
     # ------------------------------------------------------------------ basics
 
@@ -621,7 +637,39 @@ class RuntimeBackend:
             return [s for s in self._jud_steps if s.height < below]
 
     def _receipt_source(self) -> _ReceiptSource:
+        """A receipt source over the store and :attr:`proven_blocks`; use one per
+        request (it pins what it served: each block is fetched once per request)."""
         return _ReceiptSource(self)
+
+    def proven_block(self, channel: str, height: int) -> ProvenBlock | None:
+        """The committed block ``height`` of ``channel`` proven for receipts (cached)."""
+
+        def load() -> ProvenBlock | None:
+            block = self.store.block(channel, height)
+            cert = self.store.certificate(channel, height)
+            return None if block is None or cert is None else ProvenBlock.of(block, cert)
+
+        return self.proven_blocks.get(channel, height, load)
+
+    def record_owner(self, receipt: Receipt) -> str | None:
+        """The sender of the supervision transaction holding ``receipt``'s record."""
+        tx_id = receipt.record.tx_id
+        block = self.proven_block(SOURCE_CHANNEL, receipt.supervision_header.height)
+        if block is not None and block.hash == receipt.supervision_header.hash:
+            sender = block.sender_of(tx_id)
+            if sender is not None:
+                return sender
+        located = self.store.transaction(SOURCE_CHANNEL, tx_id)
+        return None if located is None else located.transaction.sender
+
+    def verify_receipts(
+        self, code: str, commitment: bytes, receipts: Sequence[Receipt | dict[str, Any]]
+    ) -> Verification:
+        """:func:`verification_from_receipts` against the genesis, with this node's
+        certificate memo (every check still runs)."""
+        return verification_from_receipts(
+            code, commitment, receipts, self.trust, certificate_verifier=self.certificates
+        )
 
     def verify(self, code: EvidenceCode, commitment: bytes) -> Verification:
         try:
@@ -632,7 +680,7 @@ class RuntimeBackend:
             return Verification(str(code), status, commitment, detail=exc.message)
         except LedgerError as exc:
             return Verification(str(code), CHAIN_FAILED, commitment, detail=exc.message)
-        return verification_from_receipts(str(code), commitment, receipts, self.trust)
+        return self.verify_receipts(str(code), commitment, receipts)
 
     # ------------------------------------------------------------------ accounts, audit
 
@@ -644,23 +692,53 @@ class RuntimeBackend:
 
 
 class _ReceiptSource:
-    """:class:`crosschain.receipt.ReceiptSource` over the node's store."""
+    """:class:`crosschain.receipt.ProvenBlockSource` over the node's store and the
+    backend's proven-block cache. For one request (one thread): it remembers the
+    evidence entries, anchor entries, proven blocks and config steps it served, so a
+    batch reads each at most once even if the shared cache evicts them meanwhile."""
 
     def __init__(self, backend: RuntimeBackend) -> None:
         self.b = backend
+        self._evidence: dict[EvidenceCode, list[EvidenceEntry]] = {}
+        self._anchors: dict[int, AnchorEntry] = {}
+        self._blocks: dict[tuple[str, int], ProvenBlock] = {}
+        self._steps: dict[tuple[str, int], list[ConfigStep]] = {}
 
     def evidence(self, code: EvidenceCode) -> list[EvidenceEntry]:
-        return read_evidence(self.b._jud_state(), code)
+        got = self._evidence.get(code)
+        if got is None:
+            got = self._evidence[code] = read_evidence(self.b._jud_state(), code)
+        return list(got)
 
     def anchor_entry(self, source_height: int) -> AnchorEntry | None:
-        return read_anchor_entry(self.b._jud_state(), SOURCE_CHANNEL, source_height)
+        got = self._anchors.get(source_height)
+        if got is None:
+            got = read_anchor_entry(self.b._jud_state(), SOURCE_CHANNEL, source_height)
+            if got is not None:
+                self._anchors[source_height] = got
+        return got
 
     def block(self, channel: str, height: int) -> tuple[Block, CommitCertificate] | None:
         block = self.b.store.block(channel, height)
         cert = self.b.store.certificate(channel, height)
         return None if block is None or cert is None else (block, cert)
 
+    def proven_block(self, channel: str, height: int) -> ProvenBlock | None:
+        key = (channel, height)
+        got = self._blocks.get(key)
+        if got is None:
+            got = self.b.proven_block(channel, height)
+            if got is not None:
+                self._blocks[key] = got
+        return got
+
     def config_steps(self, channel: str, below: int) -> list[ConfigStep]:
-        if channel == SOURCE_CHANNEL:
-            return read_config_steps(self.b._jud_state(), SOURCE_CHANNEL, below)
-        return self.b._judicial_config_steps(below)
+        key = (channel, below)
+        got = self._steps.get(key)
+        if got is None:
+            if channel == SOURCE_CHANNEL:
+                got = read_config_steps(self.b._jud_state(), SOURCE_CHANNEL, below)
+            else:
+                got = self.b._judicial_config_steps(below)
+            self._steps[key] = got
+        return list(got)

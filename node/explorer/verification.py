@@ -18,7 +18,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from crosschain.receipt import Receipt, TrustRoot, verify_receipt
+from crosschain.receipt import CertificateVerifier, Receipt, TrustRoot, verify_receipt
+from ledger.certificate import verify_certificate
 from node.explorer.port import CHAIN_FAILED, MISMATCH, VERIFIED, CheckResult, Verification
 
 _RANK = {VERIFIED: 0, MISMATCH: 1, CHAIN_FAILED: 2}
@@ -29,14 +30,19 @@ def verification_from_receipts(
     commitment: bytes,
     receipts: Sequence[Receipt | dict[str, Any]],
     trust: TrustRoot,
+    *,
+    certificate_verifier: CertificateVerifier = verify_certificate,
 ) -> Verification:
     """Verify each receipt against ``trust`` with ``commitment``; the best result.
-    ``receipts`` must not be empty (no receipt means "not anchored": the caller's case)."""
+    ``receipts`` must not be empty (no receipt means "not anchored": the caller's case).
+    ``certificate_verifier`` is passed to :func:`verify_receipt` (a node's memo)."""
     if not receipts:
         raise ValueError("no receipt to verify")
     best: Verification | None = None
     for receipt in receipts:
-        report = verify_receipt(receipt, trust, commitment=commitment)
+        report = verify_receipt(
+            receipt, trust, commitment=commitment, certificate_verifier=certificate_verifier
+        )
         # Checks 1-8 (all but "commitment") say whether the receipt itself is genuine.
         chain_ok = all(c.status == "pass" for c in report.checks if c.name != "commitment")
         if chain_ok and report.data_verified:
