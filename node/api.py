@@ -32,7 +32,15 @@ from node.errors import ApiError, api_error
 from node.evidence_routes import anchored_evidence_codes, install_evidence_routes
 from node.jsonwire import json_to_wire, wire_to_json
 from node.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from node.peers import FRAME_CONTENT_TYPE, FRAME_PATH, MAX_FRAME_BYTES, FrameError
+from node.peers import (
+    FRAME_CONTENT_TYPE,
+    FRAME_PATH,
+    LENGTH_PREFIX,
+    MAX_FRAME_BYTES,
+    STREAM_CONTENT_TYPE,
+    STREAM_PATH,
+    FrameError,
+)
 from node.risk_routes import install_risk_routes
 from node.runtime import NodeRuntime
 from node.views import block_view
@@ -548,12 +556,15 @@ def create_app(runtime: NodeRuntime, *, manage_lifecycle: bool = True) -> FastAP
 
 
 class PeerFrameASGI:
-    """ASGI front: ``POST /v1/peer/frames`` handled directly (hot path: every consensus
-    message travels through it); every other request goes to the FastAPI ``app``.
+    """ASGI front: the peer routes handled directly (hot path: every consensus message
+    travels through them); every other request goes to the FastAPI ``app``.
 
-    Answers: 200 msgpack ``{"ok", "delivered", "duplicate"}``; 400/401 JSON error
-    (``bad_frame``) for a frame that is malformed or not authentic; 413/415 as the
-    client API. Nothing reaches consensus unless the frame authenticated.
+    ``POST /v1/peer/stream`` (length-prefixed frames, :mod:`node.peers`) answers when
+    the sender ends the stream — 200 msgpack ``{"ok", "frames"}`` — or at the first
+    refused frame. ``POST /v1/peer/frames`` (one frame) answers 200 msgpack ``{"ok",
+    "delivered", "duplicate"}``. Errors: 400/401 JSON ``bad_frame`` for a frame that is
+    malformed or not authentic; 413/415 as the client API. Nothing reaches consensus
+    unless its frame authenticated; frames before a refused one were delivered.
     """
 
     def __init__(self, app: FastAPI, runtime: NodeRuntime) -> None:
@@ -561,10 +572,21 @@ class PeerFrameASGI:
         self.runtime = runtime
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope["path"] != FRAME_PATH:
+        if scope["type"] != "http" or scope["path"] not in (FRAME_PATH, STREAM_PATH):
             await self.app(scope, receive, send)
             return
-        status, body, ctype = await self._handle(scope, receive)
+        headers = []
+        if scope["path"] == STREAM_PATH:
+            answer = await self._handle_stream(scope, receive)
+            if answer is None:
+                return  # the sender hung up: nobody to answer
+            status, body, ctype = answer
+            # An answer ends the stream, also when it came before the body did: close
+            # the connection, or the server would go on reading (and discarding) the
+            # frames still coming, and the sender would never learn of the answer.
+            headers.append((b"connection", b"close"))
+        else:
+            status, body, ctype = await self._handle(scope, receive)
         await send(
             {
                 "type": "http.response.start",
@@ -572,17 +594,58 @@ class PeerFrameASGI:
                 "headers": [
                     (b"content-type", ctype),
                     (b"content-length", str(len(body)).encode()),
+                    *headers,
                 ],
             }
         )
         await send({"type": "http.response.body", "body": body})
 
-    async def _handle(self, scope: Any, receive: Any) -> tuple[int, bytes, bytes]:
-        def error(status: int, code: str, message: str) -> tuple[int, bytes, bytes]:
-            self.runtime.metrics.rejected_requests.inc(1, code)
-            doc = {"error": {"code": code, "message": message}}
-            return status, json.dumps(doc).encode(), b"application/json"
+    def _error(self, status: int, code: str, message: str) -> tuple[int, bytes, bytes]:
+        self.runtime.metrics.rejected_requests.inc(1, code)
+        doc = {"error": {"code": code, "message": message}}
+        return status, json.dumps(doc).encode(), b"application/json"
 
+    async def _handle_stream(self, scope: Any, receive: Any) -> tuple[int, bytes, bytes] | None:
+        """Read length-prefixed frames from a streaming body and hand each to the
+        runtime as it completes. Returns the answer when the stream ends or a frame is
+        refused (the rest of the body is not read), None if the sender disconnected."""
+        error = self._error
+        if scope["method"] != "POST":
+            return error(405, "method_not_allowed", "peer streams are POSTed")
+        headers = dict(scope["headers"])
+        if not headers.get(b"content-type", b"").startswith(STREAM_CONTENT_TYPE.encode()):
+            return error(415, "unsupported_media_type", f"peer streams are {STREAM_CONTENT_TYPE}")
+        buf = bytearray()
+        frames = 0
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return None
+            buf += message.get("body", b"")
+            more = message.get("more_body", False)
+            while len(buf) >= LENGTH_PREFIX:
+                size = int.from_bytes(buf[:LENGTH_PREFIX], "big")
+                if size > MAX_FRAME_BYTES:
+                    too_large = f"frames are at most {MAX_FRAME_BYTES} bytes"
+                    return error(413, "body_too_large", too_large)
+                end = LENGTH_PREFIX + size
+                if len(buf) < end:
+                    break
+                data = bytes(buf[LENGTH_PREFIX:end])
+                del buf[:end]
+                try:
+                    self.runtime.receive_frame(data)
+                except FrameError as exc:
+                    status = 401 if exc.reason == "signature" else 400
+                    return error(status, "bad_frame", f"frame {frames + 1}: {exc}")
+                frames += 1
+        if buf:
+            return error(400, "bad_frame", "the stream ended inside a frame")
+        return 200, encode({"ok": True, "frames": frames}), MSGPACK.encode()
+
+    async def _handle(self, scope: Any, receive: Any) -> tuple[int, bytes, bytes]:
+        error = self._error
         if scope["method"] != "POST":
             return error(405, "method_not_allowed", "peer frames are POSTed")
         headers = dict(scope["headers"])

@@ -42,7 +42,15 @@ from ledger.governance import (
 from ledger.identity import NodeInfo
 from node.membership import current_peers
 from node.metrics import NodeMetrics
-from node.peers import FRAME_CONTENT_TYPE, FRAME_PATH, PeerTransport, decode_frame, encode_frame
+from node.peers import (
+    FRAME_CONTENT_TYPE,
+    FRAME_PATH,
+    LENGTH_PREFIX,
+    STREAM_PATH,
+    PeerTransport,
+    decode_frame,
+    encode_frame,
+)
 from tests.node.netfixture import TestNetwork, start_network
 
 pytestmark = pytest.mark.xdist_group("governance-network")
@@ -53,20 +61,43 @@ SIXTH = "sixth-node"
 
 
 class _Sink(BaseHTTPRequestHandler):
-    """A stand-in for the sixth node: records the frames POSTed to it."""
+    """A stand-in for the sixth node: records the frames streamed (or POSTed) to it."""
 
     frames: list[bytes]
 
     def do_POST(self) -> None:
-        n = int(self.headers.get("content-length", "0"))
-        body = self.rfile.read(n)
-        if self.path == FRAME_PATH:
-            type(self).frames.append(body)
+        if self.path == STREAM_PATH:
+            self._read_stream()
+        else:
+            n = int(self.headers.get("content-length", "0"))
+            body = self.rfile.read(n)
+            if self.path == FRAME_PATH:
+                type(self).frames.append(body)
         self.send_response(200)
         self.send_header("content-type", "application/json")
         self.send_header("content-length", "2")
         self.end_headers()
         self.wfile.write(b"{}")
+
+    def _read_stream(self) -> None:
+        """Record each length-prefixed frame of a chunked stream as it completes."""
+        buf = b""
+        while True:
+            line = self.rfile.readline()
+            if not line:
+                return  # the sender hung up
+            size = int(line.split(b";")[0], 16)
+            chunk = self.rfile.read(size)
+            self.rfile.readline()  # CRLF after the chunk
+            if size == 0:
+                return
+            buf += chunk
+            while len(buf) >= LENGTH_PREFIX:
+                n = int.from_bytes(buf[:LENGTH_PREFIX], "big")
+                if len(buf) < LENGTH_PREFIX + n:
+                    break
+                type(self).frames.append(buf[LENGTH_PREFIX : LENGTH_PREFIX + n])
+                buf = buf[LENGTH_PREFIX + n :]
 
     def log_message(self, *args: Any) -> None:
         pass

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from typing import Any
 
 import httpx
 import pytest
@@ -13,6 +15,9 @@ from ledger.hashing import sha256
 from node.metrics import NodeMetrics
 from node.peers import (
     FRAME_PATH,
+    LENGTH_PREFIX,
+    STREAM_CONTENT_TYPE,
+    STREAM_PATH,
     FrameError,
     PeerLink,
     SeqTracker,
@@ -25,6 +30,7 @@ A = Ed25519Signer(sha256(b"a"))
 B = Ed25519Signer(sha256(b"b"))
 KEYS = {"a-node": A.public_key, "b-node": B.public_key}
 MSGS = [("supervision", b"\x01\x02"), ("judicial", b"\x03")]
+DECODE: dict[str, Any] = {"network": NET, "self_id": "b-node", "node_keys": KEYS}
 
 
 def test_frame_round_trip() -> None:
@@ -68,14 +74,26 @@ def test_seq_tracker_refuses_replays() -> None:
     assert not t.accept("a", 6) and not t.accept("a", 2)
 
 
+class _StreamingMock(httpx.AsyncBaseTransport):
+    """Like ``httpx.MockTransport`` but hands the handler the request with its body
+    unread (a peer stream never ends; MockTransport reads the whole body first)."""
+
+    def __init__(self, handler: Any) -> None:
+        self.handler = handler
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = self.handler(request)
+        if not isinstance(response, httpx.Response):
+            response = await response
+        assert isinstance(response, httpx.Response)
+        return response
+
+
 def make_link(
     handler: object, queue_limit: int = 4, frame_max: int = 1 << 20
 ) -> tuple[PeerLink, NodeMetrics]:
     metrics = NodeMetrics()
-    client = httpx.AsyncClient(
-        base_url="http://peer",
-        transport=httpx.MockTransport(handler),  # type: ignore[arg-type]
-    )
+    client = httpx.AsyncClient(base_url="http://peer", transport=_StreamingMock(handler))
     link = PeerLink(
         peer_id="b-node", address="http://peer", self_id="a-node", network=NET, signer=A,
         metrics=metrics, queue_limit=queue_limit, frame_max_bytes=frame_max, flush_ms=1,
@@ -102,16 +120,45 @@ def test_full_queue_drops_oldest_non_essential_first() -> None:
     asyncio.run(main())
 
 
-def test_link_batches_and_retries_until_the_peer_answers() -> None:
+def _split_frames(data: bytes) -> list[bytes]:
+    frames = []
+    while data:
+        n = int.from_bytes(data[:LENGTH_PREFIX], "big")
+        frames.append(data[LENGTH_PREFIX : LENGTH_PREFIX + n])
+        data = data[LENGTH_PREFIX + n :]
+    return frames
+
+
+async def _read_frames(request: httpx.Request, count: int) -> list[bytes]:
+    """Read ``count`` length-prefixed frames from a streaming body, then ask for one
+    more chunk (as a real transport does after each write: that is how the link
+    learns the last frame was written) and give up on it after a moment."""
+    buf = b""
+    assert isinstance(request.stream, httpx.AsyncByteStream)
+    stream = aiter(request.stream)
+    while len(_split_frames(buf)) < count or not _whole(buf):
+        buf += await anext(stream)
+    with contextlib.suppress(TimeoutError, StopAsyncIteration):
+        buf += await asyncio.wait_for(anext(stream), 0.2)
+    return _split_frames(buf)
+
+
+def _whole(buf: bytes) -> bool:
+    frames = _split_frames(buf)
+    return sum(len(f) + LENGTH_PREFIX for f in frames) == len(buf)
+
+
+def test_link_batches_and_reconnects_until_the_peer_answers() -> None:
     received: list[bytes] = []
     calls = {"n": 0}
 
-    def handler(request: httpx.Request) -> httpx.Response:
+    async def handler(request: httpx.Request) -> httpx.Response:
         calls["n"] += 1
-        assert request.url.path == FRAME_PATH
+        assert request.url.path == STREAM_PATH
+        assert request.headers["content-type"] == STREAM_CONTENT_TYPE
         if calls["n"] <= 2:
             raise httpx.ConnectError("down")
-        received.append(request.content)
+        received.extend(await _read_frames(request, 1))
         return httpx.Response(200)
 
     async def main() -> None:
@@ -119,9 +166,9 @@ def test_link_batches_and_retries_until_the_peer_answers() -> None:
         link.start()
         for i in range(10):
             link.enqueue("ch", bytes([i]), "prepare", True)
-        for _ in range(200):
+        for _ in range(300):
             await asyncio.sleep(0.01)
-            if received:
+            if received and link.up:
                 break
         await link.close()
         assert len(received) == 1, "ten messages travel in one frame"
@@ -129,7 +176,74 @@ def test_link_batches_and_retries_until_the_peer_answers() -> None:
         assert [m for _, m in frame.msgs] == [bytes([i]) for i in range(10)]
         assert frame.seq == 101
         assert metrics.frame_errors.value("b-node") == 2
+        assert metrics.frames_sent.value("b-node") == 1
         assert link.up
+
+    asyncio.run(main())
+
+
+def test_frame_cut_off_by_a_broken_stream_is_sent_alone_with_its_seq() -> None:
+    seen: list[tuple[str, list[int]]] = []
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == FRAME_PATH:  # a single frame, body in full
+            seen.append(("single", [decode_frame(await request.aread(), **DECODE).seq]))
+            return httpx.Response(200)
+        assert isinstance(request.stream, httpx.AsyncByteStream)
+        if not seen:
+            seen.append(("stream", []))
+            await anext(aiter(request.stream))  # the first frame is taken, then a reset
+            raise httpx.WriteError("connection reset")
+        frames = await _read_frames(request, 1)
+        seen.append(("stream", [decode_frame(f, **DECODE).seq for f in frames]))
+        return httpx.Response(200)
+
+    async def main() -> None:
+        link, metrics = make_link(handler, queue_limit=100)
+        link.start()
+        link.enqueue("ch", b"first", "prepare", True)
+        for _ in range(300):
+            await asyncio.sleep(0.01)
+            if len(seen) > 1:
+                break
+        link.enqueue("ch", b"second", "prepare", True)
+        for _ in range(300):
+            await asyncio.sleep(0.01)
+            if len(seen) > 2:
+                break
+        await link.close()
+        # the frame cut off goes again, alone, with the seq it had; then streams resume
+        assert seen == [("stream", []), ("single", [101]), ("stream", [102])]
+        assert metrics.frame_errors.value("b-node") == 1
+        assert metrics.frames_sent.value("b-node") == 2
+
+    asyncio.run(main())
+
+
+def test_refused_frame_is_dropped_not_retried() -> None:
+    calls = {"n": 0}
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        calls["n"] += 1
+        assert isinstance(request.stream, httpx.AsyncByteStream)
+        await anext(aiter(request.stream))
+        if calls["n"] == 1:
+            return httpx.Response(400, json={"error": {"code": "bad_frame", "message": "no"}})
+        return httpx.Response(200)
+
+    async def main() -> None:
+        link, metrics = make_link(handler, queue_limit=100)
+        link.start()
+        link.enqueue("ch", b"refused", "prepare", True)
+        for _ in range(100):
+            await asyncio.sleep(0.01)
+            if calls["n"]:
+                break
+        await asyncio.sleep(0.2)
+        await link.close()
+        assert calls["n"] == 1, "nothing left to send: no second stream"
+        assert metrics.dropped_outbound.value("b-node", "refused") == 1
+        assert link.last_error == "refused 400"
 
     asyncio.run(main())
 

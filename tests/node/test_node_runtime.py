@@ -6,6 +6,7 @@ import asyncio
 import os
 import subprocess
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -20,7 +21,14 @@ from ledger.store import BlockStore
 from node.api import create_asgi
 from node.config import load_node_config, render_node_config
 from node.localnet import REPO_ROOT
-from node.peers import FRAME_PATH, encode_frame
+from node.peers import (
+    FRAME_PATH,
+    LENGTH_PREFIX,
+    MAX_FRAME_BYTES,
+    STREAM_CONTENT_TYPE,
+    STREAM_PATH,
+    encode_frame,
+)
 from node.runtime import NodeRuntime
 
 
@@ -84,6 +92,64 @@ def test_cli_exits_1_with_one_line_for_a_loose_key(tmp_path: Path) -> None:
     assert len(lines) == 1 and "0644" in lines[0] and lines[0].startswith("wulian: error:")
 
 
+def test_peer_stream_delivers_frames_as_they_arrive_until_one_is_refused(
+    tmp_path: Path,
+) -> None:
+    cfg = load_node_config(write_config(tmp_path))
+    rt = NodeRuntime.open(cfg)
+    court = load_key_file(tmp_path / "net" / "keys" / "court-node.key").signer
+    risk = load_key_file(tmp_path / "net" / "keys" / "risk_centre-node.key").signer
+    net = rt.genesis.hash
+    svc = rt.channels["supervision"]
+    msg = encode_message(sign(Status("supervision", "court-node", 0, True, 0, b"\x00" * 32), court))
+
+    def framed(frame: bytes) -> bytes:
+        return len(frame).to_bytes(LENGTH_PREFIX, "big") + frame
+
+    def queued() -> int:
+        return len(svc._inbox) + len(svc._urgent)
+
+    async def body(*chunks: bytes) -> AsyncIterator[bytes]:
+        for chunk in chunks:
+            yield chunk
+
+    async def main() -> None:
+        transport = httpx.ASGITransport(app=create_asgi(rt))
+        h = {"content-type": STREAM_CONTENT_TYPE}
+        async with httpx.AsyncClient(transport=transport, base_url="http://node") as c:
+            one = framed(encode_frame(court, "court-node", net, 10, [("supervision", msg)]))
+            two = framed(encode_frame(court, "court-node", net, 11, [("supervision", msg)]))
+            # frames split across chunks and several in one chunk are all read
+            r = await c.post(STREAM_PATH, content=body(one[:3], one[3:] + two), headers=h)
+            assert r.status_code == 200, r.text
+            assert decode(r.content) == {"ok": True, "frames": 2}
+            assert queued() == 2
+            # a forged frame ends the stream; the frames before it were delivered
+            three = framed(encode_frame(court, "court-node", net, 12, [("supervision", msg)]))
+            forged = framed(encode_frame(risk, "court-node", net, 13, [("supervision", msg)]))
+            four = framed(encode_frame(court, "court-node", net, 14, [("supervision", msg)]))
+            r = await c.post(STREAM_PATH, content=body(three, forged, four), headers=h)
+            assert r.status_code == 401 and r.json()["error"]["code"] == "bad_frame"
+            assert "frame 2" in r.json()["error"]["message"]
+            assert queued() == 3
+            # a replayed frame is skipped, not refused
+            r = await c.post(STREAM_PATH, content=body(three), headers=h)
+            assert r.status_code == 200 and queued() == 3
+            r = await c.post(STREAM_PATH, content=body(four[:-1]), headers=h)
+            assert r.status_code == 400 and "inside a frame" in r.json()["error"]["message"]
+            too_big = (MAX_FRAME_BYTES + 1).to_bytes(LENGTH_PREFIX, "big")
+            r = await c.post(STREAM_PATH, content=body(too_big), headers=h)
+            assert r.status_code == 413
+            r = await c.post(STREAM_PATH, content=body(four), headers={"content-type": "x/y"})
+            assert r.status_code == 415
+            assert queued() == 3
+
+    try:
+        asyncio.run(main())
+    finally:
+        rt.store.close()
+
+
 def test_peer_frames_are_authenticated_before_delivery(tmp_path: Path) -> None:
     cfg = load_node_config(write_config(tmp_path))
     rt = NodeRuntime.open(cfg)
@@ -131,4 +197,62 @@ def test_peer_frames_are_authenticated_before_delivery(tmp_path: Path) -> None:
     try:
         asyncio.run(main())
     finally:
+        rt.store.close()
+
+
+def test_a_refused_stream_is_closed_so_the_sender_learns_of_it(tmp_path: Path) -> None:
+    """Over a real socket: the node answers the first refused frame of a stream and
+    closes the connection (it would otherwise read and discard every later frame while
+    the sender believed them delivered); the sender's link sees the stream break, sends
+    the frame it was writing on its own, and learns of the refusal from that answer."""
+    import threading
+
+    import uvicorn
+
+    from node.localnet import free_base_port
+    from node.metrics import NodeMetrics
+    from node.peers import PeerLink
+
+    cfg = load_node_config(write_config(tmp_path))
+    rt = NodeRuntime.open(cfg)
+    court = load_key_file(tmp_path / "net" / "keys" / "court-node.key").signer
+    port = free_base_port(1)
+    server = uvicorn.Server(
+        uvicorn.Config(create_asgi(rt), host="127.0.0.1", port=port, lifespan="off",
+                       log_level="warning")
+    )  # fmt: skip
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+
+    async def main() -> float:
+        for _ in range(100):
+            if server.started:
+                break
+            await asyncio.sleep(0.05)
+        metrics = NodeMetrics()
+        link = PeerLink(
+            peer_id="bureau-node", address=f"http://127.0.0.1:{port}", self_id="court-node",
+            network=b"\x07" * 32,  # another network: every frame is refused
+            signer=court, metrics=metrics, queue_limit=100, frame_max_bytes=1 << 20,
+            flush_ms=1, seq_start=1,
+        )  # fmt: skip
+        link.start()
+        refused = 0.0
+        for _ in range(100):  # traffic keeps flowing, as STATUS would
+            link.enqueue("supervision", b"status", "status", False)
+            await asyncio.sleep(0.05)
+            refused = metrics.dropped_outbound.value("bureau-node", "refused")
+            if refused:
+                break
+        await link.close()
+        return refused
+
+    try:
+        refused = asyncio.run(main())
+        assert refused >= 1
+        assert rt.metrics.rejected_frames.value("network") >= 2
+        assert rt.metrics.rejected_frames.value("network") >= 1
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
         rt.store.close()

@@ -6,7 +6,8 @@
   Promise: no 5xx, every answer within the request timeout, a JSON error object with a
   ``code`` on every refusal, and no ledger changed (height and tip hash of every
   channel on every node before == after).
-- Random bytes to the peer endpoint ``/v1/peer/frames``: 400 ``bad_frame``, never 5xx.
+- Random bytes to the peer endpoints ``/v1/peer/frames`` and ``/v1/peer/stream``: 400
+  ``bad_frame``, never 5xx.
 - Explicit cases that tests/node/test_node_network.py does not already cover: a lender
   writing as another lender (three ways), an org reading a channel its role may not
   read, deeply nested JSON and msgpack bodies, oversized bodies streamed without a
@@ -302,9 +303,25 @@ def _post_frames(http: httpx.Client, url: str, body: bytes) -> None:
     assert r.status_code == 400 and r.json()["error"]["code"] == "bad_frame", r.text
 
 
+@settings(max_examples=25, deadline=None, database=None, phases=[Phase.generate])
+@given(frame=st.binary(min_size=1, max_size=2048), cut=st.integers(0, 3))
+def _stream_frames(http: httpx.Client, url: str, frame: bytes, cut: int) -> None:
+    """A stream holding one random (length-prefixed) frame, sometimes cut short."""
+    body = len(frame).to_bytes(4, "big") + frame
+    body = body[: len(body) - cut]
+    r = http.post(
+        url + "/v1/peer/stream",
+        content=iter([body]),  # a generator body travels chunked, like a real stream
+        headers={"content-type": "application/x-wulian-frames"},
+        timeout=REQUEST_TIMEOUT_S,
+    )
+    assert r.status_code == 400 and r.json()["error"]["code"] == "bad_frame", r.text
+
+
 def test_random_peer_frames_are_refused(net: TestNetwork) -> None:
     with httpx.Client(timeout=REQUEST_TIMEOUT_S) as http:
         _post_frames(http, net.nodes[2].url)
+        _stream_frames(http, net.nodes[2].url)
     text = net.metrics_text(2)
     assert "wulian_peer_rejected_frames_total" in text
 
