@@ -47,10 +47,18 @@ MAX_RECORDS_PER_TX = 10_000
 #: How many recently parsed transactions :meth:`Transaction.from_wire` remembers. A
 #: node meets each transaction several times (client batch, FORWARD, PRE-PREPARE,
 #: catch-up); a repeat whose wire map packs to the very same bytes is the same value,
-#: so its parsed, checked form (with its cached encodings and id) is reused.
-WIRE_MEMO_SIZE = 8_192
-#: …and at most this many packed bytes in all (large batch reports evict sooner).
-WIRE_MEMO_BYTES = 8 * 1024 * 1024
+#: so its parsed, checked form (with its cached encodings and id) is reused. The
+#: repeats come within seconds, so the memo need only span the transactions in flight:
+#: 2,048 is over 10 s at the benchmarked 160 tx/s, and a miss only costs one parse
+#: (tens of µs against the node's ~11 ms of CPU per transaction). It was 8,192, which
+#: at soak rates takes many minutes to fill and read as a leak (docs/reliability.md).
+WIRE_MEMO_SIZE = 2_048
+#: …and at most this many packed bytes in all (large batch reports evict sooner). An
+#: entry's resident cost is about 10 × its packed size (the parsed transaction, its
+#: payload objects, cached encodings and id: measured 2.5 KB for a 240-byte loan event,
+#: 7.1 KB for a 690-byte one), so 1 MiB here bounds the memo near 10 MB; the former
+#: 8 MiB let it reach ~90 MB, a third of a node's memory budget.
+WIRE_MEMO_BYTES = 1024 * 1024
 _wire_memo: dict[bytes, tuple[bytes, Transaction]] = {}
 _wire_memo_bytes = [0]
 
@@ -128,6 +136,10 @@ class Transaction:
         w = self.body()
         w["sig"] = self.signature
         return w
+
+    @cached_property
+    def _record_leaves(self) -> tuple[bytes, ...]:
+        return _compute_record_leaves(self)
 
     @cached_property
     def _encoded(self) -> bytes:
@@ -342,17 +354,26 @@ def compute_tx_root(transactions: tuple[Transaction, ...] | list[Transaction]) -
 def record_leaves(tx: Transaction) -> list[bytes]:
     """The record leaves ``tx`` contributes (empty if its payload has no ``"records"``).
 
-    Raises :class:`SchemaError` if ``"records"`` is present but is not a list of maps
-    each holding a 32-byte ``"c"`` commitment, or holds more than MAX_RECORDS_PER_TX.
+    Computed once per transaction (a node needs them at admission, in the proposal,
+    when checking it, when applying and relaying it). Raises :class:`SchemaError` if
+    ``"records"`` is present but is not a list of maps each holding a 32-byte ``"c"``
+    commitment, or holds more than MAX_RECORDS_PER_TX (checked again on every call).
     """
+    return list(tx._record_leaves)
+
+
+def _compute_record_leaves(tx: Transaction) -> tuple[bytes, ...]:
     if "records" not in tx.payload:
-        return []
+        return ()
     records = tx.payload["records"]
     if not isinstance(records, list) or len(records) > MAX_RECORDS_PER_TX:
         raise SchemaError(
             f"field 'records': expected a list of at most {MAX_RECORDS_PER_TX} records"
         )
-    tx_id = tx.tx_id
+    # The canonical encoding of {"v": 1, "type": ..., "tx": ..., "i": ..., "c": ...}
+    # (record_leaf), assembled from the parts shared by every record of the tx.
+    head = b"\x85\xa1c\xc4\x20"
+    tail = b"\xa2tx\xc4\x20" + tx.tx_id + b"\xa4type" + encode(tx.type) + b"\xa1v\x01"
     out = []
     for i, rec in enumerate(records):
         if not isinstance(rec, dict):
@@ -360,8 +381,8 @@ def record_leaves(tx: Transaction) -> list[bytes]:
         c = rec.get("c")
         if not isinstance(c, bytes) or len(c) != 32:
             raise SchemaError(f"records[{i}].c: expected a 32-byte commitment")
-        out.append(record_leaf(tx.type, tx_id, i, c))
-    return out
+        out.append(head + c + b"\xa1i" + encode(i) + tail)
+    return tuple(out)
 
 
 def record_leaf(tx_type: str, tx_id: bytes, index: int, commitment: bytes) -> bytes:

@@ -553,3 +553,32 @@ def test_check_body_catches_wrong_record_root_or_count(txs: tuple[Transaction, .
     ):
         with pytest.raises(SchemaError, match="record"):
             Block(dataclasses.replace(header, **change), txs).check_body()
+
+
+_SIGNER = Ed25519Signer.generate()
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    tx_type=st.text(min_size=1, max_size=40),
+    commitments=st.lists(st.binary(min_size=32, max_size=32), max_size=300),
+)
+def test_assembled_record_leaves_are_the_canonical_encoding(
+    tx_type: str, commitments: list[bytes]
+) -> None:
+    """record_leaves assembles each leaf from shared parts; it must be byte for byte
+    the canonical encoding record_leaf gives (indices past 127 and 255 change the
+    integer's width; long or non-ASCII types change the string header)."""
+    records = [{"c": c, "n": i} for i, c in enumerate(commitments)]
+    tx = make_tx(_SIGNER, type=tx_type, payload={"records": records})
+    expected = [record_leaf(tx_type, tx.tx_id, i, c) for i, c in enumerate(commitments)]
+    assert record_leaves(tx) == expected
+    assert record_leaves(tx) == expected  # the cached answer, a fresh list each time
+    assert record_leaves(tx) is not record_leaves(tx)
+
+
+def test_malformed_records_are_refused_on_every_call(signer: Ed25519Signer) -> None:
+    tx = make_tx(signer, payload={"records": [{"c": b"\x01" * 32}, {"c": b"short"}]})
+    for _ in range(2):
+        with pytest.raises(SchemaError, match=r"records\[1\]\.c"):
+            record_leaves(tx)
