@@ -10,8 +10,10 @@ The relay is never trusted and keeps no durable state. Where to continue is read
 the *target chain's committed state* on every step (a relay that crashes resumes where
 the chain says it stopped), and the target channel's rule accepts each block exactly
 once, in order, whoever relays: several relays may run at once; the losers' copies are
-rejected cheaply as duplicates. A transaction that does not land is rebuilt (new time,
-hence a new id) and re-sent after ``resend_after_ms``.
+rejected cheaply as duplicates. A transaction that has not landed after
+``resend_after_ms`` is submitted again — the very same transaction (same id: a no-op
+where it still waits in a mempool, so a slow target chain is not flooded with copies)
+until it is ``rebuild_after_ms`` old, then rebuilt with a new time (hence a new id).
 
 Ports (``typing.Protocol``; the node implements them over its store and mempool):
 
@@ -43,6 +45,8 @@ from ledger.errors import LedgerError
 
 DEFAULT_WINDOW: Final = 4
 DEFAULT_RESEND_AFTER_MS: Final = 5_000
+#: Well inside the channels' transaction age limit (``tx_max_age_ms``, a day).
+DEFAULT_REBUILD_AFTER_MS: Final = 120_000
 DEFAULT_MAX_TXS_PER_STEP: Final = 64
 
 
@@ -108,6 +112,7 @@ class RelayConfig:
     window: int = DEFAULT_WINDOW
     max_txs_per_step: int = DEFAULT_MAX_TXS_PER_STEP
     resend_after_ms: int = DEFAULT_RESEND_AFTER_MS
+    rebuild_after_ms: int = DEFAULT_REBUILD_AFTER_MS
 
 
 @dataclass
@@ -121,11 +126,24 @@ class RelayStats:
 class _InFlight:
     """Transactions sent and not yet reflected in the target's progress."""
 
-    sent: dict[Hashable, tuple[Transaction, int]] = field(default_factory=dict)
+    #: key → (transaction, when it was built, when it was last submitted)
+    sent: dict[Hashable, tuple[Transaction, int, int]] = field(default_factory=dict)
 
     def due(self, key: Hashable, now_ms: int, resend_after_ms: int) -> bool:
         prev = self.sent.get(key)
-        return prev is None or now_ms - prev[1] >= resend_after_ms
+        return prev is None or now_ms - prev[2] >= resend_after_ms
+
+    def reusable(self, key: Hashable, now_ms: int, rebuild_after_ms: int) -> Transaction | None:
+        """The transaction sent for ``key`` if it is young enough to send again."""
+        prev = self.sent.get(key)
+        if prev is None or now_ms - prev[1] >= rebuild_after_ms:
+            return None
+        return prev[0]
+
+    def record(self, key: Hashable, tx: Transaction, now_ms: int) -> None:
+        prev = self.sent.get(key)
+        built = prev[1] if prev is not None and prev[0] is tx else now_ms
+        self.sent[key] = (tx, built, now_ms)
 
     def keep_only(self, keys: Iterable[Hashable]) -> None:
         wanted = set(keys)
@@ -197,7 +215,7 @@ class AnchorRelay:
                 continue
             if key in self._flight.sent:
                 self.stats.resent += 1
-            tx = anchor_tx(
+            tx = self._flight.reusable(key, now_ms, self.config.rebuild_after_ms) or anchor_tx(
                 a,
                 network=self.config.network,
                 sender=self.config.sender,
@@ -205,7 +223,7 @@ class AnchorRelay:
                 time_ms=now_ms,
             )
             self.sink.submit(tx)
-            self._flight.sent[key] = (tx, now_ms)
+            self._flight.record(key, tx, now_ms)
             self.stats.submitted += 1
             sent.append(tx)
         return sent
@@ -246,7 +264,7 @@ class AckRelay:
                 continue
             if s in self._flight.sent:
                 self.stats.resent += 1
-            tx = ack_tx(
+            tx = self._flight.reusable(s, now_ms, self.config.rebuild_after_ms) or ack_tx(
                 ack,
                 network=self.config.network,
                 sender=self.config.sender,
@@ -254,7 +272,7 @@ class AckRelay:
                 time_ms=now_ms,
             )
             self.sink.submit(tx)
-            self._flight.sent[s] = (tx, now_ms)
+            self._flight.record(s, tx, now_ms)
             self.stats.submitted += 1
             sent.append(tx)
         self._flight.keep_only(wanted)

@@ -88,16 +88,24 @@ def test_a_crashed_relay_resumes_where_the_chain_says() -> None:
 def test_unanswered_transactions_are_resent_after_a_while() -> None:
     net = Network()
     net.report(1, 1)
-    r = relay(net, "court", resend_after_ms=5_000)
+    r = relay(net, "court", resend_after_ms=5_000, rebuild_after_ms=60_000)
     now = net.jud.time_ms
     (tx1,) = r.step(now)
     net.jud.mempool.clear()  # lost on the way
     assert r.step(now + 4_999) == []
+    # the same transaction again (same id: a no-op where it still waits in a mempool)
     (tx2,) = r.step(now + 5_000)
-    assert tx2.tx_id != tx1.tx_id and tx2.nonce == tx1.nonce and r.stats.resent == 1
+    assert tx2 is tx1 and r.stats.resent == 1
+    (tx3,) = r.step(now + 10_000)
+    assert tx3 is tx1
+    # until it is old: then rebuilt with a new time, hence a new id
+    (tx4,) = r.step(now + 60_000)
+    assert tx4.tx_id != tx1.tx_id and tx4.nonce == tx1.nonce and r.stats.resent == 3
+    (tx5,) = r.step(now + 65_000)
+    assert tx5 is tx4, "the rebuilt one is young again"
     net.jud.commit()
     all_anchored(net)
-    assert r.step(now + 20_000) == []
+    assert r.step(now + 80_000) == []
 
 
 def test_window_and_step_bounds() -> None:
@@ -150,7 +158,9 @@ def test_acks_come_back_once_per_block_whoever_relays() -> None:
     acked = [read_ack(net.sup.state, h) for h in range(1, 17)]
     assert all(e is not None for e in acked)
     ack_outcomes = [o.code for o in net.sup.outcomes.values() if o.code != "ok"]
-    assert set(ack_outcomes) <= {"duplicate_ack", "out_of_sequence"}
+    # duplicate_tx: a resent copy of the very same ack (this harness's mempool keeps
+    # both; a node's answers the second as a duplicate before any block)
+    assert set(ack_outcomes) <= {"duplicate_ack", "out_of_sequence", "duplicate_tx"}
     state = net.ack_sink().ack_state()
     assert state.judicial.at(net.jud.height) == net.jud.validators_at(net.jud.height)
     assert [v.node_id for v in state.judicial.at(20).validators] == ["j2", "j3", "j4", "j5", "j6"]
