@@ -30,10 +30,20 @@ class ReplicaConfig:
     max_batch_bytes: int = 1 << 20
     #: …or when its oldest transaction has waited this long at the primary.
     batch_interval_ms: int = 20
+    #: A batch that is not full is proposed only while fewer than this many blocks are
+    #: in flight (proposed, not committed); full batches may fill the whole window.
+    #: Under load, transactions then gather while blocks are in flight and blocks
+    #: grow, so the per-block work (votes, frames, fsyncs) is shared by more
+    #: transactions. 0 means the window.
+    partial_batch_inflight: int = 0
     #: View-change timeout before any doubling.
     base_timeout_ms: int = 1000
     #: The doubling stops at base × 2^max_timeout_doublings.
     max_timeout_doublings: int = 16
+    #: Extra progress time per MiB of the oldest block in flight (0: none): a large
+    #: block takes longer to check, apply and store on every replica, and must not be
+    #: taken for a stalled primary.
+    timeout_ms_per_mib: int = 0
     #: A proposal's time may differ from ours by at most this much.
     max_clock_drift_ms: int = 5000
     #: A valid transaction not proposed within this long arms the view-change timer.
@@ -59,7 +69,15 @@ class ReplicaConfig:
     #: FORWARD messages carry at most this many transactions.
     forward_batch_txs: int = 500
     #: Bounded caches of verified signatures (messages) and verified client transactions.
-    signature_cache_size: int = 65_536
+    #: A message is verified again when it comes back inside a certificate (a prepared
+    #: certificate in a VIEW-CHANGE, a NEW-VIEW) for heights still in flight; at ~15
+    #: signed messages per height, 16,384 spans about a thousand heights. Each entry
+    #: keeps its signing bytes (≈ 330 B resident): the former 65,536 let a busy
+    #: channel's cache reach ~21 MB after an hour of load, per channel, against a node
+    #: budget of 250 MB (docs/reliability.md). The tx cache (≈ 270 B an entry, ~18 MB)
+    #: stays well above ``mempool_limit``: a waiting transaction is verified again
+    #: when a proposal carries it.
+    signature_cache_size: int = 16_384
     tx_cache_size: int = 65_536
     #: Pending evidence records kept between two Ready (more are counted, not kept).
     max_pending_evidence: int = 1024
@@ -102,6 +120,8 @@ class ReplicaConfig:
             "censorship_timeout_ms",
             "max_timeout_doublings",
             "restart_memory_blocks",
+            "partial_batch_inflight",
+            "timeout_ms_per_mib",
         )
         for name in non_negative:
             if getattr(self, name) < 0:

@@ -508,6 +508,18 @@ class Replica:
     def _timeout(self) -> int:
         return self.config.timeout_ms(self._failed)
 
+    def _work_allowance(self) -> int:
+        """Extra progress time for the next block to commit: ``timeout_ms_per_mib`` per
+        MiB of its encoding, counting at most ``max_batch_bytes`` (0 while its proposal
+        is not here)."""
+        per_mib = self.config.timeout_ms_per_mib
+        slot = self._slots.get(self._committed_height + 1)
+        if not per_mib or slot is None or slot.preprepare is None:
+            return 0
+        # capped at a full batch: a primary cannot buy time with an oversized block
+        size = min(len(slot.preprepare.block.encoded()), self.config.max_batch_bytes)
+        return (size * per_mib) >> 20
+
     def _snapshot(self) -> DurableState:
         return DurableState(
             view=self._view,
@@ -958,6 +970,10 @@ class Replica:
         )
         if not full and self._now - oldest < cfg.batch_interval_ms:
             return False  # the batch is still open
+        if not full and h - 1 - self._committed_height >= (
+            cfg.partial_batch_inflight or cfg.window
+        ):
+            return False  # let the batch grow while earlier blocks finish
         txs = self._mempool.batch(cfg.max_batch_txs, cfg.max_batch_bytes)
         state_height = max(0, h - cfg.window)
         root = self.app.state_root_at(state_height)
@@ -1067,7 +1083,7 @@ class Replica:
             self._censor_deadline = None
             return
         if self._pending_work() and self._progress_deadline is None:
-            self._progress_deadline = now + self._timeout()
+            self._progress_deadline = now + self._timeout() + self._work_allowance()
         censored = self._censorship_suspected()
         if censored and self._censor_deadline is None:
             self._censor_deadline = now + self._timeout()

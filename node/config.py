@@ -34,10 +34,13 @@ Example (``wulian up`` writes one per node)::
     tick_ms = 20
 
     [consensus]              # every field optional; defaults of consensus.ReplicaConfig,
-    window = 8               # except status_interval_ms (NODE_CONSENSUS_DEFAULTS)
+    window = 8               # except status_interval_ms, partial_batch_inflight and
+                             # timeout_ms_per_mib (NODE_CONSENSUS_DEFAULTS)
     max_batch_txs = 500      # (default: the channel's genesis param max_block_txs)
     batch_interval_ms = 20
+    partial_batch_inflight = 2  # a batch not yet full waits while 2 blocks are in flight
     base_timeout_ms = 1000
+    timeout_ms_per_mib = 4000  # more time for a large block in flight
     status_interval_ms = 1000
 
 Errors: :func:`load_node_config` raises :class:`ledger.errors.ConfigError` whose
@@ -62,7 +65,17 @@ MAX_CONFIG_BYTES = 1024 * 1024
 #: Replica settings the node chooses differently from consensus.ReplicaConfig's
 #: defaults: a STATUS per channel per second (not four) halves an idle node's CPU; it
 #: only delays noticing that the node fell behind by up to a second.
-NODE_CONSENSUS_DEFAULTS: dict[str, int] = {"status_interval_ms": 1000}
+#: Consensus defaults of a node that differ from ``consensus.ReplicaConfig``'s (those suit
+#: the simulator): STATUS once a second, and partial batches wait while 2 blocks are in
+#: flight (blocks grow under load instead of many small ones filling the window).
+NODE_CONSENSUS_DEFAULTS: dict[str, int] = {
+    "status_interval_ms": 1000,
+    "partial_batch_inflight": 2,
+    # A MiB block (≈ 1,000 batch-reported records) takes each of five replicas sharing
+    # two cores seconds to check, apply and store: without the allowance, the
+    # anchoring bench's batch reports set off view change after view change.
+    "timeout_ms_per_mib": 4000,
+}
 #: Largest pipelining window a node may run: a validator-set change committed at ``c``
 #: takes effect after ``c + CONFIG_ACTIVATION_DELAY``, which must cover the window.
 MAX_WINDOW = CONFIG_ACTIVATION_DELAY
@@ -104,6 +117,8 @@ class _Consensus(_Strict):
     window: int | None = Field(default=None, ge=1, le=1024)
     max_batch_txs: int | None = Field(default=None, ge=1, le=20_000)
     batch_interval_ms: int | None = Field(default=None, ge=0, le=60_000)
+    partial_batch_inflight: int | None = Field(default=None, ge=0, le=1024)
+    timeout_ms_per_mib: int | None = Field(default=None, ge=0, le=600_000)
     base_timeout_ms: int | None = Field(default=None, ge=10, le=600_000)
     max_clock_drift_ms: int | None = Field(default=None, ge=0, le=600_000)
     censorship_timeout_ms: int | None = Field(default=None, ge=10, le=600_000)

@@ -6,7 +6,7 @@ from dataclasses import replace
 
 from test_replica_harness import Cluster
 
-from consensus import PrePrepare, Ready
+from consensus import Message, PrePrepare, Ready
 from consensus.mempool import ACCEPTED, COMMITTED, DUPLICATE, REJECTED
 
 
@@ -59,6 +59,42 @@ def test_pipelining_keeps_several_heights_in_flight_within_the_window() -> None:
     assert c.check_chains() == 15
     assert max(in_flight) == window, "the primary fills the window, never beyond"
     assert all(d <= window for d in in_flight)
+
+
+def test_partial_batches_wait_while_blocks_are_in_flight_and_grow() -> None:
+    def run(limit: int) -> list[int]:
+        """Block sizes when 3 transactions arrive every 10 ms for 50 ms while the
+        network holds every message (a slow round trip), then delivers them."""
+        c = Cluster(5, window=8, max_batch_txs=100, batch_interval_ms=0,
+                    partial_batch_inflight=limit)  # fmt: skip
+        c.tick(0)
+        held: list[tuple[str, str, Message]] = []
+
+        def hold(src: str, dst: str, msg: Message) -> bool:
+            held.append((src, dst, msg))
+            return True
+
+        c.drop = hold
+        for _ in range(5):
+            c.submit("n0", c.clients.txs(3))
+            c.tick(10)
+        proposed = len(
+            {m.height for src, _, m in held if src == "n0" and isinstance(m, PrePrepare)}
+        )
+        c.drop = None
+        c.queue.extend(held)
+        c.run_until(lambda: c.replicas["n0"].mempool_size == 0, max_ms=5000)
+        c.run(100)
+        c.check_chains()
+        sizes = [len(b.transactions) for b, _ in c.apps["n1"].chain]
+        assert sum(sizes) == 15
+        return [proposed, *sizes]
+
+    eager = run(0)  # 0: the whole window
+    patient = run(1)
+    assert eager[0] == 5, "each partial batch proposed at once, five in flight"
+    assert patient[0] == 1, "partial batches wait while a block is in flight"
+    assert patient[1:] == [3, 12], "the rest gathered into one block"
 
 
 def test_batch_closes_when_full_without_waiting() -> None:
