@@ -570,6 +570,8 @@ class PeerFrameASGI:
     def __init__(self, app: FastAPI, runtime: NodeRuntime) -> None:
         self.app = app
         self.runtime = runtime
+        #: Set when the server shuts down: open streams end at their next frame (503).
+        self.closing = False
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http" or scope["path"] not in (FRAME_PATH, STREAM_PATH):
@@ -619,9 +621,16 @@ class PeerFrameASGI:
         frames = 0
         more = True
         while more:
-            message = await receive()
+            try:
+                message = await receive()
+            except asyncio.CancelledError:
+                if not self.closing:
+                    raise
+                message = {"type": "http.request", "more_body": True}  # answered below
             if message["type"] == "http.disconnect":
                 return None
+            if self.closing:
+                return error(503, "shutting_down", "the node is shutting down")
             buf += message.get("body", b"")
             more = message.get("more_body", False)
             while len(buf) >= LENGTH_PREFIX:

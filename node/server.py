@@ -11,11 +11,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import socket
 from typing import Any
 
 import uvicorn
 
-from node.api import create_asgi
+from node.api import PeerFrameASGI, create_asgi
 from node.config import NodeConfig
 from node.logs import setup_logging
 from node.runtime import NodeRuntime
@@ -47,7 +48,22 @@ def build_server(config: NodeConfig) -> tuple[NodeRuntime, uvicorn.Server]:
         backlog=2048,
         **tls_kwargs,
     )
-    return runtime, uvicorn.Server(uv_config)
+    return runtime, _NodeServer(uv_config, app)
+
+
+class _NodeServer(uvicorn.Server):
+    """uvicorn's server, telling the peer front first when it shuts down: uvicorn waits
+    (``timeout_graceful_shutdown``) for running requests, and a peer stream is one that
+    never ends by itself; told, each stream ends at its next frame (peers send STATUS
+    every second) with 503 instead of being cancelled after the timeout."""
+
+    def __init__(self, config: uvicorn.Config, front: PeerFrameASGI) -> None:
+        super().__init__(config)
+        self.front = front
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        self.front.closing = True
+        await super().shutdown(sockets)
 
 
 def run_node(config: NodeConfig) -> int:
