@@ -4,8 +4,9 @@ Enabled by the environment variable ``WULIAN_TEST_BYZANTINE=<mode>`` (or
 ``<mode>:paused``: installed but honest until the first SIGUSR1; every SIGUSR1 turns
 the misbehaviour on or off, so a test can compare windows on one network). The node refuses
 to start with it (:class:`ConfigError`) unless its config also says ``rules = "test"``
-— the rules only integration tests use — so a production node cannot misbehave by
-accident. Modes:
+— the rules only integration tests use — or ``test_misbehaviour = true`` (for the
+relay path, which runs only with the real channel rules), so a production node cannot
+misbehave by accident. Modes:
 
 - ``equivocate``: as primary, every PRE-PREPARE goes to all peers as usual, and the
   first peer (in id order) then also receives a second, validly signed PRE-PREPARE for
@@ -13,6 +14,11 @@ accident. Modes:
 - ``bad-certs``: catch-up answers (BLOCKS) carry commit certificates whose votes are
   forged (signature bytes flipped); the message itself is re-signed with the node's
   key, so it passes authentication and reaches the certificate check.
+- ``bad-anchors``: the node's relay does not submit its anchors; it sends every other
+  validator of the judicial channel a FORWARD of the same anchors with the
+  supervision certificate's votes forged (signature bytes flipped), each anchor
+  transaction correctly signed by the node, so it passes everything up to the
+  light-client check of the anchor rule.
 - ``flood``: the node behaves correctly and in addition sends every peer
   :data:`FLOOD_PER_TICK` invalid messages every :data:`FLOOD_TICK_S`: undecodable
   bytes, schema-invalid maps, PREPAREs and COMMITs with bad signatures, messages for
@@ -34,8 +40,9 @@ import signal
 from collections.abc import Sequence
 from typing import Final
 
-from consensus.messages import Blocks, Prepare, PrePrepare, sign
-from ledger.blocks import build_block
+from consensus.messages import Blocks, Forward, Prepare, PrePrepare, sign
+from crosschain.anchor import TARGET_CHANNEL
+from ledger.blocks import Transaction, build_block
 from ledger.certificate import CommitCertificate, Vote
 from ledger.crypto import Signer
 from ledger.encoding import encode
@@ -47,7 +54,7 @@ from node.peers import PeerTransport
 log = logging.getLogger("wulian.byzantine")
 
 ENV: Final = "WULIAN_TEST_BYZANTINE"
-MODES: Final = frozenset({"equivocate", "bad-certs", "flood"})
+MODES: Final = frozenset({"equivocate", "bad-certs", "bad-anchors", "flood"})
 FLOOD_TICK_S: Final = 0.02
 FLOOD_PER_TICK: Final = 10
 
@@ -59,8 +66,10 @@ def mode_from_env(config: NodeConfig) -> str | None:
     if not mode:
         return None
     src = str(config.source or "config")
-    if config.rules != "test":
-        raise ConfigError(src, "rules", f'{ENV} is set: refused unless rules = "test"')
+    if config.rules != "test" and not config.test_misbehaviour:
+        raise ConfigError(
+            src, "rules", f'{ENV} is set: refused unless rules = "test" or test_misbehaviour'
+        )
     if mode not in MODES:
         raise ConfigError(src, ENV, f"unknown mode {mode!r} (one of {', '.join(sorted(MODES))})")
     return mode
@@ -129,6 +138,30 @@ class Byzantine:
         return cport.encode_message(
             sign(dataclasses.replace(b, entries=tuple(entries)), self._signer)
         )
+
+    # ------------------------------------------------------------------ relay path
+
+    def relay_anchors(self, txs: Sequence[Transaction]) -> list[Transaction]:
+        """The relay's anchor transactions → the ones to submit locally. While active,
+        sends forged copies (supervision certificate votes flipped, re-signed) straight
+        to the judicial peers and submits none itself."""
+        if not self.active or self.mode != "bad-anchors":
+            return list(txs)
+        forged = [self._forged_anchor(tx) for tx in txs if "cert" in tx.payload]
+        if forged:
+            fw = sign(Forward(TARGET_CHANNEL, self._id, tuple(forged)), self._signer)
+            peers = sorted(self._transport.links)
+            self._transport.send(peers, TARGET_CHANNEL, cport.encode_message(fw), "forward", False)
+            self.sent_bad += len(forged)
+            log.warning("TEST-ONLY sent %d forged anchor(s) to %s", len(forged), peers)
+        return []
+
+    def _forged_anchor(self, tx: Transaction) -> Transaction:
+        cert = CommitCertificate.from_wire(tx.payload["cert"])
+        votes = tuple(Vote(v.validator, bytes(x ^ 0x5A for x in v.signature)) for v in cert.votes)
+        bad = CommitCertificate(cert.channel, cert.height, cert.view, cert.block_hash, votes)
+        payload = {**tx.payload, "cert": bad.to_wire()}
+        return dataclasses.replace(tx, payload=payload, signature=b"").signed(self._signer)
 
     # ------------------------------------------------------------------ flooding
 

@@ -9,6 +9,7 @@ Example (``wulian up`` writes one per node)::
     data_dir = "."
     rules = "channels"       # "test": node.rules.TestLogic (integration tests only)
     joining = false          # true: not in the genesis; added later by governance
+    test_misbehaviour = false  # true: honour WULIAN_TEST_BYZANTINE (fault tests only)
     org_key_file = "../../keys/bureau.key"   # optional: the org's key, for its workers
 
     [listen]
@@ -141,6 +142,7 @@ class _NodeConfigDoc(_Strict):
     rules: Literal["channels", "test"] = "channels"
     org_key_file: str | None = None
     joining: bool = False
+    test_misbehaviour: bool = False
     listen: _Listen = _Listen()
     log: _Log = _Log()
     tls: _Tls | None = None
@@ -191,6 +193,9 @@ class NodeConfig:
     #: A node not in the genesis, joining by governance (``add_validator``): it may
     #: start, and runs a replica on every channel to catch up once it is added.
     joining: bool = False
+    #: Honour ``WULIAN_TEST_BYZANTINE`` with the real channel rules (fault tests of the
+    #: relay path only; node/byzantine.py). Never in production.
+    test_misbehaviour: bool = False
     limits: Limits = field(default_factory=Limits)
     #: ``consensus.ReplicaConfig`` overrides (only the fields set in the file).
     consensus: dict[str, int] = field(default_factory=dict, hash=False)
@@ -266,6 +271,7 @@ def parse_node_config(doc: Any, path: str | os.PathLike[str]) -> NodeConfig:
         rules=model.rules,
         org_key_file=absolute(model.org_key_file) if model.org_key_file else None,
         joining=model.joining,
+        test_misbehaviour=model.test_misbehaviour,
         limits=Limits(**model.limits.model_dump()),
         consensus=overrides,
         source=p,

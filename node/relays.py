@@ -167,6 +167,9 @@ class NodeRelays:
         self._seen: dict[str, tuple[object, int]] = {}
         self.clock_ms = clock_ms
         self._ack_only: set[int] = set()
+        #: Test-only hook (node/byzantine.py ``bad-anchors``): the anchor transactions
+        #: → the ones to submit. None in production.
+        self.tamper_anchors: Callable[[list[Transaction]], list[Transaction]] | None = None
         config = RelayConfig(network=genesis.hash, sender=node_id, signer=signer)
         self.anchor_sink = StoreAnchorSink(store, AnchorRule.from_genesis(genesis))
         self.anchor = AnchorRelay(StoreBlockSource(store, SOURCE_CHANNEL), self.anchor_sink, config)
@@ -229,6 +232,8 @@ class NodeRelays:
                 continue
             await asyncio.to_thread(relay_step, now)
             txs = sink.take()
+            if self.tamper_anchors is not None and channel == TARGET_CHANNEL:
+                txs = self.tamper_anchors(txs)
             if not txs:
                 continue
             try:

@@ -98,6 +98,8 @@ class NodeRuntime:
                 channels=self.channels,
                 clock_ms=wall_clock_ms,
             )
+            if self.byzantine is not None and self.byzantine.mode == "bad-anchors":
+                self.relays.tamper_anchors = self.byzantine.relay_anchors
         self.workers: list[ChannelWorker] = []
         if config.rules == "channels" and config.org_key_file is not None:
             self.workers = org_workers(

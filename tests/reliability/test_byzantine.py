@@ -213,6 +213,14 @@ def test_byzantine_mode_needs_a_test_config(monkeypatch: pytest.MonkeyPatch) -> 
         node_id="n", key_file=Path("k"), genesis_file=Path("g"), data_dir=Path("."), rules="test"
     )
     assert mode_from_env(test_cfg) == "flood"
+    relay_cfg = NodeConfig(
+        node_id="n", key_file=Path("k"), genesis_file=Path("g"), data_dir=Path("."),
+        test_misbehaviour=True,
+    )  # fmt: skip
+    monkeypatch.setenv(ENV, "bad-anchors")
+    assert mode_from_env(relay_cfg) == "bad-anchors"  # real channel rules, explicitly allowed
+    with pytest.raises(ConfigError, match="test_misbehaviour"):
+        mode_from_env(cfg)
     monkeypatch.setenv(ENV, "steal-everything")
     with pytest.raises(ConfigError, match="unknown mode"):
         mode_from_env(test_cfg)
