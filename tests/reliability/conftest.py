@@ -239,6 +239,18 @@ def rss_kb(pid: int) -> int:
     raise ValueError(f"no VmRSS for pid {pid}")
 
 
+def rss_parts_kb(pid: int) -> tuple[int, int]:
+    """(RssAnon, RssFile) of a process in KiB: anonymous memory (heaps, caches) and
+    file pages mapped into it (LevelDB maps its table files: page cache that grows as
+    the ledger grows and is read, and that the kernel can reclaim)."""
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, rest = line.partition(":")
+        if key in ("RssAnon", "RssFile"):
+            fields[key] = int(rest.split()[0])
+    return fields["RssAnon"], fields["RssFile"]
+
+
 _SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)$")
 
 
