@@ -36,7 +36,7 @@ from crosschain.validator_history import (
     ConfigTxProof,
     ValidatorHistory,
 )
-from ledger.blocks import Block, BlockHeader, block_record_leaves, record_leaf, record_leaves
+from ledger.blocks import Block, BlockHeader, record_leaf, record_leaves
 from ledger.certificate import CommitCertificate, ValidatorSet, Vote, verify_certificate
 from ledger.crypto import ED25519, SignatureScheme
 from ledger.encoding import decode
@@ -44,7 +44,7 @@ from ledger.errors import CertificateError, LedgerError, ProofError, SchemaError
 from ledger.evidence_code import EvidenceCode, code_for_leaf
 from ledger.genesis import Genesis
 from ledger.hashing import TAG_RECORD, tagged_hash
-from ledger.merkle import MerkleTree, inclusion_proof, verify_inclusion
+from ledger.merkle import MerkleTree, verify_inclusion
 
 FORMAT: Final = "wulian-receipt/1"
 MAX_STEPS: Final = 4096
@@ -471,18 +471,6 @@ class ProvenBlock:
         return sum(map(len, self.leaves)) + n * 700 + len(self.tx_ids) * 200 + 4096
 
 
-def anchor_inclusion(judicial_block: Block, tx_index: int) -> tuple[int, tuple[bytes, ...]]:
-    """``(leaf index, audit path)`` of the record leaf of the header anchor at
-    ``tx_index`` in ``judicial_block``. Raises :class:`SchemaError` if that
-    transaction contributes no record leaf."""
-    txs = judicial_block.transactions
-    if not 0 <= tx_index < len(txs) or not record_leaves(txs[tx_index]):
-        raise SchemaError(f"judicial transaction {tx_index} is not a header anchor")
-    before = sum(len(record_leaves(t)) for t in txs[:tx_index])
-    leaves = block_record_leaves(txs)
-    return before, tuple(inclusion_proof(leaves, before))
-
-
 def build_receipt(
     *,
     leaf_index: int,
@@ -709,10 +697,6 @@ class CertificateMemo:
     the memo answers exactly what a fresh check would (a failure is re-raised as the
     same :class:`CertificateError`). Bounded (LRU) and thread-safe.
 
-    A fast path recognises the very same certificate and validator-set objects as a
-    recent call (the node's cached blocks) without rehashing their contents; the
-    entry holds those objects, so their ids cannot be reused while it lives.
-
     For a node verifying many receipts over the same few blocks; an offline verifier
     keeps calling :func:`verify_certificate` itself."""
 
@@ -722,7 +706,6 @@ class CertificateMemo:
         self.max_entries = max_entries
         self._lock = threading.Lock()
         self._results: OrderedDict[tuple[Any, ...], str | None] = OrderedDict()
-        self._same: OrderedDict[tuple[Any, ...], tuple[Any, ...]] = OrderedDict()
         self.hits = 0
         self.misses = 0
 
@@ -748,20 +731,11 @@ class CertificateMemo:
             "validators": validators,
             "scheme": scheme,
         }
-        if not (_exact(channel, str) and _exact(height, int) and _exact(block_hash, bytes)):
-            verify_certificate(cert, **kw)  # unusual types: not memoised
-            return
-        same = (id(cert), id(validators), id(scheme), channel, height, block_hash)
-        with self._lock:
-            held = self._same.get(same)
-            if held is not None and held[0] is cert and held[1] is validators:
-                self._same.move_to_end(same)
-                self.hits += 1
-                _raise_if(held[3])
-                return
         fields = _certificate_fields(cert)
-        if fields is None:
-            verify_certificate(cert, **kw)
+        if fields is None or not (
+            _exact(channel, str) and _exact(height, int) and _exact(block_hash, bytes)
+        ):
+            verify_certificate(cert, **kw)  # unusual types: not memoised
             return
         key = (fields, channel, height, block_hash, validators, scheme)
         with self._lock:
@@ -781,11 +755,8 @@ class CertificateMemo:
         with self._lock:
             self._results[key] = failure
             self._results.move_to_end(key)
-            self._same[same] = (cert, validators, scheme, failure)
-            self._same.move_to_end(same)
-            for memo in (self._results, self._same):
-                while len(memo) > self.max_entries:
-                    memo.popitem(last=False)
+            while len(self._results) > self.max_entries:
+                self._results.popitem(last=False)
         _raise_if(failure)
 
 

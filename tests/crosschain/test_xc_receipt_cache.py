@@ -18,16 +18,16 @@ from crosschain.receipt import (
     ProvenBlockCache,
     ProvenBlockSource,
     TrustRoot,
-    anchor_inclusion,
     assemble_receipt,
     build_receipt_from,
     verify_receipt,
 )
-from ledger.blocks import block_record_leaves
+from ledger.blocks import Block, block_record_leaves, record_leaves
 from ledger.certificate import CommitCertificate, ValidatorSet, Vote, verify_certificate
 from ledger.crypto import ED25519, Signer
 from ledger.errors import CertificateError, SchemaError
 from ledger.evidence_code import code_for_leaf
+from ledger.merkle import inclusion_proof
 from tests.crosschain.harness import Network, ReceiptSourceImpl
 from tests.crosschain.receipt_vectors import VECTOR_DIR, Scenario, scenario
 
@@ -93,6 +93,16 @@ def test_cached_source_assembles_identical_receipts(sc: Scenario, max_blocks: in
         assert set(cached.loads.values()) == {1}
         assert cached.cache.hits == 2 * len(codes) - len(blocks)
     assert len(cached.cache) <= max_blocks
+
+
+def anchor_inclusion(judicial_block: Block, tx_index: int) -> tuple[int, tuple[bytes, ...]]:
+    """Reference: the anchor's leaf index and audit path, from the whole block."""
+    txs = judicial_block.transactions
+    if not 0 <= tx_index < len(txs) or not record_leaves(txs[tx_index]):
+        raise SchemaError(f"judicial transaction {tx_index} is not a header anchor")
+    before = sum(len(record_leaves(t)) for t in txs[:tx_index])
+    leaves = block_record_leaves(txs)
+    return before, tuple(inclusion_proof(leaves, before))
 
 
 def test_anchor_inclusion_of_proven_blocks_matches(sc: Scenario) -> None:
