@@ -391,7 +391,7 @@ def record_leaf(tx_type: str, tx_id: bytes, index: int, commitment: bytes) -> by
 
 
 def block_record_leaves(transactions: tuple[Transaction, ...] | list[Transaction]) -> list[bytes]:
-    return [leaf for tx in transactions for leaf in record_leaves(tx)]
+    return [leaf for tx in transactions for leaf in tx._record_leaves]
 
 
 def build_block(

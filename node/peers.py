@@ -426,40 +426,24 @@ class PeerLink:
             )
         self.last_error = f"refused {resp.status_code}"
 
-    def _next_frame(self) -> tuple[bytes, int] | None:
-        """The frame to write next and its message count: a frame kept from a broken
-        stream (unless it is older than :data:`FRAME_GIVE_UP_S`), else a new one
-        from the queues (None if they are empty)."""
-        if self._retry is not None:
-            frame, count, first_try = self._retry
-            if time.monotonic() - first_try <= FRAME_GIVE_UP_S:
-                return frame, count
-            self._retry = None
-            self._metrics.dropped_outbound.inc(count, self.peer_id, "stale_frame")
-        msgs = self._take_frame()
-        if not msgs:
-            return None
-        self._seq += 1
-        frame = encode_frame(self._signer, self._self_id, self._network, self._seq, msgs)
-        return frame, len(msgs)
-
     async def _frames(self) -> AsyncIterator[bytes]:
-        """The body of one stream: length-prefixed frames, forever. Resuming after a
-        ``yield`` means the transport wrote that chunk, so the frame counts as sent."""
+        """The body of one stream: length-prefixed frames, forever. A stream starts
+        with no frame left behind (:meth:`_run` sends that one first). The frame being
+        written is kept in ``_retry``; resuming after its ``yield`` means the transport
+        wrote it, so it counts as sent."""
         while True:
-            if self._retry is None:
-                await self._wakeup.wait()
-                if self._flush_s > 0:
-                    await asyncio.sleep(self._flush_s)
-                self._wakeup.clear()
-            nxt = self._next_frame()
-            if nxt is None:
+            await self._wakeup.wait()
+            if self._flush_s > 0:
+                await asyncio.sleep(self._flush_s)
+            self._wakeup.clear()
+            msgs = self._take_frame()
+            if not msgs:
                 continue
             if self.queued:
                 self._wakeup.set()
-            frame, count = nxt
-            if self._retry is None:
-                self._retry = (frame, count, time.monotonic())
+            self._seq += 1
+            frame = encode_frame(self._signer, self._self_id, self._network, self._seq, msgs)
+            self._retry = (frame, len(msgs), time.monotonic())
             yield len(frame).to_bytes(LENGTH_PREFIX, "big") + frame
             self._retry = None
             self.frames_sent += 1
