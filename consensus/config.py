@@ -44,6 +44,9 @@ class ReplicaConfig:
     #: block takes longer to check, apply and store on every replica, and must not be
     #: taken for a stalled primary.
     timeout_ms_per_mib: int = 0
+    #: A backup with work waiting starts a view change once the transport has
+    #: reported the primary unreachable for this long (0: only the timeouts do).
+    unreachable_primary_ms: int = 0
     #: A proposal's time may differ from ours by at most this much.
     max_clock_drift_ms: int = 5000
     #: A valid transaction not proposed within this long arms the view-change timer.
@@ -122,6 +125,7 @@ class ReplicaConfig:
             "restart_memory_blocks",
             "partial_batch_inflight",
             "timeout_ms_per_mib",
+            "unreachable_primary_ms",
         )
         for name in non_negative:
             if getattr(self, name) < 0:

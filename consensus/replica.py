@@ -38,7 +38,7 @@ API extensions beyond the contract (all compatible):
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 from consensus.app import Application
@@ -226,6 +226,8 @@ class Replica:
         self._ticked = False
         self._progress_deadline: int | None = None
         self._censor_deadline: int | None = None
+        #: Peers the transport reports unreachable, and since when (our clock).
+        self._unreachable: dict[str, int] = {}
         self._vc_deadline: int | None = None if self._active else 0
         self._next_status = 0
         self._last_full_proposal: int | None = None
@@ -316,6 +318,45 @@ class Replica:
             self._next_status = self._now + self.config.status_interval_ms
             self._broadcast_status()
         self._after_input()
+
+    def set_unreachable(self, peers: Collection[str]) -> None:
+        """The transport's word on which peers cannot be reached right now (their
+        connection was refused or broke, and has not come back).
+
+        A liveness hint, never a safety input: with ``unreachable_primary_ms`` set,
+        a backup that has work waiting and has not reached the primary for that long
+        starts a view change without waiting for its progress timeout (a killed
+        primary is replaced in well under a second instead of a timeout). One
+        replica's view-change vote changes nothing by itself: the view changes only
+        when a quorum votes, as after any timeout.
+        """
+        gone = [p for p in self._unreachable if p not in peers]
+        for p in gone:
+            del self._unreachable[p]
+        for p in peers:
+            self._unreachable.setdefault(p, self._now)
+
+    def pause(self, ms: int) -> None:
+        """The node could neither step nor tick this replica for ``ms`` (it was applying
+        and storing committed blocks, or waiting for another channel): move the
+        progress and censorship timers and the mempool's arrival times that much later,
+        so the node's own slowness is not taken for a faulty primary. The clock is not
+        moved; the next :meth:`tick` brings it to the present."""
+        if ms <= 0:
+            return
+        if self._progress_deadline is not None:
+            self._progress_deadline += ms
+        if self._censor_deadline is not None:
+            self._censor_deadline += ms
+        self._mempool.shift_arrivals(ms)
+
+    def _primary_unreachable(self) -> bool:
+        grace = self.config.unreachable_primary_ms
+        if not grace or not self._unreachable:
+            return False
+        primary = self._primary_of(self._view, self._committed_height + 1)
+        since = self._unreachable.get(primary)
+        return primary != self.node_id and since is not None and self._now - since >= grace
 
     def _rebase_clock(self, now_ms: int) -> None:
         shift = now_ms - self._now
@@ -745,7 +786,13 @@ class Replica:
     def _accept_preprepare(self, slot: Slot, pp: PrePrepare) -> None:
         slot.preprepare = pp
         self._mempool.reserve((tx.tx_id for tx in pp.block.transactions), pp.height)
-        if pp.block.header.tx_count >= self.config.max_batch_txs:
+        cfg = self.config
+        if (
+            pp.block.header.tx_count >= cfg.max_batch_txs
+            or len(pp.block.encoded()) * 4 >= cfg.max_batch_bytes * 3
+        ):
+            # Full by count, or by bytes (within a quarter of the limit: the next
+            # transaction may well not have fitted): the primary is busy, not censoring.
             self._last_full_proposal = self._now
         self._buffer_dirty = True
         self._try_endorse(pp.height)
@@ -1082,6 +1129,14 @@ class Replica:
             self._progress_deadline = None
             self._censor_deadline = None
             return
+        if (
+            self._primary_unreachable()
+            and (self._pending_work() or self._mempool.oldest_free_arrival() is not None)
+            and self._is_validator(self._base() + 1)
+        ):
+            self._count("timeouts.primary_unreachable")
+            self._start_view_change(self._view + 1)
+            return
         if self._pending_work() and self._progress_deadline is None:
             self._progress_deadline = now + self._timeout() + self._work_allowance()
         censored = self._censorship_suspected()
@@ -1089,11 +1144,13 @@ class Replica:
             self._censor_deadline = now + self._timeout()
         elif not censored:
             self._censor_deadline = None
-        expired = (self._progress_deadline is not None and now >= self._progress_deadline) or (
-            self._censor_deadline is not None and now >= self._censor_deadline
-        )
-        if expired and self._is_validator(self._base() + 1):
+        if not self._is_validator(self._base() + 1):
+            return
+        if self._progress_deadline is not None and now >= self._progress_deadline:
             self._count("timeouts.progress")
+            self._start_view_change(self._view + 1)
+        elif self._censor_deadline is not None and now >= self._censor_deadline:
+            self._count("timeouts.censorship")
             self._start_view_change(self._view + 1)
 
     def _censorship_suspected(self) -> bool:

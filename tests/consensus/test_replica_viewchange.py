@@ -473,3 +473,130 @@ def test_messages_for_old_views_are_dropped_and_counted() -> None:
     far = sign(Prepare(CHANNEL, "n2", 99, 3, bytes(32)), c.node_signers["n2"])
     c.step("n1", far)
     assert n1.metrics["dropped.future_view"] == 1
+
+
+def _crash_primary_with_work(c: Cluster) -> int:
+    """n0 (view 0's primary) commits one batch, dies, and a backup then gets work.
+    Returns the time of the crash."""
+    c.tick(0)
+    c.submit("n0", c.clients.txs(5))
+    c.run(50)
+    assert c.check_chains() == 1
+    c.crash("n0")
+    crashed = c.now
+    c.submit("n2", c.clients.txs(3))
+    return crashed
+
+
+def _report_unreachable(c: Cluster, peers: set[str]) -> None:
+    for name in c.live():
+        c.replicas[name].set_unreachable(peers)
+
+
+def test_an_unreachable_primary_is_replaced_without_waiting_for_the_timeout() -> None:
+    c = Cluster(5, max_batch_txs=5, base_timeout_ms=10_000, unreachable_primary_ms=300)
+    crashed = _crash_primary_with_work(c)
+    _report_unreachable(c, {"n0"})
+    c.run_until(lambda: all(c.apps[n].height >= 2 for n in c.live()), max_ms=5000)
+    assert {c.replicas[n].view for n in c.live()} == {1}
+    # Grace 300 ms, then one view change round: far below the 10 s progress timeout.
+    assert c.now - crashed < 1000
+    assert all(c.replicas[n].metrics["timeouts.primary_unreachable"] == 1 for n in c.live())
+    assert c.check_chains(c.live()) == 2
+
+
+def test_an_unreachable_primary_is_not_replaced_before_the_grace_or_without_work() -> None:
+    c = Cluster(5, max_batch_txs=5, base_timeout_ms=10_000, unreachable_primary_ms=300)
+    c.tick(0)
+    c.submit("n0", c.clients.txs(5))
+    c.run(50)
+    # The primary's link broke, but nothing is waiting: an idle channel stays in view 0.
+    _report_unreachable(c, {"n0"})
+    c.run(1000)
+    assert {c.replicas[n].view for n in c.live()} == {0}
+    # The link came back: work then flows through the same primary.
+    _report_unreachable(c, set())
+    c.submit("n2", c.clients.txs(3))
+    c.run_until(lambda: all(c.apps[n].height >= 2 for n in c.live()), max_ms=2000)
+    assert {c.replicas[n].view for n in c.live()} == {0}
+    # A link broken for less than the grace changes nothing either.
+    _report_unreachable(c, {"n0"})
+    c.submit("n2", c.clients.txs(3))
+    c.run(200)
+    _report_unreachable(c, set())
+    c.run_until(lambda: all(c.apps[n].height >= 3 for n in c.live()), max_ms=2000)
+    assert {c.replicas[n].view for n in c.live()} == {0}
+    assert not any(c.replicas[n].metrics.get("timeouts.primary_unreachable") for n in c.live())
+
+
+def test_one_backup_that_cannot_reach_the_primary_does_not_change_the_view() -> None:
+    c = Cluster(5, max_batch_txs=5, base_timeout_ms=10_000, unreachable_primary_ms=300)
+    c.tick(0)
+    c.replicas["n3"].set_unreachable({"n0"})
+    c.submit("n0", c.clients.txs(5))
+    c.run(1000)
+    c.submit("n0", c.clients.txs(5))
+    c.run_until(lambda: all(c.apps[n].height >= 2 for n in ("n0", "n1", "n2", "n4")), 3000)
+    # n3 voted to leave view 0; alone, it could not move the others.
+    assert c.replicas["n3"].metrics["timeouts.primary_unreachable"] >= 1
+    assert {c.replicas[n].view for n in ("n0", "n1", "n2", "n4")} == {0}
+    assert c.check_chains(["n0", "n1", "n2", "n4"]) >= 2
+
+
+def test_without_the_hint_a_crashed_primary_waits_for_the_progress_timeout() -> None:
+    c = Cluster(5, max_batch_txs=5, base_timeout_ms=2000)
+    crashed = _crash_primary_with_work(c)
+    _report_unreachable(c, {"n0"})  # ignored: unreachable_primary_ms is 0
+    c.run_until(lambda: all(c.apps[n].height >= 2 for n in c.live()), max_ms=10_000)
+    assert c.now - crashed >= 2000
+
+
+def test_time_the_node_spent_paused_is_not_blamed_on_the_primary() -> None:
+    c = Cluster(5, max_batch_txs=5, batch_interval_ms=0, base_timeout_ms=1000)
+    c.tick(0)
+    # Every COMMIT for height 1 is lost: the block stays in flight on every replica.
+    c.drop = lambda src, dst, m: isinstance(m, Commit) and m.height == 1
+    c.submit("n0", c.clients.txs(3))
+    c.run(100)
+    assert c.heights()["n1"] == 0
+    # Every node was busy for 5 s (applying and storing other blocks): the progress
+    # timers move 5 s later, and 3 s on nobody has left view 0.
+    for name in c.live():
+        c.replicas[name].pause(5000)
+    c.run(3000)
+    assert {c.replicas[n].view for n in c.live()} == {0}
+    # Without a new pause the timer runs out and the view changes as before.
+    c.run_until(lambda: all(c.replicas[n].view >= 1 for n in ("n1", "n2", "n3", "n4")), 10_000)
+    assert c.replicas["n1"].metrics["timeouts.progress"] >= 1
+
+
+def _slow_run(c: Cluster, ms: int, per_tick: int) -> None:
+    """Advance ``ms`` in 10 ms ticks, delivering at most ``per_tick`` messages a tick
+    (a slow network: blocks take many ticks to commit)."""
+    for _ in range(ms // 10):
+        c.now += 10
+        for name in c.live():
+            c.replicas[name].tick(c.now)
+            c._drain_ready(name)
+        for _ in range(min(per_tick, len(c.queue))):
+            _src, dst, msg = c.queue.popleft()
+            if dst in c.live():
+                c.replicas[dst].step(msg)
+                c._drain_ready(dst)
+
+
+@pytest.mark.parametrize("max_batch_bytes", [1500, 1 << 20])
+def test_a_primary_proposing_full_blocks_is_busy_not_censoring(max_batch_bytes: int) -> None:
+    # A backlog waits longer than the censorship timeout while the primary proposes
+    # block after full block: full by bytes (1,500) or by count (5 transactions).
+    c = Cluster(
+        5, max_batch_txs=5 if max_batch_bytes > 1500 else 500, max_batch_bytes=max_batch_bytes,
+        censorship_timeout_ms=300, base_timeout_ms=500,
+    )  # fmt: skip
+    c.tick(0)
+    c.submit("n1", c.clients.txs(150))
+    _slow_run(c, 1500, per_tick=4)
+    assert len(c.committed_tx_ids("n2")) < 150, "the backlog outlived the censorship timeout"
+    assert {c.replicas[n].view for n in c.live()} == {0}
+    assert not any(c.replicas[n].metrics.get("timeouts.censorship") for n in c.live())
+    assert len(c.committed_tx_ids("n2")) > 20, "full blocks kept committing"
