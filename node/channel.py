@@ -61,6 +61,10 @@ log = logging.getLogger("wulian.channel")
 #: How long the driver steps bulk messages (FORWARD, BLOCKS, client batches) before it
 #: turns to ticks, Ready and urgent messages again.
 BULK_BUDGET_S = 0.02
+#: A Ready whose persisting took this long pauses the replica's view-change timers.
+PAUSE_AFTER_MS = 50
+#: Blocks at least this large (encoded) are applied in a worker thread, not on the loop.
+APPLY_OFF_LOOP_BYTES = 64 * 1024
 #: WAL entry holding the replica's durable state.
 WAL_DURABLE = "durable"
 #: WAL entries holding the outcomes of each committed block (written in its batch).
@@ -195,6 +199,8 @@ class ChannelService:
         self._inflight: asyncio.Future[None] | None = None
         self.failed: str | None = None
         self._seen_view = self.replica.view if self.replica is not None else 0
+        #: The replica's ``timeouts.*`` counters when the view last changed (logged).
+        self._timeouts_seen: dict[str, int] = {}
         metrics.height.set_function(lambda: float(self.height), self.channel)
         if self.replica is not None:
             rep = self.replica
@@ -434,6 +440,8 @@ class ChannelService:
                 self._step_urgent(replica)
                 now = loop.time()
                 if now >= next_tick:
+                    if self.transport is not None:
+                        replica.set_unreachable(self.transport.unreachable())
                     replica.tick(self._now())
                     next_tick = (now // tick_s + 1) * tick_s
                 await self._process_ready(replica)
@@ -511,6 +519,11 @@ class ChannelService:
             rd = replica.ready()
             t0 = time.perf_counter()
             await self._persist_and_commit(rd)
+            busy_ms = int((time.perf_counter() - t0) * 1000)
+            if busy_ms >= PAUSE_AFTER_MS:
+                # The replica saw nothing while its blocks were applied and stored: that
+                # time is this node's, not the primary's (no view change for it).
+                replica.pause(busy_ms)
             for ev in rd.evidence:
                 self.metrics.evidence.inc(1, self.channel)
                 log.warning(
@@ -522,10 +535,17 @@ class ChannelService:
             if replica.view != self._seen_view:
                 if replica.view > self._seen_view:
                     self.metrics.view_changes.inc(1, self.channel)
+                fired = {
+                    k[len("timeouts.") :]: v
+                    for k, v in replica.metrics.items()
+                    if k.startswith("timeouts.") and v > self._timeouts_seen.get(k, 0)
+                }
+                self._timeouts_seen.update({f"timeouts.{k}": v for k, v in fired.items()})
                 log.info(
-                    "entered view %d (primary %s)",
+                    "entered view %d (primary %s)%s",
                     replica.view,
                     cport.primary_of(replica),
+                    f" after this node's {'/'.join(sorted(fired))} timeout" if fired else "",
                     extra={"channel": self.channel, "view": replica.view, "height": self.height},
                 )
                 self._seen_view = replica.view
@@ -534,7 +554,8 @@ class ChannelService:
     async def _persist_and_commit(self, rd: Ready) -> None:
         """Persist the durable state and commit the blocks, in order.
 
-        Each block is applied here (CPU, on the loop) and written with its certificate,
+        Each block is applied here (CPU: on the loop, or in a worker thread when it is
+        large, :data:`APPLY_OFF_LOOP_BYTES`) and written with its certificate,
         state writes, root and outcomes in one synced batch in a worker thread; the
         durable state rides in the last block's batch (or is written alone), so it is
         on disk before :meth:`_send`. Governance observes each block right after it is
@@ -595,9 +616,17 @@ class ChannelService:
         if prev_root is None:
             raise RuntimeError(f"no state root recorded for height {block.height - 1}")
         roles = [self.role_of(tx.sender, tx.public_key, block.height) for tx in block.transactions]
+        # A large block takes this node's CPU for a second or more: applied in a worker
+        # thread, the loop keeps serving the other channels' votes and timers meanwhile
+        # (on the loop, their blocks stalled and their backups changed view).
+        off_loop = len(block.encoded()) >= APPLY_OFF_LOOP_BYTES
         next_log = time.monotonic()
         while True:
             try:
+                if off_loop:
+                    return await asyncio.to_thread(
+                        self.logic.apply_block, block, roles, self._state, self._cross, prev_root
+                    )
                 return self.logic.apply_block(block, roles, self._state, self._cross, prev_root)
             except NeedsOtherChannel as exc:
                 if time.monotonic() >= next_log:

@@ -35,13 +35,15 @@ Example (``wulian up`` writes one per node)::
     tick_ms = 20
 
     [consensus]              # every field optional; defaults of consensus.ReplicaConfig,
-    window = 8               # except status_interval_ms, partial_batch_inflight and
-                             # timeout_ms_per_mib (NODE_CONSENSUS_DEFAULTS)
+    window = 8               # except status_interval_ms, partial_batch_inflight,
+                             # timeout_ms_per_mib and unreachable_primary_ms
+                             # (NODE_CONSENSUS_DEFAULTS)
     max_batch_txs = 500      # (default: the channel's genesis param max_block_txs)
     batch_interval_ms = 20
     partial_batch_inflight = 2  # a batch not yet full waits while 2 blocks are in flight
     base_timeout_ms = 1000
     timeout_ms_per_mib = 4000  # more time for a large block in flight
+    unreachable_primary_ms = 500  # view change once the primary's link is broken this long
     status_interval_ms = 1000
 
 Errors: :func:`load_node_config` raises :class:`ledger.errors.ConfigError` whose
@@ -76,6 +78,9 @@ NODE_CONSENSUS_DEFAULTS: dict[str, int] = {
     # two cores seconds to check, apply and store: without the allowance, the
     # anchoring bench's batch reports set off view change after view change.
     "timeout_ms_per_mib": 4000,
+    # A killed primary's peers see its connection refused at once: half a second
+    # later they vote for a new view instead of waiting for a progress timeout.
+    "unreachable_primary_ms": 500,
 }
 #: Largest pipelining window a node may run: a validator-set change committed at ``c``
 #: takes effect after ``c + CONFIG_ACTIVATION_DELAY``, which must cover the window.
@@ -121,6 +126,7 @@ class _Consensus(_Strict):
     partial_batch_inflight: int | None = Field(default=None, ge=0, le=1024)
     timeout_ms_per_mib: int | None = Field(default=None, ge=0, le=600_000)
     base_timeout_ms: int | None = Field(default=None, ge=10, le=600_000)
+    unreachable_primary_ms: int | None = Field(default=None, ge=0, le=600_000)
     max_clock_drift_ms: int | None = Field(default=None, ge=0, le=600_000)
     censorship_timeout_ms: int | None = Field(default=None, ge=10, le=600_000)
     mempool_limit: int | None = Field(default=None, ge=1, le=10_000_000)

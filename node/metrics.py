@@ -229,6 +229,12 @@ class NodeMetrics:
             "Consensus messages dropped by the replica or the node, by reason",
             ["channel", "reason"],
         )
+        self.timeouts = r.counter(
+            "wulian_view_change_timeouts_total",
+            "View changes this node started, by the timer that expired: progress (a "
+            "block in flight took too long) or censorship (a transaction waited too long)",
+            ["channel", "timer"],
+        )
         self.loop_lag = r.histogram(
             "wulian_event_loop_lag_seconds",
             "How late a 100 ms timer fires on the node's event loop (CPU starvation)",

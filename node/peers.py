@@ -275,6 +275,8 @@ class PeerLink:
             verify=tls if tls is not None else True,
         )
         self.up = False
+        #: The last attempt to reach the peer failed (and none has succeeded since).
+        self.broken = False
         self.last_error = ""
         #: Frames written to the peer's stream since the link started.
         self.frames_sent = 0
@@ -479,6 +481,7 @@ class PeerLink:
             log.info("peer %s is reachable", self.peer_id, extra={"peer": self.peer_id})
             self._metrics.peer_up.set(1, self.peer_id)
         self.up = True
+        self.broken = False
         self.last_error = ""
 
     def _mark_down(self, error: str) -> None:
@@ -488,6 +491,7 @@ class PeerLink:
                 "peer %s unreachable: %s", self.peer_id, error, extra={"peer": self.peer_id}
             )
         self.up = False
+        self.broken = True
         self.last_error = error
         self._metrics.peer_up.set(0, self.peer_id)
 
@@ -592,3 +596,8 @@ class PeerTransport:
 
     def connected(self) -> dict[str, bool]:
         return {pid: link.up for pid, link in self.links.items()}
+
+    def unreachable(self) -> frozenset[str]:
+        """Peers whose last connection attempt or stream failed (refused, reset, timed
+        out) and that have not been reached since; not those merely idle."""
+        return frozenset(pid for pid, link in self.links.items() if link.broken)

@@ -159,6 +159,11 @@ def test_kill_primary_under_load(net: TestNetwork) -> None:
         st = net.client(victim, "bureau").get(f"/v1/channels/{CH}/transactions/{tx_id}").json()
         assert st["status"] == "committed"
     assert "wulian_view_changes_total" in net.metrics_text(survivors[0])
+    # The survivors saw the primary's connection refused and voted for a new view
+    # without waiting for their progress timeout (unreachable_primary_ms).
+    sample = 'wulian_view_change_timeouts_total{channel="supervision",timer="primary_unreachable"}'
+    hinted = [i for i in survivors if sample in net.metrics_text(i)]
+    assert hinted, "no survivor reported the killed primary unreachable"
 
 
 def test_every_ledger_verifies_after_the_faults(net: TestNetwork) -> None:

@@ -163,14 +163,19 @@ def test_link_batches_and_reconnects_until_the_peer_answers() -> None:
 
     async def main() -> None:
         link, metrics = make_link(handler, queue_limit=100)
+        assert not link.broken, "a link not tried yet is not reported unreachable"
         link.start()
         for i in range(10):
             link.enqueue("ch", bytes([i]), "prepare", True)
+        seen_broken = False
         for _ in range(300):
             await asyncio.sleep(0.01)
+            seen_broken = seen_broken or link.broken
             if received and link.up:
                 break
         await link.close()
+        assert seen_broken, "refused connections mark the link broken (replicas are told)"
+        assert not link.broken
         assert len(received) == 1, "ten messages travel in one frame"
         frame = decode_frame(received[0], network=NET, self_id="b-node", node_keys=KEYS)
         assert [m for _, m in frame.msgs] == [bytes([i]) for i in range(10)]
