@@ -42,6 +42,7 @@ Contracts:
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,6 +65,10 @@ DEFAULT_VERIFY_RECENT: Final = 16
 #: …unless they hold more transactions than this (then fewer blocks, at least the last
 #: one): rechecking costs ~80 µs per transaction, and a restart should stay quick.
 DEFAULT_VERIFY_RECENT_TXS: Final = 20_000
+#: Decoded blocks kept after their commit (all channels together), and the cap on
+#: their encoded bytes (a decoded block takes about 3× its encoded size).
+RECENT_BLOCKS: Final = 40
+RECENT_BLOCK_BYTES: Final = 8 * 1024 * 1024
 
 _G_GENESIS: Final = b"g/genesis"
 _G_VERSION: Final = b"g/version"
@@ -185,6 +190,9 @@ class BlockStore:
         self._keys: dict[str, _Keys] = {}
         self._tips: dict[str, Tip] = {}
         self._channels: set[str] = set()
+        #: Decoded blocks of the latest commits, oldest first, and their encoded bytes.
+        self._recent: OrderedDict[tuple[str, int], tuple[Block, int]] = OrderedDict()
+        self._recent_bytes = 0
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -392,8 +400,24 @@ class BlockStore:
         return self._get(self._k(channel).cert + height_key(height))
 
     def block(self, channel: str, height: int) -> Block | None:
+        """The committed block at ``height`` (``None`` above the tip). The newest
+        blocks come from memory (the relays, workers and catch-up answers read each
+        one again right after its commit); older ones are read and decoded."""
+        hit = self._recent.get((channel, height))
+        if hit is not None:
+            return hit[0]
         raw = self.raw_block(channel, height)
         return None if raw is None else self._decode_block(channel, height, raw)
+
+    def _remember(self, channel: str, height: int, block: Block, size: int) -> None:
+        """Keep a just-committed block decoded; caller holds ``_lock``. Bounded by
+        :data:`RECENT_BLOCKS` and :data:`RECENT_BLOCK_BYTES` (encoded size)."""
+        recent = self._recent
+        recent[(channel, height)] = (block, size)
+        self._recent_bytes += size
+        while recent and (len(recent) > RECENT_BLOCKS or self._recent_bytes > RECENT_BLOCK_BYTES):
+            _key, (_block, old_size) = recent.popitem(last=False)
+            self._recent_bytes -= old_size
 
     def header(self, channel: str, height: int) -> BlockHeader | None:
         """The block header alone (does not decode the transactions)."""
@@ -607,8 +631,9 @@ class BlockStore:
             if len(state_root) != HASH_SIZE:
                 raise BlockRejectedError(f"{where}: state root must be {HASH_SIZE} bytes")
             hk = height_key(h)
+            encoded_block = block.encoded()
             puts: list[tuple[bytes, bytes]] = [
-                (keys.block + hk, block.encoded()),
+                (keys.block + hk, encoded_block),
                 (keys.header + hk, block.header.encoded),
                 (keys.cert + hk, encode(certificate.to_wire())),
                 (keys.hash + block_hash, hk),
@@ -646,6 +671,7 @@ class BlockStore:
             self._write(puts, deletes)
             self._tips[channel] = Tip(h, block_hash)
             self._channels.add(channel)
+            self._remember(channel, h, block, len(encoded_block))
 
     def put_wal(self, channel: str, entries: Mapping[str, bytes | None]) -> None:
         """Write (``None``: delete) consensus write-ahead entries atomically and durably."""

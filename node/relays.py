@@ -166,7 +166,9 @@ class NodeRelays:
         self._n = max(1, len(ids))
         self._seen: dict[str, tuple[object, int]] = {}
         self.clock_ms = clock_ms
-        self._ack_only: set[int] = set()
+        #: Unacknowledged supervision heights already looked at: True if the block holds
+        #: a transaction other than an ack (committed blocks never change).
+        self._needs_ack: dict[int, bool] = {}
         #: Test-only hook (node/byzantine.py ``bad-anchors``): the anchor transactions
         #: → the ones to submit. None in production.
         self.tamper_anchors: Callable[[list[Transaction]], list[Transaction]] | None = None
@@ -196,17 +198,18 @@ class NodeRelays:
         """True if an unacknowledged supervision block holds a non-ack transaction."""
         acked = self.ack_sink.ack_state().acked
         tip = self.store.height(SOURCE_CHANNEL)
-        for h in [h for h in self._ack_only if h <= acked]:
-            self._ack_only.discard(h)
+        for h in [h for h in self._needs_ack if h <= acked]:
+            del self._needs_ack[h]
         for h in range(acked + 1, min(tip, acked + MAX_ACK_SCAN) + 1):
-            if h in self._ack_only:
-                continue
-            block = self.store.block(SOURCE_CHANNEL, h)
-            if block is None:
-                return False
-            if any(tx.type != ACK_EXTENSION_POINT for tx in block.transactions):
+            needs = self._needs_ack.get(h)
+            if needs is None:
+                block = self.store.block(SOURCE_CHANNEL, h)
+                if block is None:
+                    return False
+                needs = any(tx.type != ACK_EXTENSION_POINT for tx in block.transactions)
+                self._needs_ack[h] = needs
+            if needs:
                 return True
-            self._ack_only.add(h)
         # a backlog longer than the scan: acknowledge rather than stall behind it
         return tip > acked + MAX_ACK_SCAN
 

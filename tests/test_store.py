@@ -143,6 +143,40 @@ def test_reopen_keeps_everything(tmp_path: Path) -> None:
         assert store.height(CH) == 5
 
 
+def test_recent_blocks_come_from_memory_within_bounds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import ledger.store as store_mod
+
+    monkeypatch.setattr(store_mod, "RECENT_BLOCKS", 4)
+    chain = make_chain(10, 3)
+    with open_store(tmp_path / "ledger", chain.genesis_hash) as store:
+        commit_chain(store, chain.blocks[:6])
+        # the last four commits are the very objects committed; older ones are decoded
+        for h in (3, 4, 5, 6):
+            assert store.block(CH, h) is chain.blocks[h - 1][0]
+        for h in (1, 2):
+            got = store.block(CH, h)
+            assert got is not chain.blocks[h - 1][0]
+            assert got == chain.blocks[h - 1][0]
+        assert store.block(CH, 7) is None
+        # the byte cap holds too: with room for about two blocks, two stay
+        size = len(chain.blocks[6][0].encoded())
+        monkeypatch.setattr(store_mod, "RECENT_BLOCK_BYTES", 2 * size + size // 2)
+        commit_chain(store, chain.blocks[6:10])
+        assert len(store._recent) == 2
+        assert store._recent_bytes <= 2 * size + size // 2
+        assert store.block(CH, 10) is chain.blocks[9][0]
+        assert store.block(CH, 8) == chain.blocks[7][0]
+    # a refused commit leaves nothing behind in memory either
+    with open_store(tmp_path / "other", chain.genesis_hash) as store:
+        commit_chain(store, chain.blocks[:1])
+        block, cert = chain.blocks[2]
+        with pytest.raises(BlockRejectedError):
+            store.commit_block(CH, block, cert, state_writes(block), state_root_after(block))
+        assert store.block(CH, 3) is None
+
+
 def test_channels_are_isolated(tmp_path: Path) -> None:
     a = make_chain(3, 2, channel="supervision")
     b = make_chain(2, 2, channel="judicial")
