@@ -24,7 +24,7 @@ import bisect
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Final, Protocol
 
-from ledger.encoding import decode, encode
+from ledger.encoding import decode, encode, encode_byte_pairs_and_names
 from ledger.hashing import TAG_STATE, tagged_hash
 
 #: Width of a zero-padded decimal height inside a key.
@@ -60,28 +60,46 @@ def _prefix_end(prefix: bytes) -> bytes | None:
 
 
 class _SortedKeys:
-    """A dict plus a sorted key list: O(log n) prefix ranges, in-order iteration."""
+    """A dict plus its keys in order, sorted lazily: O(1) writes, and O(log n) prefix
+    ranges once sorted. A block's overlay takes tens of thousands of writes between
+    two ordered reads; keeping the list sorted on every insert cost O(n) each."""
 
     def __init__(self) -> None:
         self.items: dict[bytes, Any] = {}
-        self.keys: list[bytes] = []
+        self._sorted: list[bytes] = []
+        self._new: list[bytes] = []
+        self._removed = False
 
     def set(self, key: bytes, value: Any) -> None:
         if key not in self.items:
-            bisect.insort(self.keys, key)
+            self._new.append(key)
         self.items[key] = value
 
     def remove(self, key: bytes) -> None:
         if key in self.items:
             del self.items[key]
-            i = bisect.bisect_left(self.keys, key)
-            del self.keys[i]
+            self._removed = True
+
+    @property
+    def keys(self) -> list[bytes]:
+        """Every key, in ascending byte order (do not modify the list)."""
+        if self._removed:  # rare (an in-memory state applying deletes): start over
+            self._sorted = sorted(self.items)
+            self._new = []
+            self._removed = False
+        elif self._new:
+            self._new.sort()
+            # two sorted runs: Timsort merges them in linear time
+            self._sorted = sorted(self._sorted + self._new) if self._sorted else self._new
+            self._new = []
+        return self._sorted
 
     def range(self, prefix: bytes) -> list[bytes]:
-        lo = bisect.bisect_left(self.keys, prefix)
+        keys = self.keys
+        lo = bisect.bisect_left(keys, prefix)
         end = _prefix_end(prefix)
-        hi = len(self.keys) if end is None else bisect.bisect_left(self.keys, end)
-        return self.keys[lo:hi]
+        hi = len(keys) if end is None else bisect.bisect_left(keys, end)
+        return keys[lo:hi]
 
 
 class MemoryState:
@@ -182,8 +200,9 @@ class WriteSet:
     def merge_into_parent(self) -> None:
         if self._parent is None:
             raise RuntimeError("merge_into_parent on a top-level WriteSet")
-        for key in self._writes.keys:
-            self._parent._writes.set(key, self._writes.items[key])
+        parent = self._parent._writes
+        for key, value in self._writes.items.items():
+            parent.set(key, value)
         self.discard()
 
     def discard(self) -> None:
@@ -194,7 +213,7 @@ class WriteSet:
         return tuple((k, self._writes.items[k]) for k in self._writes.keys)
 
     def __len__(self) -> int:
-        return len(self._writes.keys)
+        return len(self._writes.items)
 
 
 def read_value(reader: StateReader, key: bytes) -> Any:
@@ -218,7 +237,8 @@ def state_root_after(
     if len(prev_root) != 32:
         raise ValueError("prev_root must be 32 bytes")
     writes = sorted(block_writes, key=lambda kv: kv[0])
-    body = encode([[[k, v] for k, v in writes], list(outcome_codes)])
+    # = encode([[[k, v] for k, v in writes], list(outcome_codes)])
+    body = encode_byte_pairs_and_names(writes, list(outcome_codes))
     return tagged_hash(TAG_STATE, prev_root + body)
 
 

@@ -14,6 +14,7 @@ value, so one value has exactly one encoding and a hash names one value.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, TypeAlias
 
 import msgpack
@@ -110,6 +111,22 @@ def encode(value: Value | Any) -> bytes:
     integers, unknown types or excessive nesting.
     """
     return bytes(msgpack.packb(_normalise(value, 0), use_bin_type=True))
+
+
+def encode_byte_pairs_and_names(
+    pairs: Sequence[tuple[bytes, bytes | None]], names: Sequence[str]
+) -> bytes:
+    """``encode([[[k, v] for k, v in pairs], list(names)])``, without the normalising
+    walk: keys and values that are ``bytes`` (or ``None``) and ASCII ``names`` already
+    pack canonically, so they are only type-checked. A block's state digest covers
+    thousands of such pairs. Raises :class:`EncodingError` for any other type."""
+    for k, v in pairs:
+        if type(k) is not bytes or (v is not None and type(v) is not bytes):
+            raise EncodingError("state writes must be bytes keys and bytes-or-None values")
+    for n in names:
+        if type(n) is not str or not n.isascii():
+            raise EncodingError("names must be ASCII strings")
+    return bytes(msgpack.packb([pairs, names], use_bin_type=True))
 
 
 def encode_map_of_encoded(fields: dict[str, bytes]) -> bytes:

@@ -22,6 +22,7 @@ from ledger.encoding import (
     INT_MIN,
     decode,
     encode,
+    encode_byte_pairs_and_names,
     encode_list_of_encoded,
     encode_map_of_encoded,
 )
@@ -53,6 +54,27 @@ def test_map_of_encoded_values_is_encode(m: dict[str, Any]) -> None:
 @given(st.lists(values, max_size=20))
 def test_list_of_encoded_items_is_encode(xs: list[Any]) -> None:
     assert encode_list_of_encoded([encode(x) for x in xs]) == encode(xs)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.tuples(st.binary(max_size=70_000 // 64), st.none() | st.binary(max_size=40))),
+    st.lists(st.from_regex(r"[a-z_]{0,40}", fullmatch=True), max_size=20),
+)
+def test_byte_pairs_and_names_is_encode(
+    pairs: list[tuple[bytes, bytes | None]], names: list[str]
+) -> None:
+    expect = encode([[[k, v] for k, v in pairs], list(names)])
+    assert encode_byte_pairs_and_names(pairs, names) == expect
+
+
+@pytest.mark.parametrize(
+    ("pairs", "names"),
+    [([("k", b"v")], []), ([(b"k", "v")], []), ([(b"k", 1)], []), ([], ["é"]), ([], [b"x"])],
+)
+def test_byte_pairs_and_names_refuses_other_types(pairs: Any, names: Any) -> None:
+    with pytest.raises(EncodingError):
+        encode_byte_pairs_and_names(pairs, names)
 
 
 @pytest.mark.parametrize("n", [0, 15, 16, 65_535, 65_536])
