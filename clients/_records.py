@@ -27,7 +27,7 @@ from channels.pseudonym import SALT_SIZE
 from channels.supervision import MAX_BATCH_EVENTS, parse_loan_event, parse_loan_event_batch
 from clients._pseudonym import PseudonymKey, is_id_number
 from ledger.blocks import MAX_TX_PAYLOAD_BYTES, Transaction, record_leaves
-from ledger.crypto import ED25519, SignatureScheme, Signer, signing_payload
+from ledger.crypto import ED25519, Ed25519Signer, SignatureScheme, Signer, signing_payload
 from ledger.encoding import decode, encode
 from ledger.errors import SchemaError, SignatureError
 from ledger.evidence_code import code_for_leaf
@@ -304,17 +304,27 @@ class UnsignedTransaction:
         return signing_payload(TAG_TX, self.tx.body_bytes)
 
     def sign_with(self, signer: Signer) -> PreparedTransaction:
-        """Sign with any :class:`ledger.crypto.Signer` (e.g. an HSM adapter)."""
-        return self.attach(signer.sign(TAG_TX, self.tx.body_bytes))
+        """Sign with any :class:`ledger.crypto.Signer` (e.g. an HSM adapter). The
+        signature is verified before use, except one made here by libsodium
+        (:class:`~ledger.crypto.Ed25519Signer`) with the transaction's own key, which is
+        valid by construction (the check would double a lender's signing cost)."""
+        signature = signer.sign(TAG_TX, self.tx.body_bytes)
+        if type(signer) is Ed25519Signer and signer.public_key == self.tx.public_key:
+            return PreparedTransaction(self._with_signature(signature), self.records)
+        return self.attach(signature)
+
+    def _with_signature(self, signature: bytes) -> Transaction:
+        t = self.tx
+        return Transaction(
+            t.network, t.channel, t.type, t.sender, t.public_key, t.nonce, t.time_ms,
+            t.payload, bytes(signature),
+        )  # fmt: skip
 
     def attach(self, signature: bytes, *, scheme: SignatureScheme = ED25519) -> PreparedTransaction:
         """Attach a signature made elsewhere. Raises :class:`SignatureError` unless it
         verifies with the transaction's public key."""
         t = self.tx
-        signed = Transaction(
-            t.network, t.channel, t.type, t.sender, t.public_key, t.nonce, t.time_ms,
-            t.payload, bytes(signature),
-        )  # fmt: skip
+        signed = self._with_signature(signature)
         if not scheme.verify(t.public_key, TAG_TX, t.body_bytes, signed.signature):
             raise SignatureError(
                 f"signature does not verify for transaction {t.tx_id.hex()[:16]}… "

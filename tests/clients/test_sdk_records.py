@@ -179,4 +179,16 @@ def test_offline_signing_with_a_raw_ed25519_key() -> None:
         unsigned.attach(other.sign(unsigned.signing_message).signature)
     # sign_with takes any ledger.crypto.Signer and gives the same signature
     assert unsigned.sign_with(Ed25519Signer(b"\x05" * 32)).tx.signature == sig
+    # a key other than the transaction's is still refused (the signature is checked)
+    with pytest.raises(SignatureError):
+        unsigned.sign_with(Ed25519Signer(b"\x06" * 32))
+
+    class WrongSigner:  # e.g. a faulty HSM adapter: its output is always checked
+        public_key = pk
+
+        def sign(self, tag: str, message: bytes) -> bytes:
+            return bytes(64)
+
+    with pytest.raises(SignatureError):
+        unsigned.sign_with(WrongSigner())
     assert decode(prepared.tx.body_bytes)["p"] == payload
