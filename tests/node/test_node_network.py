@@ -87,7 +87,9 @@ def test_stateful_outcome_and_idempotent_resubmission(net: TestNetwork) -> None:
     assert r2.status_code == 200
     assert r2.json()["outcome"]["valid"] is False
     assert r2.json()["outcome"]["code"] == "exists"
-    # the very same signed tx, resubmitted to other nodes: same id, same place
+    # the very same signed tx, resubmitted to other nodes: same id, same place (once
+    # every node has committed that height: node 2's answer does not wait for the rest)
+    net.wait_heights(CH, r1.json()["height"])
     for i in range(5):
         r = net.client(i, "lender1").submit(CH, first)
         assert r.status_code == 200, r.text
