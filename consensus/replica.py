@@ -342,13 +342,17 @@ class Replica:
         progress and censorship timers and the mempool's arrival times that much later,
         so the node's own slowness is not taken for a faulty primary. The clock is not
         moved; the next :meth:`tick` brings it to the present."""
-        if ms <= 0:
-            return
+        if ms > 0:
+            self._shift_blame_timers(ms)
+
+    def _shift_blame_timers(self, ms: int) -> None:
+        """Move what measures the primary's delay ``ms`` later: the progress and
+        censorship deadlines and the mempool's arrival times."""
+        self._mempool.shift_arrivals(ms)
         if self._progress_deadline is not None:
             self._progress_deadline += ms
         if self._censor_deadline is not None:
             self._censor_deadline += ms
-        self._mempool.shift_arrivals(ms)
 
     def _primary_unreachable(self) -> bool:
         grace = self.config.unreachable_primary_ms
@@ -363,11 +367,7 @@ class Replica:
         if shift <= 0:
             return
         self._now = now_ms
-        self._mempool.shift_arrivals(shift)
-        if self._progress_deadline is not None:
-            self._progress_deadline += shift
-        if self._censor_deadline is not None:
-            self._censor_deadline += shift
+        self._shift_blame_timers(shift)
         if self._vc_deadline is not None and self._vc_deadline > 0:
             self._vc_deadline += shift
         self._next_status = now_ms

@@ -531,7 +531,7 @@ class BlockStore:
         """Like :meth:`iter_raw_blocks`, decoded."""
         for raw in self.iter_raw_blocks(channel, from_height, to_height):
             yield (
-                self._decode_block(channel, raw.height, raw.block),
+                self.decode_block(channel, raw),
                 self._decode_cert(channel, raw.height, raw.certificate),
             )
 
@@ -573,6 +573,11 @@ class BlockStore:
         prefix = self._k(channel).wal
         with self._db.iterator(prefix=prefix, verify_checksums=True) as it:
             return {k[len(prefix) :].decode("utf-8"): v for k, v in it}
+
+    def decode_block(self, channel: str, raw: RawBlock) -> Block:
+        """Decode a block read by :meth:`iter_raw_blocks`; raises
+        :class:`CorruptLedgerError` naming channel and height if it does not decode."""
+        return self._decode_block(channel, raw.height, raw.block)
 
     def _decode_block(self, channel: str, height: int, raw: bytes) -> Block:
         try:
