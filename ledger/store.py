@@ -23,6 +23,7 @@ Contracts:
 * :meth:`BlockStore.commit_block` writes a block, its certificate, the hash and
   transaction indexes, the state writes, the state root and the tip in ONE LevelDB
   write batch with ``sync=True``: after a crash either all of it is there or none.
+  :meth:`BlockStore.commit_blocks` does the same for several consecutive blocks.
 * The store checks structure (height sequence, hash links, ``tx_root``, certificate
   names this block, tx ids not yet seen). It does NOT check certificate signatures or
   transaction signatures: it has no validator set. The consensus layer checks those
@@ -46,8 +47,8 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Final
@@ -98,6 +99,17 @@ class BlockRejectedError(LedgerError):
     its header, certificate for another block, duplicate tx id). Nothing was written."""
 
     code = "block_rejected"
+
+
+@dataclass(frozen=True)
+class BlockCommit:
+    """One block to append (see :meth:`BlockStore.commit_block` for the fields)."""
+
+    block: Block
+    certificate: CommitCertificate
+    state_writes: Mapping[bytes, bytes | None]
+    state_root: bytes
+    wal: Mapping[str, bytes | None] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -621,72 +633,94 @@ class BlockStore:
         names another channel/height/block, or a transaction id is already committed
         (or repeated in the block). Certificate signatures are the caller's check.
         """
+        self.commit_blocks(
+            channel, [BlockCommit(block, certificate, state_writes, state_root, wal or {})]
+        )
+
+    def commit_blocks(self, channel: str, commits: Sequence[BlockCommit]) -> None:
+        """Append several consecutive blocks in ONE synced write batch (catch-up and
+        multi-slot commits pay one disk sync, not one each): after a crash all of them
+        are there or none. Each is checked as :meth:`commit_block` checks one, against
+        the tip the previous one leaves; a later block's state writes and wal entries
+        override an earlier one's. Raises :class:`BlockRejectedError` naming the first
+        bad block — with nothing written."""
+        if not commits:
+            return
         with self._lock:
             keys = self._k(channel)
             tip = self.tip(channel)
-            h = block.height
-            where = f"block {h} on channel {channel!r}"
-            if block.header.channel != channel:
-                raise BlockRejectedError(f"{where}: block is for channel {block.header.channel!r}")
-            if h != tip.height + 1:
-                raise BlockRejectedError(f"{where}: expected height {tip.height + 1}")
-            if block.header.prev_hash != tip.hash:
-                raise BlockRejectedError(f"{where}: prev_hash does not link to block {tip.height}")
-            try:
-                block.check_body()
-            except LedgerError as exc:
-                raise BlockRejectedError(f"{where}: {exc}") from None
-            block_hash = block.hash
-            if (
-                certificate.channel != channel
-                or certificate.height != h
-                or certificate.block_hash != block_hash
-            ):
-                raise BlockRejectedError(f"{where}: certificate does not commit this block")
-            if len(state_root) != HASH_SIZE:
-                raise BlockRejectedError(f"{where}: state root must be {HASH_SIZE} bytes")
-            hk = height_key(h)
-            encoded_block = block.encoded()
-            puts: list[tuple[bytes, bytes]] = [
-                (keys.block + hk, encoded_block),
-                (keys.header + hk, block.header.encoded),
-                (keys.cert + hk, encode(certificate.to_wire())),
-                (keys.hash + block_hash, hk),
-                (keys.tip, encode([h, block_hash])),
-                (keys.root + hk, bytes(state_root)),
-            ]
-            deletes: list[bytes] = []
+            ops: dict[bytes, bytes | None] = {}
             seen: set[bytes] = set()
-            for index, tx in enumerate(block.transactions):
-                tx_id = tx.tx_id
-                if tx_id in seen:
-                    raise BlockRejectedError(f"{where}: transaction {tx_id.hex()} appears twice")
-                seen.add(tx_id)
-                if self._get(keys.tx + tx_id) is not None:
-                    raise BlockRejectedError(
-                        f"{where}: transaction {tx_id.hex()} is already committed"
-                    )
-                puts.append((keys.tx + tx_id, encode([h, index])))
-            for skey, svalue in state_writes.items():
-                if not isinstance(skey, bytes) or not (svalue is None or isinstance(svalue, bytes)):
-                    raise BlockRejectedError(f"{where}: state keys and values must be bytes")
-                if svalue is None:
-                    deletes.append(keys.state + skey)
-                else:
-                    puts.append((keys.state + skey, svalue))
-            for name, value in (wal or {}).items():
-                wkey = keys.wal + _wal_name(name)
-                if value is None:
-                    deletes.append(wkey)
-                else:
-                    puts.append((wkey, bytes(value)))
-            new_channel = channel not in self._channels
-            if new_channel:
-                puts.append((_G_CHANNEL + channel.encode("ascii"), b""))
-            self._write(puts, deletes)
-            self._tips[channel] = Tip(h, block_hash)
+            done: list[tuple[int, Block, int]] = []
+            for c in commits:
+                tip = self._stage(channel, keys, tip, c, ops, seen)
+                done.append((tip.height, c.block, len(c.block.encoded())))
+            if channel not in self._channels:
+                ops[_G_CHANNEL + channel.encode("ascii")] = b""
+            ops[keys.tip] = encode([tip.height, tip.hash])
+            self._write(
+                [(k, v) for k, v in ops.items() if v is not None],
+                [k for k, v in ops.items() if v is None],
+            )
+            self._tips[channel] = tip
             self._channels.add(channel)
-            self._remember(channel, h, block, len(encoded_block))
+            for h, block, size in done:
+                self._remember(channel, h, block, size)
+
+    def _stage(
+        self,
+        channel: str,
+        keys: _Keys,
+        tip: Tip,
+        c: BlockCommit,
+        ops: dict[bytes, bytes | None],
+        seen: set[bytes],
+    ) -> Tip:
+        """Check ``c`` against ``tip`` and add its writes to ``ops`` (each key once, the
+        last write wins; ``seen``: tx ids staged so far). Returns the new tip."""
+        block, certificate, state_root = c.block, c.certificate, c.state_root
+        h = block.height
+        where = f"block {h} on channel {channel!r}"
+        if block.header.channel != channel:
+            raise BlockRejectedError(f"{where}: block is for channel {block.header.channel!r}")
+        if h != tip.height + 1:
+            raise BlockRejectedError(f"{where}: expected height {tip.height + 1}")
+        if block.header.prev_hash != tip.hash:
+            raise BlockRejectedError(f"{where}: prev_hash does not link to block {tip.height}")
+        try:
+            block.check_body()
+        except LedgerError as exc:
+            raise BlockRejectedError(f"{where}: {exc}") from None
+        block_hash = block.hash
+        if (
+            certificate.channel != channel
+            or certificate.height != h
+            or certificate.block_hash != block_hash
+        ):
+            raise BlockRejectedError(f"{where}: certificate does not commit this block")
+        if len(state_root) != HASH_SIZE:
+            raise BlockRejectedError(f"{where}: state root must be {HASH_SIZE} bytes")
+        hk = height_key(h)
+        ops[keys.block + hk] = block.encoded()
+        ops[keys.header + hk] = block.header.encoded
+        ops[keys.cert + hk] = encode(certificate.to_wire())
+        ops[keys.hash + block_hash] = hk
+        ops[keys.root + hk] = bytes(state_root)
+        for index, tx in enumerate(block.transactions):
+            tx_id = tx.tx_id
+            if tx_id in seen:
+                raise BlockRejectedError(f"{where}: transaction {tx_id.hex()} appears twice")
+            seen.add(tx_id)
+            if self._get(keys.tx + tx_id) is not None:
+                raise BlockRejectedError(f"{where}: transaction {tx_id.hex()} is already committed")
+            ops[keys.tx + tx_id] = encode([h, index])
+        for skey, svalue in c.state_writes.items():
+            if not isinstance(skey, bytes) or not (svalue is None or isinstance(svalue, bytes)):
+                raise BlockRejectedError(f"{where}: state keys and values must be bytes")
+            ops[keys.state + skey] = svalue
+        for name, value in c.wal.items():
+            ops[keys.wal + _wal_name(name)] = None if value is None else bytes(value)
+        return Tip(h, block_hash)
 
     def put_wal(self, channel: str, entries: Mapping[str, bytes | None]) -> None:
         """Write (``None``: delete) consensus write-ahead entries atomically and durably."""

@@ -30,6 +30,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from channels.state import WriteSet
 from consensus.app import Application
 from consensus.config import ReplicaConfig
 from consensus.messages import Message
@@ -41,7 +42,7 @@ from ledger.encoding import decode, encode
 from ledger.errors import LedgerError
 from ledger.genesis import CONFIG_UPDATE, ChannelConfig, Genesis, Permissions
 from ledger.governance import ChannelGovernance
-from ledger.store import BlockStore
+from ledger.store import BlockCommit, BlockStore
 from node import consensus_port as cport
 from node.metrics import NodeMetrics
 from node.rules import (
@@ -65,6 +66,9 @@ BULK_BUDGET_S = 0.02
 PAUSE_AFTER_MS = 50
 #: Blocks at least this large (encoded) are applied in a worker thread, not on the loop.
 APPLY_OFF_LOOP_BYTES = 64 * 1024
+#: Committed blocks written in one synced batch, at most (count, encoded bytes).
+COMMIT_BATCH_BLOCKS = 64
+COMMIT_BATCH_BYTES = 8 * 1024 * 1024
 #: WAL entry holding the replica's durable state.
 WAL_DURABLE = "durable"
 #: WAL entries holding the outcomes of each committed block (written in its batch).
@@ -193,6 +197,7 @@ class ChannelService:
         self._outcomes_cache: OrderedDict[int, list[TxOutcome]] = OrderedDict()
         self._waiters: dict[bytes, list[asyncio.Future[None]]] = {}
         self._new_block = asyncio.Event()
+        self._next_wait_log = 0.0
         self._state = StoreState(store, self.channel)
         self._cross = StoreCrossReader(store)
         self._task: asyncio.Task[None] | None = None
@@ -566,43 +571,76 @@ class ChannelService:
         """Persist the durable state and commit the blocks, in order.
 
         Each block is applied here (CPU: on the loop, or in a worker thread when it is
-        large, :data:`APPLY_OFF_LOOP_BYTES`) and written with its certificate,
-        state writes, root and outcomes in one synced batch in a worker thread; the
-        durable state rides in the last block's batch (or is written alone), so it is
-        on disk before :meth:`_send`. Governance observes each block right after it is
-        stored, so the roles of the next block are the ones in force at its height.
+        large, :data:`APPLY_OFF_LOOP_BYTES`) on top of the blocks before it; up to
+        :data:`COMMIT_BATCH_BLOCKS` / :data:`COMMIT_BATCH_BYTES` of them are then
+        written with their certificates, state writes, roots and outcomes in one synced
+        batch in a worker thread (catch-up answers bring 64 blocks at once: one disk
+        sync for them, not 64). The durable state rides in the last batch (or is written
+        alone), so it is on disk before :meth:`_send`. Governance observes each block
+        right after it is applied, so the roles of the next block are the ones in force
+        at its height. A block that waits for another channel first writes the blocks
+        applied before it (that channel may be waiting for them). A failed write
+        raises (the driver stops; the blocks not written are fetched again on restart).
         """
         durable = rd.persist.to_bytes() if rd.persist is not None else None
         committed = rd.committed
+        batch: list[BlockCommit] = []
+        batch_bytes = 0
+        overlay: WriteSet | None = None  # the applied, unwritten blocks' state writes
+        prev_root: bytes | None = None  # the state root they leave
         for i, (block, cert) in enumerate(committed):
-            effects = await self._apply(block)
+            while True:
+                try:
+                    effects = await self._apply(block, overlay, prev_root)
+                    break
+                except NeedsOtherChannel as exc:
+                    if batch:  # the other channel may be waiting for these
+                        await self._write_blocks(batch)
+                        batch, batch_bytes, overlay, prev_root = [], 0, None, None
+                        continue
+                    self._log_wait(block, exc)
+                    await asyncio.sleep(0.02)
             wal: dict[str, bytes | None] = {
                 outcomes_key(block.height): encode([o.to_wire() for o in effects.outcomes])
             }
-            if durable is not None and i == len(committed) - 1:
+            last = i == len(committed) - 1
+            if durable is not None and last:
                 wal[WAL_DURABLE] = durable
-            await self._io(
-                self.store.commit_block,
-                self.channel,
-                block,
-                cert,
-                effects.writes,
-                effects.state_root,
-                wal=wal,
-            )
+            batch.append(BlockCommit(block, cert, effects.writes, effects.state_root, wal))
+            batch_bytes += len(block.encoded())
             self.governance.observe_block(block)
-            self._on_committed(block)
+            if last or len(batch) >= COMMIT_BATCH_BLOCKS or batch_bytes >= COMMIT_BATCH_BYTES:
+                await self._write_blocks(batch)
+                batch, batch_bytes, overlay, prev_root = [], 0, None, None
+            else:
+                if overlay is None:
+                    overlay = WriteSet(self._state)
+                for key, value in effects.writes.items():
+                    if value is None:
+                        overlay.delete(key)
+                    else:
+                        overlay.put(key, value)
+                prev_root = effects.state_root
         if durable is not None and not committed:
             await self._io(self.store.put_wal, self.channel, {WAL_DURABLE: durable})
         if committed:
-            last = committed[-1][0]
+            last_block = committed[-1][0]
             log.debug(
                 "committed %d block(s)",
                 len(committed),
-                extra={"channel": self.channel, "height": last.height, "view": last.header.view},
+                extra={
+                    "channel": self.channel,
+                    "height": last_block.height,
+                    "view": last_block.header.view,
+                },
             )
             event, self._new_block = self._new_block, asyncio.Event()
             event.set()
+
+    async def _write_blocks(self, batch: list[BlockCommit]) -> None:
+        await self._io(self.store.commit_blocks, self.channel, batch)
+        for c in batch:
+            self._on_committed(c.block)
 
     async def _io(self, fn: Callable[..., None], *args: Any, **kwargs: Any) -> None:
         """Run a blocking store write in a worker thread. If the driver is cancelled
@@ -616,39 +654,43 @@ class ChannelService:
             if fut.done():
                 self._inflight = None
 
-    async def _apply(self, block: Block) -> BlockEffects:
-        """Apply ``block`` through the channel rules, waiting (never guessing) while it
-        needs another channel's height that this node has not applied yet."""
-        prev_root = (
-            self.logic.initial_state_root()
-            if block.height == 1
-            else self.store.state_root_at(self.channel, block.height - 1)
-        )
+    async def _apply(
+        self, block: Block, overlay: WriteSet | None, prev_root: bytes | None
+    ) -> BlockEffects:
+        """Apply ``block`` through the channel rules on the committed state, or on
+        ``overlay`` (the unwritten blocks before it, which leave ``prev_root``).
+        Raises :class:`NeedsOtherChannel` while it needs another channel's height
+        that this node has not applied yet (the caller waits: never a guess)."""
+        if prev_root is None:
+            prev_root = (
+                self.logic.initial_state_root()
+                if block.height == 1
+                else self.store.state_root_at(self.channel, block.height - 1)
+            )
         if prev_root is None:
             raise RuntimeError(f"no state root recorded for height {block.height - 1}")
+        state = self._state if overlay is None else overlay
         roles = [self.role_of(tx.sender, tx.public_key, block.height) for tx in block.transactions]
         # A large block takes this node's CPU for a second or more: applied in a worker
         # thread, the loop keeps serving the other channels' votes and timers meanwhile
         # (on the loop, their blocks stalled and their backups changed view).
-        off_loop = len(block.encoded()) >= APPLY_OFF_LOOP_BYTES
-        next_log = time.monotonic()
-        while True:
-            try:
-                if off_loop:
-                    return await asyncio.to_thread(
-                        self.logic.apply_block, block, roles, self._state, self._cross, prev_root
-                    )
-                return self.logic.apply_block(block, roles, self._state, self._cross, prev_root)
-            except NeedsOtherChannel as exc:
-                if time.monotonic() >= next_log:
-                    log.warning(
-                        "block waits for %s height %d",
-                        exc.channel,
-                        exc.height,
-                        extra={"channel": self.channel, "height": block.height},
-                    )
-                    next_log = time.monotonic() + 5.0
-                await asyncio.sleep(0.02)
+        if len(block.encoded()) >= APPLY_OFF_LOOP_BYTES:
+            return await asyncio.to_thread(
+                self.logic.apply_block, block, roles, state, self._cross, prev_root
+            )
+        return self.logic.apply_block(block, roles, state, self._cross, prev_root)
+
+    def _log_wait(self, block: Block, exc: NeedsOtherChannel) -> None:
+        """Say (every 5 s at most) that ``block`` waits for another channel."""
+        now = time.monotonic()
+        if now >= self._next_wait_log:
+            log.warning(
+                "block waits for %s height %d",
+                exc.channel,
+                exc.height,
+                extra={"channel": self.channel, "height": block.height},
+            )
+            self._next_wait_log = now + 5.0
 
     def _on_committed(self, block: Block) -> None:
         now = time.perf_counter()

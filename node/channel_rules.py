@@ -15,8 +15,8 @@ from node.rules import (
     BlockEffects,
     NeedsOtherChannel,
     Rejected,
+    StateView,
     StoreCrossReader,
-    StoreState,
     TxOutcome,
 )
 
@@ -66,7 +66,7 @@ class ProductionLogic:
         self,
         block: Block,
         roles: Sequence[str | None],
-        state: StoreState,
+        state: StateView,
         cross: StoreCrossReader,
         prev_root: bytes,
     ) -> BlockEffects:

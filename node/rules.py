@@ -62,6 +62,15 @@ class BlockEffects:
     state_root: bytes
 
 
+class StateView(Protocol):
+    """What a block is applied on: the committed state (:class:`StoreState`) or an
+    overlay of unwritten blocks over it (``channels.state.WriteSet``)."""
+
+    def get(self, key: bytes) -> bytes | None: ...
+
+    def iter_prefix(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]: ...
+
+
 class StoreState:
     """A channel's committed state in the store, as a ``channels.state.StateReader``."""
 
@@ -121,7 +130,7 @@ class ChannelLogic(Protocol):
         self,
         block: Block,
         roles: Sequence[str | None],
-        state: StoreState,
+        state: StateView,
         cross: StoreCrossReader,
         prev_root: bytes,
     ) -> BlockEffects:
@@ -156,7 +165,7 @@ class TestLogic:
         self,
         block: Block,
         roles: Sequence[str | None],
-        state: StoreState,
+        state: StateView,
         cross: StoreCrossReader,
         prev_root: bytes,
     ) -> BlockEffects:

@@ -20,6 +20,7 @@ from ledger.encoding import encode
 from ledger.errors import ConfigError, CorruptLedgerError
 from ledger.ledger_verify import verify_channel
 from ledger.store import (
+    BlockCommit,
     BlockRejectedError,
     BlockStore,
     StoreError,
@@ -312,6 +313,69 @@ def test_refusals_write_nothing(tmp_path: Path) -> None:
         refused(twice, certify(twice, chain.validators, chain.signers), "appears twice")
         # the genuine block still goes in afterwards
         commit_chain(store, chain.blocks[1:])
+        assert store.height(CH) == 3
+
+
+def test_commit_blocks_writes_several_blocks_in_one_batch(tmp_path: Path) -> None:
+    """Three blocks in one call: every index as if committed one by one, a later
+    block's state writes and wal entries override an earlier one's (a put then a
+    delete leaves the key deleted, a delete then a put leaves it put), and reopening
+    finds them all."""
+    chain = make_chain(4, 2)
+    (b2, c2), (b3, c3), (b4, c4) = chain.blocks[1:]
+    with open_store(tmp_path / "ledger", chain.genesis_hash) as store:
+        commit_chain(store, chain.blocks[:1])
+        store.commit_blocks(
+            CH,
+            [
+                BlockCommit(b2, c2, {b"a": b"1", b"b": b"2"}, state_root_after(b2), {"w": b"2"}),
+                BlockCommit(b3, c3, {b"a": None, b"c": b"3"}, state_root_after(b3), {"x": b"3"}),
+                BlockCommit(b4, c4, {b"c": None, b"a": b"4"}, state_root_after(b4), {"w": None}),
+            ],
+        )
+        assert store.height(CH) == 4 and store.last_hash(CH) == b4.hash
+    with BlockStore.open(tmp_path / "ledger", chain.genesis_hash, create=False) as store:
+        assert store.height(CH) == 4 and store.last_hash(CH) == b4.hash
+        assert [k for k, _ in store.iter_state(CH) if len(k) == 1] == [b"a", b"b"]
+        assert store.get_state(CH, b"a") == b"4"
+        assert store.wal_items(CH) == {"x": b"3"}
+        for block in (b2, b3, b4):
+            assert store.block(CH, block.height) == block
+            assert store.state_root_at(CH, block.height) == state_root_after(block)
+            for i, tx in enumerate(block.transactions):
+                assert store.tx_location(CH, tx.tx_id) == TxLocation(block.height, i)
+        report = verify_channel(store, CH, chain.genesis_hash, lambda _h: chain.validators)
+        assert report.ok and report.blocks == 4, report.line()
+
+
+def test_commit_blocks_refuses_the_whole_batch(tmp_path: Path) -> None:
+    """One bad block in a batch (a gap, a transaction repeated from an earlier block
+    of the same batch) and nothing of the batch is written, the good blocks before it
+    included."""
+    chain = make_chain(3, 2)
+    (b2, c2), (b3, c3) = chain.blocks[1:]
+    with open_store(tmp_path / "ledger", chain.genesis_hash) as store:
+        commit_chain(store, chain.blocks[:1])
+        before = dump(store)
+
+        def batch(*blocks: tuple[Block, object]) -> list[BlockCommit]:
+            return [
+                BlockCommit(b, c, state_writes(b), state_root_after(b))  # type: ignore[arg-type]
+                for b, c in blocks
+            ]
+
+        with pytest.raises(BlockRejectedError, match=r"block 3 .*expected height 4"):
+            store.commit_blocks(CH, batch((b2, c2), (b3, c3), (b3, c3)))
+        assert dump(store) == before
+        replay = make_block(CH, 3, b2.hash, [b2.transactions[0]], state_root=b3.header.state_root)
+        with pytest.raises(BlockRejectedError, match="appears twice"):
+            store.commit_blocks(
+                CH, batch((b2, c2), (replay, certify(replay, chain.validators, chain.signers)))
+            )
+        assert dump(store) == before and store.height(CH) == 1
+        store.commit_blocks(CH, [])
+        assert dump(store) == before
+        store.commit_blocks(CH, batch((b2, c2), (b3, c3)))
         assert store.height(CH) == 3
 
 

@@ -1,0 +1,166 @@
+"""Several committed blocks applied on top of each other and written in one batch
+(``ChannelService._persist_and_commit``), in process on a real store, no consensus
+running: the batch equals committing the blocks one by one; a block that waits for
+another channel first writes the blocks before it."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from channels.state import MemoryState
+from consensus.replica import Ready
+from ledger.blocks import Block, Transaction, build_block
+from ledger.certificate import CommitCertificate, Vote, commit_vote_message
+from ledger.hashing import TAG_COMMIT_VOTE
+from ledger.keyfile import load_key_file
+from node.channel import COMMIT_BATCH_BLOCKS, ChannelService, outcomes_key
+from node.config import load_node_config
+from node.rules import NeedsOtherChannel, StateView, StoreCrossReader
+from node.runtime import NodeRuntime
+from tests.node.test_node_runtime import write_config
+
+CH = "supervision"
+
+
+class Chain:
+    """Blocks of ``rules = "test"`` transactions (``{"k": K}``) sent by a node key,
+    certified by a quorum of the genesis validators."""
+
+    def __init__(self, tmp: Path, svc: ChannelService) -> None:
+        keys = tmp / "net" / "keys"
+        self.svc = svc
+        self.validators = svc.config.validators
+        self.signers = {
+            v.node_id: load_key_file(keys / f"{v.node_id}.key").signer
+            for v in self.validators.validators
+        }
+        self.sender = "bureau-node"
+        self.prev = svc.store.last_hash(CH)
+        self.height = svc.store.height(CH)
+
+    def block(self, keys: Sequence[str]) -> tuple[Block, CommitCertificate]:
+        signer = self.signers[self.sender]
+        h = self.height + 1
+        txs = tuple(
+            Transaction(
+                network=self.svc.genesis.hash, channel=CH, type="loan_event",
+                sender=self.sender, public_key=signer.public_key,
+                nonce=secrets.randbits(62), time_ms=1_700_000_000_000 + h, payload={"k": k},
+            ).signed(signer)
+            for k in keys
+        )  # fmt: skip
+        block = build_block(
+            channel=CH, height=h, prev_hash=self.prev, transactions=txs, state_height=0,
+            state_root=self.svc.logic.initial_state_root(),
+            proposer=self.validators.primary(0), view=0, time_ms=1_700_000_000_000 + h,
+        )  # fmt: skip
+        msg = commit_vote_message(CH, h, 0, block.hash)
+        votes = tuple(
+            Vote(v.node_id, self.signers[v.node_id].sign(TAG_COMMIT_VOTE, msg))
+            for v in self.validators.validators[: self.validators.quorum]
+        )
+        self.prev, self.height = block.hash, h
+        return block, CommitCertificate(CH, h, 0, block.hash, votes)
+
+
+@pytest.fixture
+def runtime(tmp_path: Path) -> Iterator[NodeRuntime]:
+    rt = NodeRuntime.open(load_node_config(write_config(tmp_path)))
+    try:
+        yield rt
+    finally:
+        rt.store.close()
+
+
+def commit(svc: ChannelService, blocks: Sequence[tuple[Block, CommitCertificate]]) -> None:
+    ready = Ready(persist=None, messages=(), committed=tuple(blocks), evidence=())
+    asyncio.run(svc._persist_and_commit(ready))
+
+
+def count_batches(svc: ChannelService, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Record the number of blocks of every ``commit_blocks`` write."""
+    sizes: list[int] = []
+    real = svc.store.commit_blocks
+
+    def counted(channel: str, commits: Sequence[Any]) -> None:
+        sizes.append(len(commits))
+        real(channel, commits)
+
+    monkeypatch.setattr(svc.store, "commit_blocks", counted)
+    return sizes
+
+
+def test_blocks_of_one_ready_apply_on_each_other_and_share_one_write(
+    runtime: NodeRuntime, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Block 2 sees block 1's unwritten writes (a key set in 1 is "exists" in 2), the
+    roots chain, and the Ready's blocks reach the disk in one batch — or in batches
+    of COMMIT_BATCH_BLOCKS."""
+    svc = runtime.channels[CH]
+    chain = Chain(tmp_path, svc)
+    sizes = count_batches(svc, monkeypatch)
+    blocks = [chain.block(["a", "b"]), chain.block(["b", "c"]), chain.block(["a", "d"])]
+    commit(svc, blocks)
+    assert sizes == [3]
+    store = svc.store
+    assert store.height(CH) == 3
+    assert [o.code for o in svc.outcomes(1)] == ["ok", "ok"]
+    assert [o.code for o in svc.outcomes(2)] == ["exists", "ok"]
+    assert [o.code for o in svc.outcomes(3)] == ["exists", "ok"]
+    # the same roots as applying the blocks one at a time on their own state
+    state, root = MemoryState(), svc.logic.initial_state_root()
+    for block, _cert in blocks:
+        roles = ["node"] * len(block.transactions)
+        effects = svc.logic.apply_block(block, roles, state, StoreCrossReader(store), root)
+        state.apply_writes(effects.writes.items())
+        root = effects.state_root
+        assert store.state_root_at(CH, block.height) == root
+    many = [chain.block([f"k{i}"]) for i in range(COMMIT_BATCH_BLOCKS + 5)]
+    commit(svc, many)
+    assert sizes == [3, COMMIT_BATCH_BLOCKS, 5]
+    assert store.height(CH) == 3 + COMMIT_BATCH_BLOCKS + 5
+    top = store.height(CH)
+    assert store.get_wal(CH, outcomes_key(top)) is not None
+    assert [o.code for o in svc.outcomes(top)] == ["ok"]
+
+
+def test_a_block_waiting_for_another_channel_writes_the_blocks_before_it(
+    runtime: NodeRuntime, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Block 3 needs "another channel" that only moves once blocks 1–2 of this one are
+    on disk (the judicial chain waits for supervision blocks, say): the driver writes
+    1–2 first, then applies 3 — holding them back in the batch would wait forever."""
+    svc = runtime.channels[CH]
+    chain = Chain(tmp_path, svc)
+    sizes = count_batches(svc, monkeypatch)
+    inner = svc.logic
+    waits: list[int] = []
+
+    class Waiting:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(inner, name)
+
+        def apply_block(
+            self, block: Block, roles: Sequence[str | None], state: StateView, cross: Any,
+            prev_root: bytes,
+        ) -> Any:  # fmt: skip
+            if block.height == 3 and svc.store.height(CH) < 2:
+                waits.append(block.height)
+                if len(waits) > 50:  # a second of retries: it would wait forever
+                    raise AssertionError("block 3 waits while blocks 1-2 are held back")
+                raise NeedsOtherChannel("judicial", 1)
+            return inner.apply_block(block, roles, state, cross, prev_root)
+
+    svc.logic = Waiting()  # type: ignore[assignment]
+    blocks = [chain.block(["a"]), chain.block(["b"]), chain.block(["a", "c"])]
+    commit(svc, blocks)
+    assert waits == [3]
+    assert sizes == [2, 1]
+    assert svc.store.height(CH) == 3
+    assert [o.code for o in svc.outcomes(3)] == ["exists", "ok"]
