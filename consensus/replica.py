@@ -105,7 +105,12 @@ class Outbound:
 
 @dataclass(frozen=True)
 class Ready:
-    """Work for the caller, in this order: persist, store/apply, send, record."""
+    """Work for the caller, in this order: persist, store/apply, send, record.
+
+    One exception to the order: a FETCH depends on nothing durable (it only asks a
+    peer for committed blocks), so the caller may send it before persisting — the next
+    catch-up answer is then on its way while this one's blocks are written.
+    """
 
     persist: DurableState | None
     messages: tuple[Outbound, ...]

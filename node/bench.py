@@ -21,8 +21,9 @@ process control run):
    verified offline by the SDK (ms per receipt).
 6. ``primary_kill``: SIGKILL the supervision primary under a trickle of load; time
    to the next committed block on the survivors.
-7. ``catch_up``: a node stopped while the others commit blocks, then restarted;
-   blocks/s until it is level.
+7. ``catch_up`` (runs before ``primary_kill``): the network stopped, four nodes given
+   ``catchup_blocks`` (10,000) more certified supervision blocks of loan reports
+   (:mod:`node.seed`), restarted, then the fifth; blocks/s until it is level.
 8. ``resources``: each node's peak RSS (VmHWM) and the ledger's bytes per record.
 
 Every figure is a plain number in :class:`BenchReport`'s ``figures`` (``None`` with a
@@ -66,6 +67,8 @@ BENCH_CONSENSUS: dict[str, int] = {"batch_interval_ms": 20, "base_timeout_ms": 1
 PHASES: Final = ("throughput", "half_load", "anchoring", "evidence", "catch_up", "primary_kill")
 #: A phase that needs another's results.
 PHASE_NEEDS: Final = {"half_load": "throughput", "evidence": "anchoring"}
+#: Loan reports in each block of the catch-up backlog.
+CATCH_UP_TXS_PER_BLOCK: Final = 2
 
 
 @dataclass(frozen=True)
@@ -81,7 +84,7 @@ class BenchConfig:
     anchor_txs: int = 20
     records_per_tx: int = 1000
     evidence_s: float = 10.0
-    catchup_s: float = 30.0
+    catchup_blocks: int = 10_000
     keep: bool = False
     #: Run only these phases (None: all of :data:`PHASES`); a phase's prerequisite
     #: (throughput before half_load, anchoring before evidence) is added for it.
@@ -102,7 +105,7 @@ class BenchConfig:
             base = BenchConfig(
                 quick=True, duration_s=6.0, lenders=4, txs_per_request=50,
                 half_duration_s=4.0, anchor_txs=4, records_per_tx=100, evidence_s=2.0,
-                catchup_s=4.0,
+                catchup_blocks=300,
             )  # fmt: skip
         else:
             base = BenchConfig()
@@ -791,6 +794,10 @@ class Bench:
         return out or [(0, 0)]
 
     async def _catch_up(self) -> None:
+        """Stop the network, give four nodes ``catchup_blocks`` more supervision blocks
+        (certified offline with the validators' keys and applied by each node's own
+        driver: :mod:`node.seed`; single-event loan reports of a bench lender), start
+        them, then the fifth, and time how fast it fetches, checks and applies them."""
         net = self.net
         assert net is not None
         cfg = self.config
@@ -799,26 +806,23 @@ class Bench:
         primary = self._primary_index(int(r.json().get("view", 0)))
         lag = next(i for i in range(len(net.nodes) - 1, -1, -1) if i != primary)
         others = [i for i in range(len(net.nodes)) if i != lag]
-        await asyncio.to_thread(net.terminate, lag)
-        stop = asyncio.Event()
-        trickle = asyncio.create_task(self._trickle(stop))
-        h_before = (await self._heights([others[0]])).get(others[0], 0)
-        await asyncio.sleep(cfg.catchup_s)
-        stop.set()
-        await trickle
-        hs = await self._heights(others)
-        goal = max(hs.values())
+        await asyncio.to_thread(net.stop)
+        t_seed = time.monotonic()
+        goal = await asyncio.to_thread(self._seed, [net.nodes[i].config_path for i in others])
+        seed_s = time.monotonic() - t_seed
+        await asyncio.to_thread(net.start, others)
+        await asyncio.to_thread(net.wait_healthy, 90.0, others)
         t0 = time.monotonic()
         await asyncio.to_thread(net.start, [lag])
-        await asyncio.to_thread(net.wait_healthy, 60.0, [lag])
+        await asyncio.to_thread(net.wait_healthy, 90.0, [lag])
         t_healthy = time.monotonic()
         h_lag0 = (await self._heights([lag])).get(lag, 0)
         while True:
             h = (await self._heights([lag])).get(lag, 0)
             if h >= goal:
                 break
-            if time.monotonic() - t0 > 300:
-                raise RuntimeError(f"node {lag} at {h} did not reach {goal} in 300 s")
+            if time.monotonic() - t0 > 600:
+                raise RuntimeError(f"node {lag} at {h} did not reach {goal} in 600 s")
             await asyncio.sleep(0.05)
         t_done = time.monotonic()
         behind = goal - h_lag0
@@ -828,9 +832,44 @@ class Bench:
         f["catch_up_total_s"] = round(t_done - t0, 2)
         self.report.details["catch_up"] = {
             "node": net.nodes[lag].node_id,
-            "blocks_committed_while_down": goal - h_before,
+            "blocks_seeded": cfg.catchup_blocks,
+            "txs_per_block": CATCH_UP_TXS_PER_BLOCK,
+            "seed_s": round(seed_s, 1),
             "note": "blocks/s counted from the restarted node answering /healthz",
         }
+
+    def _seed(self, config_paths: list[Path]) -> int:
+        """Seed the catch-up backlog (blocking); returns the new supervision height."""
+        from clients._records import build_loan_events
+        from ledger.blocks import Transaction
+        from node.seed import seed_blocks
+
+        net = self.net
+        assert net is not None
+        lenders = self._lenders
+        lender = lenders.ids[0]
+        signer = load_key_file(net.data_dir / "keys" / f"{lender}.key").signer
+        validators = net.genesis.channel(SUPERVISION).validators.validators
+        keys = {
+            v.node_id: load_key_file(net.data_dir / "keys" / f"{v.node_id}.key").signer
+            for v in validators
+        }
+
+        def txs(_h: int) -> list[Transaction]:
+            out = []
+            for ev in lenders.events(CATCH_UP_TXS_PER_BLOCK):
+                tx_type, payload, _records = build_loan_events(lender, [ev])
+                out.append(
+                    Transaction(
+                        network=net.genesis.hash, channel=SUPERVISION, type=tx_type,
+                        sender=lender, public_key=signer.public_key,
+                        nonce=secrets.randbits(62), time_ms=int(time.time() * 1000),
+                        payload=payload,
+                    ).signed(signer)
+                )  # fmt: skip
+            return out
+
+        return seed_blocks(config_paths, SUPERVISION, self.config.catchup_blocks, txs, keys)
 
     def _resources(self) -> None:
         net = self.net

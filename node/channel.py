@@ -534,6 +534,9 @@ class ChannelService:
         while replica.has_ready():
             rd = replica.ready()
             t0 = time.perf_counter()
+            # the next catch-up request leaves now, its answer arriving while these
+            # blocks are written; every other message waits for the write
+            self._send(rd, early=True)
             await self._persist_and_commit(rd)
             busy_ms = int((time.perf_counter() - t0) * 1000)
             if busy_ms >= PAUSE_AFTER_MS:
@@ -545,7 +548,7 @@ class ChannelService:
                 log.warning(
                     "misbehaviour: %s", ev, extra={"channel": self.channel, "view": replica.view}
                 )
-            self._send(rd)
+            self._send(rd, early=False)
             replica.advance(rd)
             self.metrics.ready_seconds.observe(time.perf_counter() - t0, self.channel)
             if replica.view != self._seen_view:
@@ -637,6 +640,14 @@ class ChannelService:
             event, self._new_block = self._new_block, asyncio.Event()
             event.set()
 
+    async def commit_certified(self, blocks: Sequence[tuple[Block, CommitCertificate]]) -> None:
+        """Apply and write blocks certified elsewhere, on a node whose driver is not
+        running (:mod:`node.seed`): the same path as the blocks consensus commits.
+        Certificates and signatures are the caller's to vouch for."""
+        if self._task is not None:
+            raise RuntimeError("commit_certified while the channel driver runs")
+        await self._persist_and_commit(Ready(None, (), tuple(blocks), ()))
+
     async def _write_blocks(self, batch: list[BlockCommit]) -> None:
         await self._io(self.store.commit_blocks, self.channel, batch)
         for c in batch:
@@ -709,7 +720,9 @@ class ChannelService:
         while len(recent) > min(self._status_cache, RECENT_TXS):
             recent.popitem(last=False)
 
-    def _send(self, rd: Ready) -> None:
+    def _send(self, rd: Ready, *, early: bool) -> None:
+        """Send ``rd``'s messages that may leave before it is persisted (``early``:
+        FETCH), or the others."""
         if self.transport is None or not rd.messages:
             return
         peers_all = [
@@ -718,6 +731,8 @@ class ChannelService:
             if v.node_id != self.node_id
         ]
         for out in rd.messages:
+            if cport.may_send_before_persist(out.message) != early:
+                continue
             payload = cport.encode_message(out.message)
             kind = cport.message_kind(out.message)
             essential = cport.is_essential(out.message)

@@ -24,7 +24,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--per-request", type=int, help="signed txs per batch request (default 100)")
     p.add_argument("--records-per-tx", type=int, help="events per anchoring batch tx (1000)")
     p.add_argument("--anchor-txs", type=int, help="batch txs in the anchoring phase (20)")
-    p.add_argument("--catchup-s", type=float, help="seconds a node stays down (default 30)")
+    p.add_argument(
+        "--catchup-blocks", type=int,
+        help="blocks the restarted node is behind (default 10000; --quick 300)",
+    )  # fmt: skip
     p.add_argument("--keep", action="store_true", help="keep the temp network directory")
     p.add_argument(
         "--phases",
@@ -54,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
         txs_per_request=args.per_request,
         records_per_tx=args.records_per_tx,
         anchor_txs=args.anchor_txs,
-        catchup_s=args.catchup_s,
+        catchup_blocks=args.catchup_blocks,
         keep=args.keep or None,
         phases=phases,
     )

@@ -277,87 +277,34 @@ def seed_blocks(
     into: Sequence[int],
     txs_per_block: int = 2,
     sender: str = "lender1",
-    window: int = 8,
 ) -> int:
     """Append ``n_blocks`` valid, certified blocks to the ledgers of the STOPPED nodes
-    ``into`` (which must agree on the channel's tip), exactly as the node would have
-    committed them under ``rules = "test"``: transactions signed by ``sender``, a
-    commit certificate signed by a quorum of the validators' keys, state writes, roots
-    and outcomes applied with :class:`node.rules.TestLogic`. Returns the new height.
+    ``into`` (which must agree on the channel's tip) with :func:`node.seed.seed_blocks`
+    — as the nodes would have committed them: ``rules = "test"`` transactions signed by
+    ``sender``, a quorum's commit certificate, applied by each node's own driver.
+    Returns the new height.
 
     Lets a catch-up test put hundreds of blocks between a node and its peers in
     seconds, whatever the machine's load.
     """
-    from ledger.blocks import build_block
-    from ledger.certificate import CommitCertificate, Vote, commit_vote_message
-    from ledger.hashing import TAG_COMMIT_VOTE
-    from ledger.store import BlockStore
-    from node.channel import outcomes_key
-    from node.rules import StoreCrossReader, StoreState, TestLogic
+    from node.seed import seed_blocks as seed
 
-    genesis = net.genesis
-    validators = genesis.channel(channel).validators
     keys = net.data_dir / "keys"
+    validators = net.genesis.channel(channel).validators
     node_signers = {
         v.node_id: load_key_file(keys / f"{v.node_id}.key").signer for v in validators.validators
     }
     client = load_key_file(keys / f"{sender}.key").signer
-    stores = [
-        BlockStore.open(net.nodes[i].config_path.parent / "ledger", genesis.hash, create=False)
-        for i in into
-    ]
-    try:
-        tips = {s.tip(channel) for s in stores}
-        assert len(tips) == 1, f"nodes disagree on the tip: {tips}"
-        tip = tips.pop()
-        ref = stores[0]
-        last = ref.header(channel, tip.height) if tip.height else None
-        view = last.view if last is not None else 0
-        prev_hash, prev_time = tip.hash, (last.time_ms if last is not None else 0)
-        logic = TestLogic(channel)
-        for h in range(tip.height + 1, tip.height + 1 + n_blocks):
-            now = max(time.time_ns() // 1_000_000, prev_time)
-            txs = [
-                Transaction(
-                    network=genesis.hash, channel=channel, type="loan_event", sender=sender,
-                    public_key=client.public_key, nonce=secrets.randbits(62), time_ms=now,
-                    payload={"k": f"seed-{h}-{j}", "v": j},
-                ).signed(client)
-                for j in range(txs_per_block)
-            ]  # fmt: skip
-            sh = max(0, h - window)
-            sroot = logic.initial_state_root() if sh == 0 else ref.state_root_at(channel, sh)
-            assert sroot is not None
-            block = build_block(
-                channel=channel, height=h, prev_hash=prev_hash, transactions=txs,
-                state_height=sh, state_root=sroot, proposer=validators.primary(view),
-                view=view, time_ms=now,
-            )  # fmt: skip
-            message = commit_vote_message(channel, h, view, block.hash)
-            votes = tuple(
-                Vote(v.node_id, node_signers[v.node_id].sign(TAG_COMMIT_VOTE, message))
-                for v in validators.validators[: validators.quorum]
-            )
-            cert = CommitCertificate(channel, h, view, block.hash, votes)
-            for store in stores:
-                prev_root = (
-                    logic.initial_state_root() if h == 1 else store.state_root_at(channel, h - 1)
-                )
-                assert prev_root is not None
-                effects = logic.apply_block(
-                    block,
-                    ["lender"] * len(txs),
-                    StoreState(store, channel),
-                    StoreCrossReader(store),
-                    prev_root,
-                )
-                outcomes = encode([o.to_wire() for o in effects.outcomes])
-                store.commit_block(
-                    channel, block, cert, effects.writes, effects.state_root,
-                    wal={outcomes_key(h): outcomes},
-                )  # fmt: skip
-            prev_hash, prev_time = block.hash, now
-        return tip.height + n_blocks
-    finally:
-        for store in stores:
-            store.close()
+
+    def txs(h: int) -> list[Transaction]:
+        now = time.time_ns() // 1_000_000
+        return [
+            Transaction(
+                network=net.genesis.hash, channel=channel, type="loan_event", sender=sender,
+                public_key=client.public_key, nonce=secrets.randbits(62), time_ms=now,
+                payload={"k": f"seed-{h}-{j}", "v": j},
+            ).signed(client)
+            for j in range(txs_per_block)
+        ]  # fmt: skip
+
+    return seed([net.nodes[i].config_path for i in into], channel, n_blocks, txs, node_signers)

@@ -1,7 +1,8 @@
 """Several committed blocks applied on top of each other and written in one batch
 (``ChannelService._persist_and_commit``), in process on a real store, no consensus
 running: the batch equals committing the blocks one by one; a block that waits for
-another channel first writes the blocks before it."""
+another channel first writes the blocks before it; a FETCH leaves before the write,
+everything else after it."""
 
 from __future__ import annotations
 
@@ -9,16 +10,18 @@ import asyncio
 import secrets
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
 from channels.state import MemoryState
-from consensus.replica import Ready
+from consensus.messages import Commit, Fetch, Status
+from consensus.replica import Outbound, Ready
 from ledger.blocks import Block, Transaction, build_block
 from ledger.certificate import CommitCertificate, Vote, commit_vote_message
 from ledger.hashing import TAG_COMMIT_VOTE
 from ledger.keyfile import load_key_file
+from node import consensus_port as cport
 from node.channel import COMMIT_BATCH_BLOCKS, ChannelService, outcomes_key
 from node.config import load_node_config
 from node.rules import NeedsOtherChannel, StateView, StoreCrossReader
@@ -164,3 +167,54 @@ def test_a_block_waiting_for_another_channel_writes_the_blocks_before_it(
     assert sizes == [2, 1]
     assert svc.store.height(CH) == 3
     assert [o.code for o in svc.outcomes(3)] == ["exists", "ok"]
+
+
+def test_a_fetch_leaves_before_the_blocks_are_written_and_votes_after(
+    runtime: NodeRuntime, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The driver sends a Ready's FETCH before persisting it (the next catch-up answer
+    travels while these blocks are written) and everything else — a STATUS claiming the
+    new height, a vote — only once the blocks are on disk."""
+    svc = runtime.channels[CH]
+    chain = Chain(tmp_path, svc)
+    block, cert = chain.block(["a"])
+    me = svc.node_id
+    sent: list[tuple[str, int]] = []  # (message kind, committed height when sent)
+
+    class Transport:
+        def send(self, to: Any, channel: str, payload: bytes, kind: str, *_: Any) -> None:
+            sent.append((kind, svc.store.height(CH)))
+
+        def unreachable(self) -> frozenset[str]:
+            return frozenset()
+
+    monkeypatch.setattr(svc, "transport", Transport())
+    messages = (
+        Outbound("court-node", Fetch(CH, me, 2, 65)),
+        Outbound(None, Commit(CH, me, 0, 2, b"\x01" * 32)),
+        Outbound(None, Status(CH, me, 0, True, 1, block.hash)),
+    )
+    ready = Ready(persist=None, messages=messages, committed=((block, cert),), evidence=())
+
+    class OneReady:
+        view = 0
+        metrics: ClassVar[dict[str, int]] = {}
+        served = False
+
+        def has_ready(self) -> bool:
+            return not self.served
+
+        def ready(self) -> Ready:
+            self.served = True
+            return ready
+
+        def advance(self, rd: Ready) -> None:
+            assert rd is ready
+
+        def pause(self, ms: int) -> None:
+            pass
+
+    monkeypatch.setattr(cport, "mirror_counters", lambda *a: None)
+    asyncio.run(svc._process_ready(OneReady()))  # type: ignore[arg-type]
+    assert sent[0] == ("fetch", 0)
+    assert sorted(sent[1:]) == [("commit", 1), ("status", 1)]
