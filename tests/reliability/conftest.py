@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import random
 import re
 import subprocess
@@ -27,7 +28,7 @@ from pathlib import Path
 import httpx
 
 from clients import Client as SdkClient
-from clients import ClientError
+from clients import ClientError, LoanEvent
 from ledger.genesis import Genesis
 from ledger.ledger_verify import verify_ledger
 from ledger.store import BlockStore
@@ -64,13 +65,20 @@ class Acked:
     channel: str
     tx_id: bytes
     height: int
+    #: The submitting thread's (lender, thread number): :meth:`SdkLoad.client` of it
+    #: opens the record store the transaction's records are in.
+    source: tuple[str, int] = ("", 0)
 
 
 @dataclass
 class SdkLoad:
     """Lenders submitting batches through the SDK until :meth:`stop`.
 
-    ``rate_tx_s`` (None: as fast as the network takes them) caps the total rate. Every
+    ``rate_tx_s`` (None: as fast as the network takes them) caps the total rate.
+    ``reports_dir`` (None: test-rules ``loan_event`` k/v writes) makes every
+    transaction a real single-event loan report (the channel rules' ``contract`` event,
+    salted and committed by the SDK, its records kept in a record store under that
+    directory, one per thread) — the load of a ``rules="channels"`` network. Every
     committed status the SDK returns is appended to :attr:`acked`; submissions the SDK
     gave up on (node unreachable during a crash, not committed in time) are counted in
     :attr:`errors` — they were never acknowledged, so they promise nothing.
@@ -81,6 +89,7 @@ class SdkLoad:
     channel: str = "supervision"
     batch: int = 10
     rate_tx_s: float | None = None
+    reports_dir: Path | None = None
     commit_timeout_s: float = 20.0
     acked: list[Acked] = field(default_factory=list)
     errors: dict[str, int] = field(default_factory=dict)
@@ -89,12 +98,14 @@ class SdkLoad:
     _threads: list[threading.Thread] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def client(self, lender: str) -> SdkClient:
+    def client(self, lender: str, n: int = 0) -> SdkClient:
+        store = None if self.reports_dir is None else self.reports_dir / f"{lender}-{n}"
         return SdkClient(
             nodes=self.net.urls,
             genesis=self.net.genesis,
             signer=self.net.signer_of(lender),
             org=lender,
+            store=store,
             timeout=5.0,
             commit_timeout=self.commit_timeout_s,
             retries=3,
@@ -121,7 +132,7 @@ class SdkLoad:
     def _run(self, lender: str, n: int) -> None:
         per_thread = None if self.rate_tx_s is None else self.rate_tx_s / len(self.lenders)
         seq = 0
-        with self.client(lender) as sdk:
+        with self.client(lender, n) as sdk:
             next_at = time.monotonic()
             while not self._stop.is_set():
                 if per_thread is not None:
@@ -131,13 +142,21 @@ class SdkLoad:
                         self._stop.wait(delay)
                     else:
                         next_at = time.monotonic()  # behind: do not burst to catch up
-                items = [
-                    sdk.build(self.channel, "loan_event", {"k": f"{lender}-{n}-{seq}-{j}", "v": j})
-                    for j in range(self.batch)
-                ]
+                tag = f"{lender}-{n}-{seq}"
                 seq += 1
                 try:
-                    statuses = sdk.submit_many(sdk.prepare_many(items))
+                    if self.reports_dir is None:
+                        items = sdk.prepare_many(
+                            [
+                                sdk.build(self.channel, "loan_event", {"k": f"{tag}-{j}", "v": j})
+                                for j in range(self.batch)
+                            ]
+                        )
+                    else:
+                        items = sdk.prepare_reports(
+                            [contract_event(f"{tag}-{j}", j) for j in range(self.batch)]
+                        )
+                    statuses = sdk.submit_many(items)
                 except ClientError as exc:
                     with self.lock:
                         self.errors[type(exc).__name__] = self.errors.get(type(exc).__name__, 0) + 1
@@ -147,9 +166,23 @@ class SdkLoad:
                     self.submitted += len(items)
                     for st in statuses:
                         if st.committed and st.height is not None:
-                            self.acked.append(Acked(st.channel, st.tx_id, st.height))
+                            self.acked.append(Acked(st.channel, st.tx_id, st.height, (lender, n)))
                         else:
                             self.errors[st.status] = self.errors.get(st.status, 0) + 1
+
+
+def contract_event(loan_id: str, j: int) -> LoanEvent:
+    """A fresh loan contract report (``loan_id`` unique per run)."""
+    return LoanEvent(
+        report_id=f"{loan_id}-c",
+        loan_id=loan_id,
+        borrower_ref=hashlib.sha256(loan_id.encode()).digest(),
+        event="contract",
+        amount_cents=100_000 + j,
+        rate_bp=1500,
+        term_months=12,
+        event_time_ms=int(time.time() * 1000),
+    )
 
 
 def tip_hash(net: TestNetwork, i: int, channel: str, height: int) -> str:
