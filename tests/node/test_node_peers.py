@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -187,6 +188,15 @@ def test_link_batches_and_reconnects_until_the_peer_answers() -> None:
     asyncio.run(main())
 
 
+async def _until(cond: Callable[[], bool], seconds: float = 3.0) -> None:
+    """Poll ``cond`` every 10 ms for at most ``seconds`` (the asserts after it say
+    what was expected)."""
+    for _ in range(int(seconds * 100)):
+        if cond():
+            return
+        await asyncio.sleep(0.01)
+
+
 def test_frame_cut_off_by_a_broken_stream_is_sent_alone_with_its_seq() -> None:
     seen: list[tuple[str, list[int]]] = []
 
@@ -207,15 +217,9 @@ def test_frame_cut_off_by_a_broken_stream_is_sent_alone_with_its_seq() -> None:
         link, metrics = make_link(handler, queue_limit=100)
         link.start()
         link.enqueue("ch", b"first", "prepare", True)
-        for _ in range(300):
-            await asyncio.sleep(0.01)
-            if len(seen) > 1:
-                break
+        await _until(lambda: len(seen) > 1)
         link.enqueue("ch", b"second", "prepare", True)
-        for _ in range(300):
-            await asyncio.sleep(0.01)
-            if len(seen) > 2:
-                break
+        await _until(lambda: len(seen) > 2)
         await link.close()
         # the frame cut off goes again, alone, with the seq it had; then streams resume
         assert seen == [("stream", []), ("single", [101]), ("stream", [102])]
@@ -240,10 +244,7 @@ def test_refused_frame_is_dropped_not_retried() -> None:
         link, metrics = make_link(handler, queue_limit=100)
         link.start()
         link.enqueue("ch", b"refused", "prepare", True)
-        for _ in range(100):
-            await asyncio.sleep(0.01)
-            if calls["n"]:
-                break
+        await _until(lambda: calls["n"] > 0, seconds=1.0)
         await asyncio.sleep(0.2)
         await link.close()
         assert calls["n"] == 1, "nothing left to send: no second stream"
