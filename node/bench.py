@@ -21,9 +21,10 @@ process control run):
    verified offline by the SDK (ms per receipt).
 6. ``primary_kill``: SIGKILL the supervision primary under a trickle of load; time
    to the next committed block on the survivors.
-7. ``catch_up`` (runs before ``primary_kill``): the network stopped, four nodes given
-   ``catchup_blocks`` (10,000) more certified supervision blocks of loan reports
-   (:mod:`node.seed`), restarted, then the fifth; blocks/s until it is level.
+7. ``catch_up`` (runs last: the relays then anchor its backlog for minutes): the
+   network stopped, four nodes given ``catchup_blocks`` (10,000) more certified
+   supervision blocks of loan reports (:mod:`node.seed`), restarted, then the fifth;
+   blocks/s until it is level.
 8. ``resources``: each node's peak RSS (VmHWM) and the ledger's bytes per record.
 
 Every figure is a plain number in :class:`BenchReport`'s ``figures`` (``None`` with a
@@ -57,6 +58,7 @@ from ledger.hashing import TAG_TX
 from ledger.keyfile import load_key_file
 from ledger.request_auth import sign_request
 from node.localnet import DEMO_LENDER, LocalNetwork, add_lender_orgs, admit_lenders, free_base_port
+from node.seed import level_nodes
 
 SUPERVISION = "supervision"
 #: Consensus settings of the bench network (the node defaults, stated explicitly).
@@ -373,7 +375,8 @@ class Bench:
             ):
                 if cfg.runs(name):
                     await self._aphase(name, fn)
-            for name, fn in (("catch_up", self._catch_up), ("primary_kill", self._primary_kill)):
+            # catch-up last: its 10,000 seeded blocks leave the relays anchoring for minutes
+            for name, fn in (("primary_kill", self._primary_kill), ("catch_up", self._catch_up)):
                 if not cfg.runs(name):
                     continue
                 if self.net is None:
@@ -794,7 +797,8 @@ class Bench:
         return out or [(0, 0)]
 
     async def _catch_up(self) -> None:
-        """Stop the network, give four nodes ``catchup_blocks`` more supervision blocks
+        """Stop the network, bring the five level on supervision (nodes stopped while
+        committing can be a block apart), give four of them ``catchup_blocks`` more blocks
         (certified offline with the validators' keys and applied by each node's own
         driver: :mod:`node.seed`; single-event loan reports of a bench lender), start
         them, then the fifth, and time how fast it fetches, checks and applies them."""
@@ -806,9 +810,16 @@ class Bench:
         primary = self._primary_index(int(r.json().get("view", 0)))
         lag = next(i for i in range(len(net.nodes) - 1, -1, -1) if i != primary)
         others = [i for i in range(len(net.nodes)) if i != lag]
+        self._peak_rss = self._peaks()  # the restart resets every node's VmHWM
         await asyncio.to_thread(net.stop)
         t_seed = time.monotonic()
-        goal = await asyncio.to_thread(self._seed, [net.nodes[i].config_path for i in others])
+        try:
+            paths = [n.config_path for n in net.nodes]
+            await asyncio.to_thread(level_nodes, paths, SUPERVISION)
+            goal = await asyncio.to_thread(self._seed, [paths[i] for i in others])
+        except BaseException:
+            await asyncio.to_thread(net.start)  # the next phase needs the network
+            raise
         seed_s = time.monotonic() - t_seed
         await asyncio.to_thread(net.start, others)
         await asyncio.to_thread(net.wait_healthy, 90.0, others)
@@ -871,13 +882,26 @@ class Bench:
 
         return seed_blocks(config_paths, SUPERVISION, self.config.catchup_blocks, txs, keys)
 
+    def _peaks(self) -> dict[str, float | None]:
+        """Each node's peak RSS (VmHWM) in MB, and not below what it was before the
+        catch-up phase restarted it."""
+        net = self.net
+        assert net is not None
+        before = getattr(self, "_peak_rss", {})
+        out: dict[str, float | None] = {}
+        for n in net.nodes:
+            now = _peak_rss_mb(n.proc.pid) if n.proc is not None else None
+            vals = [v for v in (now, before.get(n.node_id)) if v is not None]
+            out[n.node_id] = max(vals) if vals else None
+        return out
+
     def _resources(self) -> None:
         net = self.net
         f = self.report.figures
         if net is None:
             self.report.skipped["resources"] = "needs a network started by the bench"
             return
-        rss = {n.node_id: _peak_rss_mb(n.proc.pid) for n in net.nodes if n.proc is not None}
+        rss = self._peaks()
         vals = [v for v in rss.values() if v is not None]
         f["node_peak_rss_mb_max"] = round(max(vals), 1) if vals else None
         self.report.details["node_peak_rss_mb"] = {

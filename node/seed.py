@@ -6,17 +6,22 @@ signed by a quorum of the channel's validators (their key files), and is applied
 written by each node's own channel driver (:meth:`ChannelService.commit_certified`:
 the configured rules, roles from governance at that height, one synced batch per
 64 blocks). The restarted network cannot tell these blocks from ones it ordered.
+:func:`level_nodes` first brings stopped nodes that are a block or two apart level
+with the others' stored blocks, so no node keeps a block the seeded ones replace.
 
 Only whoever holds the validators' keys can do this — the operator of a whole local
 network: ``wulian bench`` (the catch-up phase puts a node 10,000 blocks behind) and
-the tests.
+the tests. Meant for channels whose rules read no other channel (supervision, the
+test rules): a block that waits for another channel's height would wait for ever
+here, with no driver running to bring that channel along.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 from ledger.blocks import Block, Transaction, build_block
@@ -24,11 +29,69 @@ from ledger.certificate import CommitCertificate, Vote, commit_vote_message
 from ledger.crypto import Signer
 from ledger.errors import ConfigError
 from ledger.hashing import TAG_COMMIT_VOTE
+from node.channel import ChannelService
 from node.config import load_node_config
 from node.runtime import NodeRuntime
 
 #: Blocks built, certified and committed per step (each node writes them in one batch).
 SEED_BATCH = 64
+
+
+def _level(services: Sequence[ChannelService], channel: str) -> None:
+    """Bring every node up to the highest tip among them with that node's stored
+    blocks and certificates (nodes stopped while committing are often a block or two
+    apart). A node whose chain is not a prefix of the highest one is left as it is
+    (the caller then refuses the disagreement)."""
+    top = max(services, key=lambda s: s.store.height(channel))
+    top_h = top.store.height(channel)
+    for svc in services:
+        h = svc.store.height(channel)
+        if h >= top_h:
+            continue
+        header = top.store.header(channel, h) if h else None
+        if header is not None and header.hash != svc.store.last_hash(channel):
+            continue
+        while h < top_h:
+            entries = []
+            for k in range(h + 1, min(top_h, h + SEED_BATCH) + 1):
+                block, cert = top.store.block(channel, k), top.store.certificate(channel, k)
+                if block is None or cert is None:
+                    raise ConfigError("seed", channel, f"block {k} missing below the tip")
+                entries.append((block, cert))
+            asyncio.run(svc.commit_certified(entries))
+            h = entries[-1][0].height
+
+
+@contextlib.contextmanager
+def _levelled(
+    config_paths: Sequence[Path], channel: str
+) -> Iterator[tuple[list[ChannelService], int, bytes]]:
+    """Open the stopped nodes, bring them level (:func:`_level`), and yield their
+    channel services and the common tip (height, hash); close them afterwards.
+    Raises :class:`ConfigError` if their chains disagree."""
+    runtimes: list[NodeRuntime] = []
+    try:
+        for path in config_paths:
+            runtimes.append(NodeRuntime.open(load_node_config(path)))
+        services = [rt.channels[channel] for rt in runtimes]
+        _level(services, channel)
+        tips = {(s.store.height(channel), s.store.last_hash(channel)) for s in services}
+        if len(tips) != 1:
+            raise ConfigError("seed", channel, f"the nodes disagree on the tip: {sorted(tips)}")
+        height, tip_hash = tips.pop()
+        yield services, height, tip_hash
+    finally:
+        for rt in runtimes:
+            rt.store.close()
+
+
+def level_nodes(config_paths: Sequence[Path], channel: str) -> int:
+    """Bring the stopped nodes of ``config_paths`` level on ``channel`` (see
+    :func:`_level`) before seeding some of them: a node left out of the seeding must
+    not keep a block the seeded ones then replace. Returns the common height; raises
+    :class:`ConfigError` if their chains disagree."""
+    with _levelled(config_paths, channel) as (_services, height, _hash):
+        return height
 
 
 def seed_blocks(
@@ -44,22 +107,16 @@ def seed_blocks(
     ``config_paths`` (which must agree on its tip); ``make_txs(height)`` gives each
     block's signed transactions. Returns the new height.
 
-    Raises :class:`ConfigError` if the nodes disagree on the tip or a quorum of the
-    validators' keys is missing, and whatever the nodes' stores raise; the blocks of a
-    step are written by each node in one batch, so a failure leaves whole blocks.
+    Nodes a few blocks behind the others are first brought level with the others'
+    stored (certified) blocks. Raises :class:`ConfigError` if the nodes' chains
+    disagree or a quorum of the validators' keys is missing, and whatever the nodes'
+    stores raise; the blocks of a step are written by each node in one batch, so a
+    failure leaves whole blocks.
     """
-    runtimes: list[NodeRuntime] = []
-    try:
-        for path in config_paths:
-            runtimes.append(NodeRuntime.open(load_node_config(path)))
-        services = [rt.channels[channel] for rt in runtimes]
-        tips = {(s.store.height(channel), s.store.last_hash(channel)) for s in services}
-        if len(tips) != 1:
-            raise ConfigError("seed", channel, f"the nodes disagree on the tip: {sorted(tips)}")
+    with _levelled(config_paths, channel) as (services, height, prev_hash):
         ref = services[0]
         replica = ref.replica
         window = replica.config.window if replica is not None else 8
-        height, prev_hash = tips.pop()
         last = ref.store.header(channel, height) if height else None
         view = last.view if last is not None else 0
         prev_time = last.time_ms if last is not None else 0
@@ -102,6 +159,3 @@ def seed_blocks(
             if progress is not None:
                 progress(height)
         return height
-    finally:
-        for rt in runtimes:
-            rt.store.close()

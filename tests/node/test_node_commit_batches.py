@@ -19,13 +19,16 @@ from consensus.messages import Commit, Fetch, Status
 from consensus.replica import Outbound, Ready
 from ledger.blocks import Block, Transaction, build_block
 from ledger.certificate import CommitCertificate, Vote, commit_vote_message
+from ledger.errors import ConfigError
 from ledger.hashing import TAG_COMMIT_VOTE
 from ledger.keyfile import load_key_file
+from ledger.store import BlockStore
 from node import consensus_port as cport
 from node.channel import COMMIT_BATCH_BLOCKS, ChannelService, outcomes_key
 from node.config import load_node_config
 from node.rules import NeedsOtherChannel, StateView, StoreCrossReader
 from node.runtime import NodeRuntime
+from node.seed import level_nodes
 from tests.node.test_node_runtime import write_config
 
 CH = "supervision"
@@ -218,3 +221,37 @@ def test_a_fetch_leaves_before_the_blocks_are_written_and_votes_after(
     asyncio.run(svc._process_ready(OneReady()))  # type: ignore[arg-type]
     assert sent[0] == ("fetch", 0)
     assert sorted(sent[1:]) == [("commit", 1), ("status", 1)]
+
+
+def test_level_nodes_fills_a_node_a_few_blocks_behind_and_refuses_a_fork(
+    tmp_path: Path,
+) -> None:
+    """``node.seed.level_nodes``: a node stopped one or two blocks short gets the
+    others' certified blocks (same hashes); a node holding a different block at a
+    height is not overwritten, and the disagreement is refused."""
+    paths = [
+        write_config(tmp_path, node=n) for n in ("bureau-node", "court-node", "risk_centre-node")
+    ]
+    rts = [NodeRuntime.open(load_node_config(p)) for p in paths]
+    try:
+        bureau, court, risk = (rt.channels[CH] for rt in rts)
+        chain = Chain(tmp_path, bureau)
+        blocks = [chain.block([f"k{i}"]) for i in range(3)]
+        commit(bureau, blocks)
+        commit(court, blocks[:1])
+        fork = Chain(tmp_path, risk)
+        commit(risk, [fork.block(["other"])])
+    finally:
+        for rt in rts:
+            rt.store.close()
+    assert level_nodes(paths[:2], CH) == 3
+    with BlockStore.open(
+        load_node_config(paths[1]).ledger_dir, rts[0].genesis.hash, create=False
+    ) as store:
+        assert [store.block(CH, h) for h in (1, 2, 3)] == [b for b, _ in blocks]
+    with pytest.raises(ConfigError, match="disagree"):
+        level_nodes(paths, CH)
+    with BlockStore.open(
+        load_node_config(paths[2]).ledger_dir, rts[0].genesis.hash, create=False
+    ) as store:
+        assert store.height(CH) == 1 and store.block(CH, 1) != blocks[0][0]
