@@ -198,6 +198,8 @@ class ChannelService:
         self._waiters: dict[bytes, list[asyncio.Future[None]]] = {}
         self._new_block = asyncio.Event()
         self._next_wait_log = 0.0
+        #: height → hash of the blocks applied but not written yet (one batch)
+        self._unwritten: dict[int, bytes] = {}
         self._state = StoreState(store, self.channel)
         self._cross = StoreCrossReader(store)
         self._task: asyncio.Task[None] | None = None
@@ -610,6 +612,7 @@ class ChannelService:
             if durable is not None and last:
                 wal[WAL_DURABLE] = durable
             batch.append(BlockCommit(block, cert, effects.writes, effects.state_root, wal))
+            self._unwritten[block.height] = block.hash
             batch_bytes += len(block.encoded())
             self.governance.observe_block(block)
             if last or len(batch) >= COMMIT_BATCH_BLOCKS or batch_bytes >= COMMIT_BATCH_BYTES:
@@ -648,8 +651,17 @@ class ChannelService:
             raise RuntimeError("commit_certified while the channel driver runs")
         await self._persist_and_commit(Ready(None, (), tuple(blocks), ()))
 
+    def unwritten_hash(self, height: int) -> bytes | None:
+        """The hash of block ``height`` if it is applied and committed but its batch is
+        not written yet (the rules reading header hashes must see it: the next block
+        of the batch may acknowledge it); None otherwise."""
+        return self._unwritten.get(height)
+
     async def _write_blocks(self, batch: list[BlockCommit]) -> None:
-        await self._io(self.store.commit_blocks, self.channel, batch)
+        try:
+            await self._io(self.store.commit_blocks, self.channel, batch)
+        finally:
+            self._unwritten.clear()
         for c in batch:
             self._on_committed(c.block)
 

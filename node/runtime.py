@@ -113,7 +113,8 @@ class NodeRuntime:
 
     def _logic(self, channel: str, params: Mapping[str, int | str]) -> ChannelLogic:
         """The channel's rules; production rules get the cross-chain rules installed,
-        reading header hashes of committed blocks from the store."""
+        reading header hashes of committed blocks from the store, or of blocks applied
+        but not written yet from their channel (``ChannelService.unwritten_hash``)."""
         if self.config.rules != "channels":
             return channel_logic(channel, self.config.rules, params)
         from node.channel_rules import production_logic
@@ -121,6 +122,11 @@ class NodeRuntime:
         store = self.store
 
         def header_hash(ch: str, height: int) -> bytes | None:
+            # a block applied in the same batch but not written yet is committed too
+            svc = self.channels.get(ch)
+            unwritten = svc.unwritten_hash(height) if svc is not None else None
+            if unwritten is not None:
+                return unwritten
             header = store.header(ch, height)
             return None if header is None else header.hash
 
