@@ -15,13 +15,13 @@ from node.rules import (
     BlockEffects,
     NeedsOtherChannel,
     Rejected,
-    StateView,
     StoreCrossReader,
     TxOutcome,
 )
 
 if TYPE_CHECKING:
     from channels.context import NetworkParams
+    from channels.state import StateReader
     from ledger.governance import ChannelGovernance
 
 #: ``header_hash(channel, height)``: the header hash of a committed block (None if absent).
@@ -66,7 +66,7 @@ class ProductionLogic:
         self,
         block: Block,
         roles: Sequence[str | None],
-        state: StateView,
+        state: StateReader,
         cross: StoreCrossReader,
         prev_root: bytes,
     ) -> BlockEffects:

@@ -13,12 +13,16 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ledger.blocks import Block, Transaction
 from ledger.encoding import encode
 from ledger.hashing import TAG_STATE, tagged_hash
 from ledger.store import BlockStore
+
+if TYPE_CHECKING:
+    # what a block is applied on: the store's state, or a WriteSet of unwritten blocks
+    from channels.state import StateReader
 
 OK = "ok"
 
@@ -60,15 +64,6 @@ class BlockEffects:
     outcomes: tuple[TxOutcome, ...]
     writes: Mapping[bytes, bytes | None] = field(hash=False)
     state_root: bytes
-
-
-class StateView(Protocol):
-    """What a block is applied on: the committed state (:class:`StoreState`) or an
-    overlay of unwritten blocks over it (``channels.state.WriteSet``)."""
-
-    def get(self, key: bytes) -> bytes | None: ...
-
-    def iter_prefix(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]: ...
 
 
 class StoreState:
@@ -130,7 +125,7 @@ class ChannelLogic(Protocol):
         self,
         block: Block,
         roles: Sequence[str | None],
-        state: StateView,
+        state: StateReader,
         cross: StoreCrossReader,
         prev_root: bytes,
     ) -> BlockEffects:
@@ -165,7 +160,7 @@ class TestLogic:
         self,
         block: Block,
         roles: Sequence[str | None],
-        state: StateView,
+        state: StateReader,
         cross: StoreCrossReader,
         prev_root: bytes,
     ) -> BlockEffects:

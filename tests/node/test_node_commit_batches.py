@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 
 import pytest
 
-from channels.state import MemoryState
+from channels.state import MemoryState, StateReader
 from consensus.messages import Commit, Fetch, Status
 from consensus.replica import Outbound, Ready
 from ledger.blocks import Block, Transaction, build_block
@@ -26,7 +26,7 @@ from ledger.store import BlockStore
 from node import consensus_port as cport
 from node.channel import COMMIT_BATCH_BLOCKS, ChannelService, outcomes_key
 from node.config import load_node_config
-from node.rules import NeedsOtherChannel, StateView, StoreCrossReader
+from node.rules import NeedsOtherChannel, StoreCrossReader
 from node.runtime import NodeRuntime
 from node.seed import level_nodes
 from tests.node.test_node_runtime import write_config
@@ -153,7 +153,7 @@ def test_a_block_waiting_for_another_channel_writes_the_blocks_before_it(
             return getattr(inner, name)
 
         def apply_block(
-            self, block: Block, roles: Sequence[str | None], state: StateView, cross: Any,
+            self, block: Block, roles: Sequence[str | None], state: StateReader, cross: Any,
             prev_root: bytes,
         ) -> Any:  # fmt: skip
             if block.height == 3 and svc.store.height(CH) < 2:
