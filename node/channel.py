@@ -198,8 +198,8 @@ class ChannelService:
         self._waiters: dict[bytes, list[asyncio.Future[None]]] = {}
         self._new_block = asyncio.Event()
         self._next_wait_log = 0.0
-        #: height → hash of the blocks applied but not written yet (one batch)
-        self._unwritten: dict[int, bytes] = {}
+        #: the committed blocks applied but not written yet (one batch)
+        self._unwritten: list[BlockCommit] = []
         self._state = StoreState(store, self.channel)
         self._cross = StoreCrossReader(store)
         self._task: asyncio.Task[None] | None = None
@@ -589,19 +589,17 @@ class ChannelService:
         """
         durable = rd.persist.to_bytes() if rd.persist is not None else None
         committed = rd.committed
-        batch: list[BlockCommit] = []
-        batch_bytes = 0
-        overlay: WriteSet | None = None  # the applied, unwritten blocks' state writes
-        prev_root: bytes | None = None  # the state root they leave
+        batch = self._unwritten  # applied, not yet written; _write_blocks empties it
+        overlay: WriteSet | None = None  # their state writes over the store's state
         for i, (block, cert) in enumerate(committed):
             while True:
                 try:
-                    effects = await self._apply(block, overlay, prev_root)
+                    effects = await self._apply(block, overlay)
                     break
                 except NeedsOtherChannel as exc:
                     if batch:  # the other channel may be waiting for these
-                        await self._write_blocks(batch)
-                        batch, batch_bytes, overlay, prev_root = [], 0, None, None
+                        await self._write_blocks()
+                        overlay = None
                         continue
                     self._log_wait(block, exc)
                     await asyncio.sleep(0.02)
@@ -612,12 +610,11 @@ class ChannelService:
             if durable is not None and last:
                 wal[WAL_DURABLE] = durable
             batch.append(BlockCommit(block, cert, effects.writes, effects.state_root, wal))
-            self._unwritten[block.height] = block.hash
-            batch_bytes += len(block.encoded())
             self.governance.observe_block(block)
+            batch_bytes = sum(len(c.block.encoded()) for c in batch)
             if last or len(batch) >= COMMIT_BATCH_BLOCKS or batch_bytes >= COMMIT_BATCH_BYTES:
-                await self._write_blocks(batch)
-                batch, batch_bytes, overlay, prev_root = [], 0, None, None
+                await self._write_blocks()
+                overlay = None
             else:
                 if overlay is None:
                     overlay = WriteSet(self._state)
@@ -626,7 +623,6 @@ class ChannelService:
                         overlay.delete(key)
                     else:
                         overlay.put(key, value)
-                prev_root = effects.state_root
         if durable is not None and not committed:
             await self._io(self.store.put_wal, self.channel, {WAL_DURABLE: durable})
         if committed:
@@ -655,9 +651,14 @@ class ChannelService:
         """The hash of block ``height`` if it is applied and committed but its batch is
         not written yet (the rules reading header hashes must see it: the next block
         of the batch may acknowledge it); None otherwise."""
-        return self._unwritten.get(height)
+        for c in self._unwritten:
+            if c.block.height == height:
+                return c.block.hash
+        return None
 
-    async def _write_blocks(self, batch: list[BlockCommit]) -> None:
+    async def _write_blocks(self) -> None:
+        """Write the unwritten blocks in one batch and empty it (also on failure)."""
+        batch = list(self._unwritten)
         try:
             await self._io(self.store.commit_blocks, self.channel, batch)
         finally:
@@ -677,19 +678,18 @@ class ChannelService:
             if fut.done():
                 self._inflight = None
 
-    async def _apply(
-        self, block: Block, overlay: WriteSet | None, prev_root: bytes | None
-    ) -> BlockEffects:
+    async def _apply(self, block: Block, overlay: WriteSet | None) -> BlockEffects:
         """Apply ``block`` through the channel rules on the committed state, or on
-        ``overlay`` (the unwritten blocks before it, which leave ``prev_root``).
-        Raises :class:`NeedsOtherChannel` while it needs another channel's height
-        that this node has not applied yet (the caller waits: never a guess)."""
-        if prev_root is None:
-            prev_root = (
-                self.logic.initial_state_root()
-                if block.height == 1
-                else self.store.state_root_at(self.channel, block.height - 1)
-            )
+        ``overlay`` (the state writes of the unwritten blocks before it, whose state
+        root is the last one's). Raises :class:`NeedsOtherChannel` while it needs
+        another channel's height that this node has not applied yet (the caller waits:
+        never a guess)."""
+        if self._unwritten:
+            prev_root: bytes | None = self._unwritten[-1].state_root
+        elif block.height == 1:
+            prev_root = self.logic.initial_state_root()
+        else:
+            prev_root = self.store.state_root_at(self.channel, block.height - 1)
         if prev_root is None:
             raise RuntimeError(f"no state root recorded for height {block.height - 1}")
         state = self._state if overlay is None else overlay
