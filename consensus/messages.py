@@ -304,7 +304,10 @@ class PreparedCertificate:
 
     @cached_property
     def encoded(self) -> bytes:
-        return encode(self.to_wire())
+        """``encode(self.to_wire())``, with the PRE-PREPARE's block spliced in from its
+        cached encoding (:func:`encode_message`)."""
+        ps = encode([[p.sender, p.signature] for p in self.prepares])
+        return encode_map_of_encoded({"pp": encode_message(self.preprepare), "ps": ps})
 
     @staticmethod
     def from_wire(raw: Any) -> PreparedCertificate:
@@ -711,17 +714,30 @@ def message_from_wire(raw: Any) -> Message:
 def encode_message(message: Message) -> bytes:
     """Canonical bytes of ``message`` (its wire form).
 
-    PRE-PREPARE, FORWARD and BLOCKS splice in the cached canonical bytes of their
-    blocks and transactions (:meth:`Block.encoded`, :meth:`Transaction.encoded`)
-    instead of normalising every payload again; the bytes are the same."""
-    if isinstance(message, PrePrepare | Forward | Blocks):
+    The messages that carry blocks or transactions — PRE-PREPARE, FORWARD, BLOCKS,
+    VIEW-CHANGE (prepared certificates), NEW-VIEW — splice in the cached canonical
+    bytes of those (:meth:`Block.encoded`, :meth:`Transaction.encoded`,
+    :attr:`PreparedCertificate.encoded`) instead of normalising every payload again;
+    the bytes are the same."""
+    if isinstance(message, PrePrepare | Forward | Blocks | ViewChange | NewView):
         fields = {
             "k": encode(message.kind),
             "ch": encode(message.channel),
             "from": encode(message.sender),
             "sig": encode(message.signature),
         }
-        if isinstance(message, PrePrepare):
+        if isinstance(message, ViewChange):
+            fields["v"] = encode(message.new_view)
+            fields["sh"] = encode(message.stable_height)
+            hdr, cert = message.stable_header, message.stable_cert
+            fields["shdr"] = encode(None) if hdr is None else hdr.encoded
+            fields["cert"] = encode(None if cert is None else cert.to_wire())
+            fields["p"] = encode_list_of_encoded([pc.encoded for pc in message.prepared])
+        elif isinstance(message, NewView):
+            fields["v"] = encode(message.view)
+            fields["vc"] = encode_list_of_encoded([encode_message(m) for m in message.view_changes])
+            fields["pp"] = encode_list_of_encoded([encode_message(m) for m in message.proposals])
+        elif isinstance(message, PrePrepare):
             fields["v"] = encode(message.view)
             fields["block"] = message.block.encoded()
         elif isinstance(message, Forward):

@@ -23,6 +23,7 @@ Wire forms are canonical maps (see :mod:`ledger.encoding`) carrying ``"v": 1``.
 from __future__ import annotations
 
 import contextlib
+import weakref
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -30,7 +31,13 @@ from typing import Any
 import msgpack
 
 from ledger.crypto import ED25519, SignatureScheme, Signer
-from ledger.encoding import decode, encode, encode_list_of_encoded, encode_map_of_encoded
+from ledger.encoding import (
+    decode,
+    encode,
+    encode_list_of_encoded,
+    encode_map_of_encoded,
+    is_canonical,
+)
 from ledger.errors import SchemaError, SignatureError
 from ledger.hashing import TAG_BLOCK_HEADER, TAG_CHANNEL_GENESIS, TAG_TX, tagged_hash
 from ledger.merkle import merkle_root
@@ -40,6 +47,7 @@ MAX_TX_PAYLOAD_BYTES = 256 * 1024
 MAX_TXS_PER_BLOCK = 20_000
 
 _TX_KEYS = frozenset({"v", "net", "ch", "type", "from", "pk", "nonce", "t", "p", "sig"})
+_BODY_KEYS_SORTED = tuple(sorted(_TX_KEYS - {"sig"}))
 _HEADER_KEYS = frozenset(
     {"v", "ch", "h", "prev", "txr", "n", "rr", "rn", "sh", "sr", "prop", "view", "t"}
 )
@@ -61,6 +69,12 @@ WIRE_MEMO_SIZE = 2_048
 WIRE_MEMO_BYTES = 1024 * 1024
 _wire_memo: dict[bytes, tuple[bytes, Transaction]] = {}
 _wire_memo_bytes = [0]
+#: Every parsed transaction still alive somewhere in the process (mempool, a replica's
+#: log, a block being applied), by signature, whatever its size: a repeat of one the
+#: node still holds — a 1,000-event batch report in the PRE-PREPARE after its FORWARD,
+#: in every VIEW-CHANGE's prepared blocks — is found here at no memory cost. A hit
+#: needs the holder's canonical bytes (``_encoded``) to equal the packed repeat.
+_live_txs: weakref.WeakValueDictionary[bytes, Transaction] = weakref.WeakValueDictionary()
 
 
 def _memo_put(sig: bytes, packed: bytes, tx: Transaction) -> None:
@@ -171,22 +185,34 @@ class Transaction:
     def from_wire(raw: Any) -> Transaction:
         """Parse and check a wire map. Raises :class:`SchemaError`/``EncodingError``.
 
-        A map identical (as packed bytes) to one parsed recently returns that earlier
-        result: the same fields give the same checks and the same transaction."""
+        A map identical (as packed bytes) to one parsed recently, or to the canonical
+        bytes of one still alive in this process, returns that earlier result: the same
+        fields give the same checks and the same transaction."""
         sig = raw.get("sig") if type(raw) is dict else None
         if type(sig) is not bytes:
-            return Transaction._from_wire(raw)
-        hit = _wire_memo.get(sig)
+            return Transaction._from_wire(raw, None)
         packed = _packed(raw)
-        if hit is not None and packed is not None and hit[0] == packed:
-            return hit[1]
-        tx = Transaction._from_wire(raw)
+        if packed is not None:
+            hit = _wire_memo.get(sig)
+            if hit is not None and hit[0] == packed:
+                return hit[1]
+            live = _live_txs.get(sig)
+            if live is not None and live.__dict__.get("_encoded") == packed:
+                return live
+        canonical = packed if packed is not None and is_canonical(raw) else None
+        tx = Transaction._from_wire(raw, canonical)
         if packed is not None and len(packed) <= WIRE_MEMO_BYTES // 8:
             _memo_put(sig, packed, tx)
+        if canonical is not None:  # only a canonical parse can match a repeat
+            with contextlib.suppress(RuntimeError):  # a racing weakref callback
+                _live_txs[sig] = tx
         return tx
 
     @staticmethod
-    def _from_wire(raw: Any) -> Transaction:
+    def _from_wire(raw: Any, canonical: bytes | None) -> Transaction:
+        """Parse a wire map. ``canonical``: its packed bytes when
+        :func:`~ledger.encoding.is_canonical` holds for it — then they *are* the
+        transaction's canonical encoding, and its body's is packed without normalising."""
         m = as_map(raw, "transaction")
         check_keys(m, _TX_KEYS, "transaction")
         if get_int(m, "v") != 1:
@@ -205,6 +231,11 @@ class Transaction:
             payload=payload,
             signature=get_bytes(m, "sig", 64),
         )
+        if canonical is not None:
+            # The body is the wire map without "sig"; its keys, in sorted order:
+            body = {k: m[k] for k in _BODY_KEYS_SORTED}
+            tx.__dict__["body_bytes"] = bytes(msgpack.packb(body, use_bin_type=True))
+            tx.__dict__["_encoded"] = canonical
         if len(tx.body_bytes) > MAX_TX_PAYLOAD_BYTES:
             raise SchemaError(f"transaction larger than {MAX_TX_PAYLOAD_BYTES} bytes")
         return tx

@@ -46,22 +46,13 @@ def _normalise(value: Any, depth: int) -> Any:
 
     Exact built-in types take the fast path (``type(v) is …``: no isinstance chain; ASCII
     strings need no UTF-8 check; code-point order of valid strings *is* their UTF-8 byte
-    order, so keys sort with plain ``sorted``). Subclasses and everything else go
-    through :func:`_normalise_slow`, which has the same rules.
+    order, so keys sort with plain ``sorted``); a container's scalar members are checked
+    in its own loop, without a call each. Subclasses and everything else go through
+    :func:`_normalise_slow`, which has the same rules.
     """
     if depth > MAX_DEPTH:
         raise EncodingError(f"value nested deeper than {MAX_DEPTH} levels")
     t = type(value)
-    if t is str:
-        if not value.isascii():
-            _check_utf8(value)
-        return value
-    if t is bytes or t is bool or value is None:
-        return value
-    if t is int:
-        if not INT_MIN <= value <= INT_MAX:
-            raise EncodingError(f"integer {value} outside the 64-bit range")
-        return value
     if t is dict:
         for k in value:
             if type(k) is not str:
@@ -69,11 +60,52 @@ def _normalise(value: Any, depth: int) -> Any:
             if not k.isascii():
                 _check_utf8(k)
         d = depth + 1
-        return {k: _normalise(value[k], d) for k in sorted(value)}
+        if d > MAX_DEPTH and value:
+            raise EncodingError(f"value nested deeper than {MAX_DEPTH} levels")
+        out = {}
+        for k in sorted(value):
+            v = value[k]
+            vt = type(v)
+            if vt is str:
+                if not v.isascii():
+                    _check_utf8(v)
+            elif vt is int:
+                if not INT_MIN <= v <= INT_MAX:
+                    raise EncodingError(f"integer {v} outside the 64-bit range")
+            elif not (vt is bytes or vt is bool or v is None):
+                v = _normalise(v, d)
+            out[k] = v
+        return out
     if t is list or t is tuple:
         d = depth + 1
-        return [_normalise(v, d) for v in value]
+        return [v if _plain_scalar(v, d) else _normalise(v, d) for v in value]
+    if _plain_scalar(value, depth):
+        return value
     return _normalise_slow(value, depth)
+
+
+def _plain_scalar(v: Any, depth: int) -> bool:
+    """True if ``v`` is a scalar that encodes as it is (checked: an out-of-range int,
+    a string without a UTF-8 form or nesting beyond the limit raises). False for
+    containers and anything else, which :func:`_normalise` then handles."""
+    t = type(v)
+    if t is str:
+        if depth > MAX_DEPTH:
+            raise EncodingError(f"value nested deeper than {MAX_DEPTH} levels")
+        if not v.isascii():
+            _check_utf8(v)
+        return True
+    if t is int:
+        if depth > MAX_DEPTH:
+            raise EncodingError(f"value nested deeper than {MAX_DEPTH} levels")
+        if not INT_MIN <= v <= INT_MAX:
+            raise EncodingError(f"integer {v} outside the 64-bit range")
+        return True
+    if t is bytes or t is bool or v is None:
+        if depth > MAX_DEPTH:
+            raise EncodingError(f"value nested deeper than {MAX_DEPTH} levels")
+        return True
+    return False
 
 
 def _normalise_slow(value: Any, depth: int) -> Any:
@@ -111,6 +143,59 @@ def encode(value: Value | Any) -> bytes:
     integers, unknown types or excessive nesting.
     """
     return bytes(msgpack.packb(_normalise(value, 0), use_bin_type=True))
+
+
+def is_canonical(value: Any) -> bool:
+    """True if ``value`` is already in canonical form, so that plain
+    ``msgpack.packb(value, use_bin_type=True)`` equals :func:`encode` ``(value)``: only
+    the exact built-in types ``encode`` takes (lists, not tuples), maps with
+    string keys in sorted order, integers in range, strings with a UTF-8 form, nesting
+    within :data:`MAX_DEPTH`. A decoded value (or a wire map from a canonical encoder)
+    passes; anything ``encode`` would reorder or refuse gives False — then call
+    ``encode``, which normalises or raises. Never raises. A check walk builds nothing,
+    so it costs about a third of :func:`encode`'s normalising copy."""
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        v, depth = stack.pop()
+        t = type(v)
+        children: Any
+        if t is dict:
+            keys = list(v)
+            for k in keys:
+                if type(k) is not str:
+                    return False
+                if not k.isascii():
+                    try:
+                        k.encode("utf-8")
+                    except UnicodeEncodeError:
+                        return False
+            if keys != sorted(keys):  # code-point order is UTF-8 byte order
+                return False
+            children = v.values()
+        elif t is list:
+            children = v
+        else:
+            children = (v,)
+            depth -= 1
+        d = depth + 1
+        if d > MAX_DEPTH:
+            return False
+        for x in children:
+            tx = type(x)
+            if tx is str:
+                if not x.isascii():
+                    try:
+                        x.encode("utf-8")
+                    except UnicodeEncodeError:
+                        return False
+            elif tx is int:
+                if not INT_MIN <= x <= INT_MAX:
+                    return False
+            elif tx is dict or tx is list:
+                stack.append((x, d))
+            elif not (tx is bytes or tx is bool or x is None):
+                return False
+    return True
 
 
 def encode_byte_pairs_and_names(

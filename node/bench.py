@@ -557,6 +557,7 @@ class Bench:
                 p = await c.prepare_report(lenders.events(cfg.records_per_tx))
                 prepared.append((c, p))
         records = len(prepared) * cfg.records_per_tx
+        cpu0 = self._nodes_cpu_s()
         start = time.monotonic()
         committed_at: dict[bytes, float] = {}
         anchored_at: dict[bytes, float] = {}
@@ -577,6 +578,7 @@ class Bench:
             anchored_at[p.tx_id] = time.monotonic()
 
         await asyncio.gather(*(follow(c, p) for c, p in prepared))
+        cpu1 = self._nodes_cpu_s()
         elapsed = max(anchored_at.values()) - start
         delays = [anchored_at[k] - committed_at[k] for k in anchored_at]
         f = self.report.figures
@@ -584,6 +586,8 @@ class Bench:
         f["anchored_records"] = records
         f["anchoring_delay_p50_ms"] = _ms(_pct(delays, 50))
         f["anchoring_delay_max_ms"] = _ms(max(delays))
+        if cpu0 is not None and cpu1 is not None:
+            f["anchoring_node_cpu_ms_per_record"] = round((cpu1 - cpu0) * 1000 / records, 3)
         self._anchored = prepared
 
     async def _evidence(self) -> None:
@@ -948,7 +952,8 @@ def summary_lines(report: BenchReport) -> list[str]:
         f"p50 {g('latency_half_p50_ms', ' ms')}, p95 {g('latency_half_p95_ms', ' ms')}, "
         f"p99 {g('latency_half_p99_ms', ' ms')}",
         f"anchored records: {g('anchored_records_per_s')} records/s; anchoring delay "
-        f"p50 {g('anchoring_delay_p50_ms', ' ms')}, max {g('anchoring_delay_max_ms', ' ms')}",
+        f"p50 {g('anchoring_delay_p50_ms', ' ms')}, max {g('anchoring_delay_max_ms', ' ms')}; "
+        f"node CPU {g('anchoring_node_cpu_ms_per_record', ' ms')}/record",
         f"evidence via API: {g('api_evidence_per_s')} verifications/s (batch verify); "
         f"{g('api_receipts_per_s')} receipts/s; offline receipt verify "
         f"{g('offline_receipt_verify_ms', ' ms')}",

@@ -4,6 +4,7 @@ transaction memo returns only what parsing would have returned."""
 
 from __future__ import annotations
 
+import gc
 import secrets
 from typing import Any
 
@@ -12,7 +13,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from consensus.messages import Blocks, Forward, PrePrepare, encode_message
+from consensus.messages import (
+    Blocks,
+    Forward,
+    NewView,
+    Prepare,
+    PreparedCertificate,
+    PrePrepare,
+    ViewChange,
+    encode_message,
+    message_from_wire,
+)
 from ledger import blocks as blocks_mod
 from ledger.blocks import Block, Transaction, build_block
 from ledger.certificate import CommitCertificate, Vote
@@ -25,6 +36,7 @@ from ledger.encoding import (
     encode_byte_pairs_and_names,
     encode_list_of_encoded,
     encode_map_of_encoded,
+    is_canonical,
 )
 from ledger.errors import EncodingError, LedgerError
 
@@ -119,6 +131,27 @@ def test_encode_refuses_what_it_refused() -> None:
             encode(bad)
 
 
+@settings(max_examples=80, deadline=None)
+@given(values | st.tuples(values, values) | st.builds(lambda v: {"b": v, "a": v}, values))
+def test_is_canonical_only_when_plain_packing_is_encode(v: Any) -> None:
+    if is_canonical(v):
+        assert msgpack.packb(v, use_bin_type=True) == encode(v)
+    assert is_canonical(decode(encode(v)))  # what a canonical decoder hands over passes
+
+
+def test_is_canonical_refuses_what_encode_changes_or_refuses() -> None:
+    deep: Any = []
+    for _ in range(40):
+        deep = [deep]
+    for bad in (
+        {"b": 1, "a": 2}, [{"b": 1, "a": 2}], (1, 2), {"a": (1,)}, {1: 2}, {"a": 1.5},
+        [2**64], [-(2**63) - 1], "\ud800", ["\ud800"], {"\ud800": 1}, {"é": 1, "z": 2},
+        bytearray(b"x"), [True, 1.0], deep,
+    ):  # fmt: skip
+        assert not is_canonical(bad), bad
+    assert is_canonical({"a": [1, True, None, b"x", "é"], "b": {}})
+
+
 def _tx(signer: Ed25519Signer, payload: dict[str, Any]) -> Transaction:
     return Transaction(
         network=b"\x01" * 32, channel="supervision", type="loan_event", sender="lender1",
@@ -169,9 +202,72 @@ def test_spliced_block_and_message_encodings_equal_encode() -> None:
     assert block.encoded() == encode(block.to_wire())
     assert Block.decode(block.encoded()) == block
     cert = CommitCertificate("supervision", 3, 2, block.hash, (Vote("n1", b"\x05" * 64),))
+    pp = PrePrepare("supervision", "n1", 2, block, b"\x09" * 64)
+    prepares = tuple(
+        Prepare("supervision", f"n{i}", 2, 3, block.hash, bytes([i]) * 64) for i in (2, 3)
+    )
+    prepared = PreparedCertificate(pp, prepares)
+    assert prepared.encoded == encode(prepared.to_wire())
+    vcs = (
+        ViewChange("supervision", "n2", 3, 0, None, None, (prepared,), b"\x0a" * 64),
+        ViewChange("supervision", "n3", 3, 2, block.header, cert, (prepared,), b"\x0b" * 64),
+    )
     for msg in (
-        PrePrepare("supervision", "n1", 2, block, b"\x09" * 64),
+        pp,
         Forward("supervision", "n1", tuple(txs), b"\x09" * 64),
         Blocks("supervision", "n1", ((block, cert),), b"\x09" * 64),
+        *vcs,
+        NewView("supervision", "n2", 3, vcs, (pp,), b"\x0c" * 64),
     ):
         assert encode_message(msg) == encode(msg.to_wire())
+        assert message_from_wire(decode(encode_message(msg))) == msg
+
+
+def test_a_large_transaction_still_alive_is_not_parsed_again() -> None:
+    """Batch reports are too large for the bounded memo; one the process still holds
+    (mempool, replica log) is found by signature when it comes back in a PRE-PREPARE
+    or VIEW-CHANGE — only if the repeat is the very same bytes."""
+    signer = Ed25519Signer.generate()
+    records = [{"c": secrets.token_bytes(32), "n": "x" * 200} for _ in range(1000)]
+    tx = _tx(signer, {"records": records})
+    assert len(tx.encoded()) > blocks_mod.WIRE_MEMO_BYTES // 8  # not in the bounded memo
+    first = Transaction.from_wire(decode(tx.encoded()))
+    # parsed from canonical bytes: the cached encodings are those encode() gives
+    assert first.__dict__["_encoded"] == encode(first.to_wire()) == tx.encoded()
+    assert first.body_bytes == encode(first.body())
+    assert first.tx_id == tx.tx_id
+    first.verify_signature()
+    assert Transaction.from_wire(decode(tx.encoded())) is first
+    # same signature, other bytes: parsed afresh (and its signature fails)
+    changed = decode(tx.encoded())
+    changed["nonce"] += 1
+    other = Transaction.from_wire(changed)
+    assert other is not first and other.nonce == tx.nonce + 1
+    with pytest.raises(LedgerError):
+        other.verify_signature()
+    # a map in another key order (a JSON client's) is parsed afresh, to an equal value
+    shuffled = dict(reversed(list(tx.to_wire().items())))
+    from_json = Transaction.from_wire(shuffled)
+    assert from_json == first and from_json is not first
+    assert from_json.encoded() == tx.encoded()
+    assert Transaction.from_wire(decode(tx.encoded())) == first
+    # once nothing holds it, a repeat is parsed afresh
+    first_id = id(first)
+    del first, other, from_json
+    gc.collect()
+    again = Transaction.from_wire(decode(tx.encoded()))
+    assert again == tx and again.tx_id == tx.tx_id
+    assert len(blocks_mod._live_txs) >= 1
+    del again
+    gc.collect()
+    assert first_id not in {id(t) for t in blocks_mod._live_txs.values()}
+
+
+def test_a_non_canonical_wire_map_gets_canonical_encodings() -> None:
+    signer = Ed25519Signer.generate()
+    tx = _tx(signer, {"z": 1, "a": {"y": [1, 2], "b": "é"}})
+    wire = tx.to_wire()  # keys in construction order, payload unsorted
+    parsed = Transaction.from_wire(wire)
+    assert parsed.body_bytes == encode(tx.body())
+    assert parsed.encoded() == encode(tx.to_wire())
+    parsed.verify_signature()

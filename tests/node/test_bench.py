@@ -26,6 +26,7 @@ FIGURES = (
     "achieved_over_ceiling",
     "anchored_records_per_s",
     "anchoring_delay_p50_ms",
+    "anchoring_node_cpu_ms_per_record",
     "api_evidence_per_s",
     "offline_receipt_verify_ms",
     "catch_up_blocks_per_s",
