@@ -387,8 +387,18 @@ def _book_delta(before: LoanSummary | None, after: LoanSummary) -> dict[str, int
 
 
 def _apply_event_inner(
-    state: WriteSet, lender: dict[str, Any], ev: LoanEvent, index: int, ctx: TxContext
-) -> None:
+    state: WriteSet,
+    lender: dict[str, Any],
+    book: dict[str, int],
+    ev: LoanEvent,
+    index: int,
+    ctx: TxContext,
+) -> dict[str, int]:
+    """Apply one event of the sender; returns the lender's book after it: ``book`` (the
+    book before it) itself if the event left it unchanged, else a new map. The caller
+    writes the book (:func:`_write_book`) once per transaction, not once per event of
+    a batch — the same state as writing it after every event that changed it.
+    Raises :class:`TxRejected`."""
     org = ctx.sender
     if state.get(report_id_key(org, ev.report_id)) is not None:
         raise TxRejected("duplicate_report_id", f"report id {ev.report_id!r} was already used")
@@ -399,7 +409,6 @@ def _apply_event_inner(
         )
     raw = state.get_value(loan_key(org, ev.loan_id))
     before = None if raw is None else LoanSummary.from_wire(raw)
-    book = dict(state.get_value(book_current_key(org)) or EMPTY_BOOK)
     if ev.event == "contract":
         if lender["status"] != "admitted":
             raise TxRejected(
@@ -440,29 +449,47 @@ def _apply_event_inner(
             {"h": ctx.height},
         )
         state.put_value(lender_loans_prefix(org) + ev.loan_id.encode(), {"h": ctx.height})
+    state.put_value(report_id_key(org, ev.report_id), ref.to_wire())
     delta = _book_delta(before, after)
     if any(delta.values()):
         book = {k: book[k] + delta[k] for k in EMPTY_BOOK}
-        state.put_value(book_current_key(org), book)
-        state.put_value(book_prefix(org) + height_part(ctx.height), book)
-    state.put_value(report_id_key(org, ev.report_id), ref.to_wire())
+    return book
+
+
+def _read_book(state: WriteSet, org: str) -> dict[str, int]:
+    return dict(state.get_value(book_current_key(org)) or EMPTY_BOOK)
+
+
+def _write_book(
+    state: WriteSet, ctx: TxContext, before: dict[str, int], after: dict[str, int]
+) -> None:
+    """Record the lender's book (current, and as of this height) if an event changed
+    it (``after is not before`` — even if the changes cancel out, as when written per
+    event)."""
+    if after is not before:
+        state.put_value(book_current_key(ctx.sender), after)
+        state.put_value(book_prefix(ctx.sender) + height_part(ctx.height), after)
 
 
 def apply_loan_event(state: WriteSet, ev: LoanEvent, ctx: TxContext) -> None:
-    _apply_event_inner(state, reporting_lender(state, ctx), ev, 0, ctx)
+    lender = reporting_lender(state, ctx)
+    book = _read_book(state, ctx.sender)
+    _write_book(state, ctx, book, _apply_event_inner(state, lender, book, ev, 0, ctx))
 
 
 def apply_loan_event_batch(
     state: WriteSet, batch: LoanEventBatch, ctx: TxContext
 ) -> Mapping[str, Any]:
     lender = reporting_lender(state, ctx)
+    first = book = _read_book(state, ctx.sender)
     for i, ev in enumerate(batch.events):
         try:
-            _apply_event_inner(state, lender, ev, i, ctx)
+            book = _apply_event_inner(state, lender, book, ev, i, ctx)
         except TxRejected as exc:
             raise TxRejected(
                 exc.code, f"event {i} (report {ev.report_id}): {exc.message}"
             ) from None
+    _write_book(state, ctx, first, book)
     return {"events": len(batch.events)}
 
 

@@ -267,3 +267,29 @@ def test_as_of_views_ignore_later_heights(h: Harness) -> None:
     assert at2.book("lender-a").outstanding_cents == 100_000
     assert at3.book("lender-a").outstanding_cents == 70_000
     assert at2.block_time(2) == at3.block_time(3) - DAY_MS
+
+
+def test_a_batch_writes_the_book_history_even_when_its_changes_cancel_out() -> None:
+    """The book is written once per transaction (not per event); the state must be what
+    per-event writes gave: a history entry at the height whenever an event changed
+    the book, even if the batch's changes cancel out."""
+    from channels.state import OK, height_part, read_value
+    from channels.supervision import book_current_key, book_prefix
+
+    h = Harness()
+    h.admit("lender-a")
+    h.lend("lender-a", "L-0", 50_000)
+    before = read_value(h.net.states[SUP], book_current_key("lender-a"))
+    assert before["out"] == 50_000 and before["open"] == 1
+    out = h.report(
+        "lender-a",
+        h.event("L-1", "contract", 20_000),
+        h.event("L-1", "disbursement", 20_000),
+        h.event("L-1", "repayment", 20_000),
+        h.event("L-1", "settlement", 0),
+    )
+    assert out.code == OK, out.message
+    state = h.net.states[SUP]
+    assert read_value(state, book_current_key("lender-a")) == before
+    at = read_value(state, book_prefix("lender-a") + height_part(h.height(SUP)))
+    assert at == before
