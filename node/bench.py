@@ -44,6 +44,7 @@ import secrets
 import shutil
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -633,6 +634,7 @@ class Bench:
         batch = min(verify_batch, len(items))
         path = "/v1/evidence/verify"
         verified = errors = 0
+        failures: Counter[str] = Counter()  # what the errors were: result or HTTP status
 
         async def verifier(k: int, stop_at: float) -> None:
             nonlocal verified, errors
@@ -647,11 +649,15 @@ class Bench:
                 r = await http.post(url + path, content=body, headers=headers, timeout=60.0)
                 if r.status_code != 200:
                     errors += batch
+                    failures[f"http {r.status_code}"] += batch
                     continue
                 results = r.json().get("results", [])
                 ok = sum(1 for x in results if x.get("result") == "verified")
                 verified += ok
                 errors += batch - ok
+                for x in results:
+                    if x.get("result") != "verified":
+                        failures[str(x.get("result"))] += 1
 
         start = time.monotonic()
         await asyncio.gather(*(verifier(k, start + cfg.evidence_s) for k in range(verifiers)))
@@ -684,6 +690,7 @@ class Bench:
             "records": len(items),
             "receipts_route": "GET /v1/evidence/{code}/receipt as the bureau",
             "receipts_concurrency": 16,
+            "verify_failures": dict(failures),  # result (or HTTP status) → items
         }
 
     async def _trickle(self, stop: asyncio.Event) -> None:

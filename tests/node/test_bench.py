@@ -70,6 +70,9 @@ def test_bench_quick_reports_every_figure(tmp_path: Path) -> None:
     assert f["catch_up_blocks"] > 0
     assert f["records_reported"] > f["anchored_records"] > 0
     assert f["ledger_bytes"] > f["records_reported"]  # each record costs bytes
+    # every evidence item that did not verify is accounted for by what it answered
+    failures = doc["details"]["evidence"]["verify_failures"]
+    assert sum(failures.values()) == f["api_evidence_errors"], failures
     assert doc["machine"]["cores"] >= 1 and doc["machine"]["memory_mb"] > 0
     # the summary printed for people names the headline figures
     assert "signed tx committed" in proc.stdout and "anchored records" in proc.stdout
