@@ -251,16 +251,16 @@ def test_a_large_transaction_still_alive_is_not_parsed_again() -> None:
     assert from_json == first and from_json is not first
     assert from_json.encoded() == tx.encoded()
     assert Transaction.from_wire(decode(tx.encoded())) == first
-    # once nothing holds it, a repeat is parsed afresh
-    first_id = id(first)
+    # the weak references keep nothing alive: once nothing else holds it, it is gone
     del first, other, from_json
     gc.collect()
+    assert tx.signature not in blocks_mod._live_txs
     again = Transaction.from_wire(decode(tx.encoded()))
     assert again == tx and again.tx_id == tx.tx_id
-    assert len(blocks_mod._live_txs) >= 1
+    assert blocks_mod._live_txs.get(tx.signature) is again
     del again
     gc.collect()
-    assert first_id not in {id(t) for t in blocks_mod._live_txs.values()}
+    assert tx.signature not in blocks_mod._live_txs
 
 
 def test_a_non_canonical_wire_map_gets_canonical_encodings() -> None:
