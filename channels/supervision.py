@@ -71,7 +71,7 @@ _PERIOD_RE: Final = {
 
 
 def _k(*parts: str | bytes) -> bytes:
-    return b"/".join(p if isinstance(p, bytes) else p.encode() for p in parts)
+    return b"/".join([p if isinstance(p, bytes) else p.encode() for p in parts])
 
 
 def lender_key(org: str) -> bytes:
