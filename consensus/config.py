@@ -54,6 +54,10 @@ class ReplicaConfig:
     #: Mempool bound (transactions) and per-sender quota.
     mempool_limit: int = 20_000
     mempool_per_sender: int = 5_000
+    #: …and in bytes (approximate encoded size, ``mempool.tx_size``): without it,
+    #: 20,000 batch reports of up to 256 KiB could hold gigabytes. A sender may use
+    #: the same share of the bytes as of the count (per_sender / limit).
+    mempool_max_bytes: int = 32 << 20
     #: How many committed transaction ids are remembered for deduplication.
     recent_committed_limit: int = 200_000
     #: …reloaded on restart from at most this many of the latest committed blocks.
@@ -102,6 +106,7 @@ class ReplicaConfig:
             "base_timeout_ms",
             "mempool_limit",
             "mempool_per_sender",
+            "mempool_max_bytes",
             "recent_committed_limit",
             "max_buffered_per_peer",
             "max_future_views",

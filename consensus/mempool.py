@@ -1,7 +1,8 @@
 """The bounded pool of client transactions waiting to be ordered.
 
-* Bounded in total (``limit``) and per client sender (``per_sender``), so one client
-  cannot fill it for everyone (Aardvark's lesson).
+* Bounded in total (``limit`` transactions, ``max_bytes``) and per client sender
+  (``per_sender`` transactions, the same share of the bytes), so one client cannot
+  fill it for everyone (Aardvark's lesson), nor large transactions fill the memory.
 * Deduplicated by transaction id; ids of recently committed transactions are
   remembered (bounded FIFO) so a resubmission is answered "committed", not re-ordered.
 * Arrival order is kept (first come, first proposed) with each transaction's arrival
@@ -18,7 +19,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Final
 
-from ledger.blocks import Transaction
+from ledger.blocks import MAX_TX_PAYLOAD_BYTES, Transaction
 
 ACCEPTED: Final = "accepted"
 DUPLICATE: Final = "duplicate"
@@ -55,18 +56,37 @@ class _Entry:
         self.reforwarded = False
 
 
+#: What :func:`tx_size` adds to a body's bytes (the signature and its framing).
+MAX_TX_OVERHEAD: Final = 64 + 16
+
+
 def tx_size(tx: Transaction) -> int:
-    """Approximate encoded size of ``tx`` (used for batch byte limits)."""
+    """Approximate encoded size of ``tx`` (used for batch and mempool byte limits)."""
     return len(tx.body_bytes) + len(tx.signature) + 16
 
 
 class Mempool:
     """See the module docstring."""
 
-    def __init__(self, *, limit: int, per_sender: int, recent_committed_limit: int) -> None:
+    def __init__(
+        self,
+        *,
+        limit: int,
+        per_sender: int,
+        recent_committed_limit: int,
+        max_bytes: int = 1 << 62,
+    ) -> None:
         self._limit = limit
         self._per_sender = per_sender
         self._recent_limit = recent_committed_limit
+        self._max_bytes = max_bytes
+        #: A sender's share of the bytes, as of the count — but room for one
+        #: transaction of the largest size at least.
+        self._per_sender_bytes = max(
+            max_bytes * per_sender // limit, MAX_TX_PAYLOAD_BYTES + MAX_TX_OVERHEAD
+        )
+        self._bytes = 0
+        self._sender_bytes: dict[str, int] = {}
         self._entries: dict[bytes, _Entry] = {}
         self._free: dict[bytes, None] = {}  # unreserved ids, arrival order
         self._free_bytes = 0
@@ -79,6 +99,11 @@ class Mempool:
 
     def __contains__(self, tx_id: object) -> bool:
         return tx_id in self._entries
+
+    @property
+    def total_bytes(self) -> int:
+        """Approximate size of every transaction held (waiting or reserved)."""
+        return self._bytes
 
     @property
     def free_count(self) -> int:
@@ -112,6 +137,12 @@ class Mempool:
             return "mempool full"
         if self._by_sender.get(tx.sender, 0) >= self._per_sender:
             return f"sender {tx.sender!r} has {self._per_sender} transactions waiting"
+        size = tx_size(tx)
+        if self._bytes + size > self._max_bytes:
+            return f"mempool full ({self._bytes} of {self._max_bytes} bytes)"
+        held = self._sender_bytes.get(tx.sender, 0)
+        if held + size > self._per_sender_bytes:
+            return f"sender {tx.sender!r} has {held} bytes of transactions waiting"
         return None
 
     def add(self, tx: Transaction, arrival_ms: int) -> None:
@@ -122,6 +153,8 @@ class Mempool:
             self._free[tx_id] = None
             self._free_bytes += entry.size
         self._by_sender[tx.sender] = self._by_sender.get(tx.sender, 0) + 1
+        self._bytes += entry.size
+        self._sender_bytes[tx.sender] = self._sender_bytes.get(tx.sender, 0) + entry.size
 
     def reserve(self, tx_ids: Iterable[bytes], height: int) -> None:
         for tx_id in tx_ids:
@@ -155,11 +188,15 @@ class Mempool:
             if entry is not None:
                 if self._free.pop(tx_id, 0) is None:
                     self._free_bytes -= entry.size
-                left = self._by_sender[entry.tx.sender] - 1
+                sender = entry.tx.sender
+                left = self._by_sender[sender] - 1
+                self._bytes -= entry.size
                 if left:
-                    self._by_sender[entry.tx.sender] = left
+                    self._by_sender[sender] = left
+                    self._sender_bytes[sender] -= entry.size
                 else:
-                    del self._by_sender[entry.tx.sender]
+                    del self._by_sender[sender]
+                    del self._sender_bytes[sender]
             self._reserved.pop(tx_id, None)
             if tx_id not in self._recent:
                 if len(self._recent) >= self._recent_limit:

@@ -171,6 +171,7 @@ class Replica:
         self._mempool = Mempool(
             limit=config.mempool_limit,
             per_sender=config.mempool_per_sender,
+            max_bytes=config.mempool_max_bytes,
             recent_committed_limit=config.recent_committed_limit,
         )
 

@@ -131,6 +131,7 @@ class _Consensus(_Strict):
     censorship_timeout_ms: int | None = Field(default=None, ge=10, le=600_000)
     mempool_limit: int | None = Field(default=None, ge=1, le=10_000_000)
     mempool_per_sender: int | None = Field(default=None, ge=1, le=10_000_000)
+    mempool_max_bytes: int | None = Field(default=None, ge=1 << 20, le=1 << 34)
     max_batch_bytes: int | None = Field(default=None, ge=1024, le=64 * 1024 * 1024)
     status_interval_ms: int | None = Field(default=None, ge=10, le=600_000)
     fetch_batch: int | None = Field(default=None, ge=1, le=1024)

@@ -176,6 +176,43 @@ def test_mempool_bounds_are_enforced() -> None:
     assert c.replicas["n0"].mempool_size == 10
 
 
+def test_mempool_is_bounded_in_bytes_in_total_and_per_sender() -> None:
+    """Large transactions (batch reports of up to 256 KiB) meet a byte bound long
+    before the count bound; a sender gets the same share of the bytes as of the count,
+    and bytes are given back when transactions commit."""
+    from consensus.mempool import Mempool, tx_size
+
+    c = Cluster(5)
+    blob = bytes(200_000)
+    big = {s: [c.clients.tx(s, blob=blob) for _ in range(6)] for s in ("lender-1", "lender-2")}
+    size = tx_size(big["lender-1"][0])
+    pool = Mempool(limit=100, per_sender=50, recent_committed_limit=10, max_bytes=7 * size)
+    for tx in big["lender-1"][:3]:
+        assert pool.check(tx) is None
+        pool.add(tx, 0)
+    # a sender's share: 7 × size × 50 / 100 = 3.5 transactions' worth
+    assert "bytes of transactions waiting" in (pool.check(big["lender-1"][3]) or "")
+    for tx in big["lender-2"][:3]:
+        pool.add(tx, 0)
+    small = c.clients.tx("mallory")
+    assert pool.check(small) is None  # still room below the total
+    pool.add(small, 0)
+    refused = pool.check(c.clients.tx("mallory", blob=blob))
+    assert refused is not None and refused.startswith("mempool full")
+    assert pool.total_bytes == 6 * size + tx_size(small) <= 7 * size
+    pool.committed([big["lender-1"][0].tx_id])
+    assert pool.total_bytes == 5 * size + tx_size(small)
+    assert pool.check(big["lender-1"][3]) is None  # its bytes were given back
+    # the replica takes the bound from its config and answers "overloaded"-style reasons
+    c2 = Cluster(5, mempool_max_bytes=2 * size + 1000, batch_interval_ms=10_000)
+    c2.tick(0)
+    res = c2.submit(
+        "n0", [c2.clients.tx(s, blob=blob) for s in ("lender-1", "lender-2", "mallory")]
+    )
+    assert [r.status for r in res] == [ACCEPTED, ACCEPTED, REJECTED]
+    assert (res[2].reason or "").startswith("mempool full")
+
+
 def test_mempool_bookkeeping_stays_consistent() -> None:
     from consensus.mempool import Mempool, tx_size
 
@@ -185,6 +222,7 @@ def test_mempool_bookkeeping_stays_consistent() -> None:
 
     def check() -> None:
         free = [t for t in txs if t.tx_id in pool and pool.reserved_at(t.tx_id) is None]
+        assert pool.total_bytes == sum(tx_size(t) for t in txs if t.tx_id in pool)
         assert pool.free_count == len(free)
         assert pool.free_bytes == sum(tx_size(t) for t in free)
         assert [t.tx_id for t in pool.batch(100, 1 << 30)] == [t.tx_id for t in free]

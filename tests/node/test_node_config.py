@@ -87,6 +87,11 @@ def test_rendered_config_round_trips(tmp_path: Path) -> None:
         ),
         (GOOD.replace('"bureau-node"', '"Bad Id"'), "node_id", "identifier"),
         (GOOD.replace("[listen]", '[log]\nformat = "xml"\n[listen]'), "log.format", ""),
+        (
+            GOOD.replace("[consensus]", "[consensus]\nmempool_max_bytes = 1000"),
+            "consensus.mempool_max_bytes",
+            "greater than or equal",
+        ),
     ],
 )
 def test_bad_field_is_named(tmp_path: Path, text: str, field: str, problem: str) -> None:
