@@ -57,7 +57,7 @@ class ReplicaConfig:
     #: …and in bytes (approximate encoded size, ``mempool.tx_size``): without it,
     #: 20,000 batch reports of up to 256 KiB could hold gigabytes. A sender may use
     #: the same share of the bytes as of the count (per_sender / limit).
-    mempool_max_bytes: int = 32 << 20
+    mempool_max_bytes: int = 16 << 20
     #: How many committed transaction ids are remembered for deduplication.
     recent_committed_limit: int = 200_000
     #: …reloaded on restart from at most this many of the latest committed blocks.
