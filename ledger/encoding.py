@@ -47,8 +47,8 @@ def _normalise(value: Any, depth: int) -> Any:
     Exact built-in types take the fast path (``type(v) is …``: no isinstance chain; ASCII
     strings need no UTF-8 check; code-point order of valid strings *is* their UTF-8 byte
     order, so keys sort with plain ``sorted``); a container's scalar members are checked
-    in its own loop, without a call each. Subclasses and everything else go through
-    :func:`_normalise_slow`, which has the same rules.
+    by :func:`_plain_scalar`, with no recursive call each. Subclasses and everything else
+    go through :func:`_normalise_slow`, which has the same rules.
     """
     if depth > MAX_DEPTH:
         raise EncodingError(f"value nested deeper than {MAX_DEPTH} levels")
@@ -60,21 +60,10 @@ def _normalise(value: Any, depth: int) -> Any:
             if not k.isascii():
                 _check_utf8(k)
         d = depth + 1
-        if d > MAX_DEPTH and value:
-            raise EncodingError(f"value nested deeper than {MAX_DEPTH} levels")
         out = {}
         for k in sorted(value):
             v = value[k]
-            vt = type(v)
-            if vt is str:
-                if not v.isascii():
-                    _check_utf8(v)
-            elif vt is int:
-                if not INT_MIN <= v <= INT_MAX:
-                    raise EncodingError(f"integer {v} outside the 64-bit range")
-            elif not (vt is bytes or vt is bool or v is None):
-                v = _normalise(v, d)
-            out[k] = v
+            out[k] = v if _plain_scalar(v, d) else _normalise(v, d)
         return out
     if t is list or t is tuple:
         d = depth + 1
@@ -152,49 +141,13 @@ def is_canonical(value: Any) -> bool:
     string keys in sorted order, integers in range, strings with a UTF-8 form, nesting
     within :data:`MAX_DEPTH`. A decoded value (or a wire map from a canonical encoder)
     passes; anything ``encode`` would reorder or refuse gives False — then call
-    ``encode``, which normalises or raises. Never raises. A check walk builds nothing,
-    so it costs about a third of :func:`encode`'s normalising copy."""
-    stack: list[tuple[Any, int]] = [(value, 0)]
-    while stack:
-        v, depth = stack.pop()
-        t = type(v)
-        children: Any
-        if t is dict:
-            keys = list(v)
-            for k in keys:
-                if type(k) is not str:
-                    return False
-                if not k.isascii():
-                    try:
-                        k.encode("utf-8")
-                    except UnicodeEncodeError:
-                        return False
-            if keys != sorted(keys):  # code-point order is UTF-8 byte order
-                return False
-            children = v.values()
-        elif t is list:
-            children = v
-        else:
-            children = (v,)
-            depth -= 1
-        d = depth + 1
-        if d > MAX_DEPTH:
-            return False
-        for x in children:
-            tx = type(x)
-            if tx is str:
-                if not x.isascii():
-                    try:
-                        x.encode("utf-8")
-                    except UnicodeEncodeError:
-                        return False
-            elif tx is int:
-                if not INT_MIN <= x <= INT_MAX:
-                    return False
-            elif tx is dict or tx is list:
-                stack.append((x, d))
-            elif not (tx is bytes or tx is bool or x is None):
-                return False
+    ``encode``, which normalises or raises. Never raises. It is :func:`decode`'s check
+    walk, plus the scalar checks the unpacker makes for decoded values; it builds
+    nothing, so it costs about a third of :func:`encode`'s normalising copy."""
+    try:
+        _check_decoded(value, 0, scalars=True)
+    except EncodingError:
+        return False
     return True
 
 
@@ -252,12 +205,14 @@ def _header(n: int, fix: int, b16: bytes, b32: bytes) -> bytes:
 _LEAF_TYPES = frozenset({str, bytes, int, bool, type(None)})
 
 
-def _check_decoded(value: Any, depth: int) -> None:
+def _check_decoded(value: Any, depth: int, *, scalars: bool = False) -> None:
     """Refuse what :func:`encode` would refuse in an unpacked value — floats, non-string
-    map keys, other types (e.g. msgpack's Timestamp), nesting deeper than
+    map keys, other types (e.g. msgpack's Timestamp, tuples), nesting deeper than
     :data:`MAX_DEPTH` — and maps whose keys are not in canonical order (UTF-8 byte
     order is code-point order). A duplicate key was collapsed by msgpack: the re-pack
-    in :func:`decode` catches it."""
+    in :func:`decode` catches it. ``scalars``: also check what the unpacker guarantees
+    of a decoded value but not of any other — integers in range, strings (and keys)
+    with a UTF-8 form (:func:`is_canonical`)."""
     if depth > MAX_DEPTH:
         raise EncodingError(f"value nested deeper than {MAX_DEPTH} levels")
     t = type(value)
@@ -269,10 +224,14 @@ def _check_decoded(value: Any, depth: int) -> None:
         for k in keys:
             if type(k) is not str:
                 raise EncodingError(f"map key {k!r} is not a string")
+            if scalars and not k.isascii():
+                _check_utf8(k)
         if len(keys) > 1 and keys != sorted(keys):
             raise EncodingError("not in canonical form")
         items = value.values()
     elif t in _LEAF_TYPES:
+        if scalars:
+            _check_scalar(value)
         return
     elif t is float:
         raise EncodingError("floats are not allowed in canonical values")
@@ -283,8 +242,20 @@ def _check_decoded(value: Any, depth: int) -> None:
         if type(v) in _LEAF_TYPES:
             if d > MAX_DEPTH:
                 raise EncodingError(f"value nested deeper than {MAX_DEPTH} levels")
+            if scalars:
+                _check_scalar(v)
         else:
-            _check_decoded(v, d)
+            _check_decoded(v, d, scalars=scalars)
+
+
+def _check_scalar(v: Any) -> None:
+    """Raise unless the decoded-type scalar ``v`` has a canonical encoding."""
+    t = type(v)
+    if t is str:
+        if not v.isascii():
+            _check_utf8(v)
+    elif t is int and not INT_MIN <= v <= INT_MAX:
+        raise EncodingError(f"integer {v} outside the 64-bit range")
 
 
 def decode(data: bytes, *, max_size: int = MAX_ENCODED_SIZE) -> Any:
