@@ -47,13 +47,15 @@ class SubmitResult:
 
 
 class _Entry:
-    __slots__ = ("arrival_ms", "reforwarded", "size", "tx")
+    __slots__ = ("arrival_ms", "forwarded_ms", "size", "tx")
 
     def __init__(self, tx: Transaction, arrival_ms: int) -> None:
         self.tx = tx
         self.arrival_ms = arrival_ms
         self.size = tx_size(tx)
-        self.reforwarded = False
+        #: When it was last passed on (first on arrival: a client's transaction is
+        #: forwarded then, a forwarded one was just sent to everyone by its sender).
+        self.forwarded_ms = arrival_ms
 
 
 #: What :func:`tx_size` adds to a body's bytes (the signature and its framing).
@@ -222,21 +224,29 @@ class Mempool:
             return self._entries[tx_id].arrival_ms
         return None
 
-    def overdue(self, deadline_ms: int) -> Iterator[tuple[Transaction, bool]]:
+    def overdue(self, deadline_ms: int) -> Iterator[tuple[Transaction, int]]:
         """Free transactions that arrived at or before ``deadline_ms``, oldest first,
-        each with whether it was already re-forwarded (see :meth:`mark_reforwarded`)."""
+        each with when it was last passed on (see :meth:`mark_forwarded`)."""
         for tx_id in self._free:
             entry = self._entries[tx_id]
             if entry.arrival_ms > deadline_ms:
                 return
-            yield entry.tx, entry.reforwarded
+            yield entry.tx, entry.forwarded_ms
+
+    def newest_arrival(self, tx_ids: Iterable[bytes]) -> int | None:
+        """The latest arrival time among those of ``tx_ids`` held here (None: none)."""
+        entries = self._entries
+        times = [e.arrival_ms for e in map(entries.get, tx_ids) if e is not None]
+        return max(times) if times else None
 
     def shift_arrivals(self, shift_ms: int) -> None:
-        """Move every arrival time ``shift_ms`` later (the clock was just set)."""
+        """Move every arrival (and forwarding) time ``shift_ms`` later (the clock was
+        just set, or the node could not run for that long)."""
         for entry in self._entries.values():
             entry.arrival_ms += shift_ms
+            entry.forwarded_ms += shift_ms
 
-    def mark_reforwarded(self, tx_id: bytes) -> None:
+    def mark_forwarded(self, tx_id: bytes, now_ms: int) -> None:
         entry = self._entries.get(tx_id)
         if entry is not None:
-            entry.reforwarded = True
+            entry.forwarded_ms = now_ms

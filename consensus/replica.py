@@ -60,7 +60,15 @@ from consensus.errors import (
     ProtocolViolation,
 )
 from consensus.log import Slot
-from consensus.mempool import ACCEPTED, COMMITTED, DUPLICATE, REJECTED, Mempool, SubmitResult
+from consensus.mempool import (
+    ACCEPTED,
+    COMMITTED,
+    DUPLICATE,
+    REJECTED,
+    Mempool,
+    SubmitResult,
+    tx_size,
+)
 from consensus.messages import (
     Blocks,
     Commit,
@@ -93,6 +101,10 @@ __all__ = ["Outbound", "Ready", "Replica"]
 
 #: Bound on the validator keys remembered to recognise followers.
 MAX_KNOWN_NODES = 1024
+
+#: A transaction waiting this many censorship timeouts arms the view-change timer even
+#: while the primary keeps proposing older ones (see ``_censorship_suspected``).
+CENSORSHIP_PATIENCE = 16
 
 
 @dataclass(frozen=True)
@@ -230,13 +242,16 @@ class Replica:
         self._buffer_dirty = False
         self._now = 0
         self._ticked = False
+        #: The latest time the node told us between ticks (:meth:`note_time`).
+        self._noted_ms = 0
         self._progress_deadline: int | None = None
         self._censor_deadline: int | None = None
         #: Peers the transport reports unreachable, and since when (our clock).
         self._unreachable: dict[str, int] = {}
         self._vc_deadline: int | None = None if self._active else 0
         self._next_status = 0
-        self._last_full_proposal: int | None = None
+        self._last_proposal_ms: int | None = None
+        self._served_arrival: int | None = None
         self._fetch: _FetchState | None = None
         self._fetch_turn = 0
         self._behind_since: int | None = None
@@ -324,6 +339,15 @@ class Replica:
             self._next_status = self._now + self.config.status_interval_ms
             self._broadcast_status()
         self._after_input()
+
+    def note_time(self, now_ms: int) -> None:
+        """The present time, known between ticks; no timer runs. Proposals are judged
+        against it: after the node was busy for seconds (applying large blocks), a
+        PRE-PREPARE stamped just now is not "ahead" of a tick that old, and its primary
+        must not be blamed for it. Timers still move only on :meth:`tick`, so messages
+        already waiting are stepped before any timer judges their sender."""
+        if now_ms > self._noted_ms:
+            self._noted_ms = now_ms
 
     def set_unreachable(self, peers: Collection[str]) -> None:
         """The transport's word on which peers cannot be reached right now (their
@@ -413,21 +437,23 @@ class Replica:
             self._on_view_change(msg)
         elif isinstance(msg, NewView):
             self._on_new_view(msg)
-        elif isinstance(msg, Status | Fetch):
+        elif isinstance(msg, Status | Fetch | Forward):
             # Also from a follower: a replica that was a validator once (it left the
             # set and still follows the chain by catch-up), verified with its last key.
+            # Its FORWARDs too: it still takes client transactions, and each one is
+            # checked here on its own (signature, rules, the sender's mempool share).
             follower = msg.sender not in self._vset(self._base() + 1).by_id
             ok = self._verify_known(msg) if follower else self._verify(msg, self._base() + 1)
-            if ok:
-                if isinstance(msg, Status):
-                    self._on_status(msg, follower=follower)
-                else:
-                    self._on_fetch(msg)
-        elif self._verify(msg, self._base() + 1):
-            if isinstance(msg, Forward):
-                self._on_forward(msg)
+            if not ok:
+                return
+            if isinstance(msg, Status):
+                self._on_status(msg, follower=follower)
+            elif isinstance(msg, Fetch):
+                self._on_fetch(msg)
             else:
-                self._on_blocks(msg)
+                self._on_forward(msg)
+        elif self._verify(msg, self._base() + 1):
+            self._on_blocks(msg)
 
     # ================================================================================
     # Ready / advance
@@ -728,9 +754,10 @@ class Replica:
         if header.time_ms < parent_time:
             raise self._blame(pp, h - 1, "block time before its parent's", "parent_time")
         drift = self.config.max_clock_drift_ms
-        if header.time_ms > self._now + drift:
+        ours = max(self._now, self._noted_ms)
+        if header.time_ms > ours + drift:
             raise ProtocolViolation(
-                INVALID_PROPOSAL, f"block time {header.time_ms} ahead of ours {self._now}"
+                INVALID_PROPOSAL, f"block time {header.time_ms} ahead of ours {ours}"
             )
         if header.time_ms < self._now - drift:
             # Too old — but network delay, not the primary, may be to blame.
@@ -792,14 +819,12 @@ class Replica:
     def _accept_preprepare(self, slot: Slot, pp: PrePrepare) -> None:
         slot.preprepare = pp
         self._mempool.reserve((tx.tx_id for tx in pp.block.transactions), pp.height)
-        cfg = self.config
-        if (
-            pp.block.header.tx_count >= cfg.max_batch_txs
-            or len(pp.block.encoded()) * 4 >= cfg.max_batch_bytes * 3
-        ):
-            # Full by count, or by bytes (within a quarter of the limit: the next
-            # transaction may well not have fitted): the primary is busy, not censoring.
-            self._last_full_proposal = self._now
+        # What the primary is serving, for the censorship check: when it last proposed,
+        # and the latest arrival (here) among what it proposed.
+        self._last_proposal_ms = self._now
+        newest = self._mempool.newest_arrival(tx.tx_id for tx in pp.block.transactions)
+        if newest is not None and (self._served_arrival is None or newest > self._served_arrival):
+            self._served_arrival = newest
         self._buffer_dirty = True
         self._try_endorse(pp.height)
         self._check_prepared(pp.height)  # the PREPAREs may have come first
@@ -1160,31 +1185,53 @@ class Replica:
             self._start_view_change(self._view + 1)
 
     def _censorship_suspected(self) -> bool:
+        """A free transaction has waited a censorship timeout ``T`` here, and the
+        primary is not working through its queue in order: it proposed nothing for
+        ``T``, or it proposed a transaction that arrived here ``T`` or more after ours
+        (it skipped ours), or ours has waited ``CENSORSHIP_PATIENCE × T`` however busy
+        the primary is. A primary serving older transactions is not blamed for a
+        backlog longer than ``T`` (the progress timer watches its blocks): under
+        overload that backlog is the mempool's depth, and blaming it changed views
+        again and again without making anything faster. Overdue transactions are
+        passed on again first (the primary may have missed them, or been too full)."""
         cfg = self.config
+        timeout = cfg.censorship_timeout_ms
         oldest = self._mempool.oldest_free_arrival()
-        if oldest is None or self._now - oldest < cfg.censorship_timeout_ms:
+        if oldest is None or self._now - oldest < timeout:
             return False
-        # A primary busy proposing full batches is not censoring, unless it has been
-        # far too long (a primary could otherwise starve one transaction forever).
-        busy = (
-            self._last_full_proposal is not None
-            and self._now - self._last_full_proposal < cfg.censorship_timeout_ms
+        last, served = self._last_proposal_ms, self._served_arrival
+        in_order = (
+            last is not None
+            and self._now - last < timeout
+            and (served is None or served < oldest + timeout)
+            and self._now - oldest < CENSORSHIP_PATIENCE * timeout
         )
-        if busy and self._now - oldest < 4 * cfg.censorship_timeout_ms:
+        if in_order:
             return False
-        again = [
-            tx
-            for tx, done in self._mempool.overdue(self._now - cfg.censorship_timeout_ms)
-            if not done
-        ][: cfg.forward_batch_txs]
-        if again:
-            # Re-forward once: the primary (or others) may simply have missed it.
-            for tx in again:
-                self._mempool.mark_reforwarded(tx.tx_id)
-            fw = Forward(cfg.channel, self.node_id, tuple(again))
-            self._count("reforwarded.txs", len(again))
-            self._send(sign(fw, cfg.signer))
+        self._reforward_overdue()
         return True
+
+    def _reforward_overdue(self) -> None:
+        """FORWARD to everyone the free transactions that have waited a censorship
+        timeout and were not passed on within one (oldest first, at most a batch's
+        count and bytes)."""
+        cfg = self.config
+        timeout = cfg.censorship_timeout_ms
+        now = self._now
+        txs: list[Transaction] = []
+        size = 0
+        for tx, last in self._mempool.overdue(now - timeout):
+            if now - last < timeout:
+                continue
+            size += tx_size(tx)
+            if txs and (size > cfg.max_batch_bytes or len(txs) >= cfg.forward_batch_txs):
+                break
+            txs.append(tx)
+        if txs:
+            for tx in txs:
+                self._mempool.mark_forwarded(tx.tx_id, now)
+            self._count("reforwarded.txs", len(txs))
+            self._send(sign(Forward(cfg.channel, self.node_id, tuple(txs)), cfg.signer))
 
     def _view_change_timeout(self) -> None:
         vset = self._vset(self._base() + 1)
@@ -1205,10 +1252,14 @@ class Replica:
             self._count("view_changes.failed")
             self._start_view_change(self._view + 1)
         else:
-            # Not enough replicas asked yet (lost messages?): say it again.
+            # Not enough replicas asked yet (lost messages?): say it again. And pass on
+            # what we hold that has waited too long: the others may never have received
+            # it (lost or refused FORWARDs — a full mempool drops them), so nothing makes
+            # them time out with us, and only their seeing it gets it committed.
             self._count("view_changes.retransmitted")
             self._my_vc = None
             self._send_view_change()
+            self._reforward_overdue()
             self._vc_deadline = self._now + self._timeout()
 
     def _start_view_change(self, new_view: int) -> None:
@@ -1233,6 +1284,7 @@ class Replica:
         self._mempool.release_all()
         self._progress_deadline = None
         self._censor_deadline = None
+        self._last_proposal_ms = self._served_arrival = None  # the next primary's to earn
         self._vc_deadline = self._now + self._timeout()
         self._my_vc = None
         self._send_view_change()

@@ -480,6 +480,8 @@ class ChannelService:
             )
 
     def _step_urgent(self, replica: Replica) -> None:
+        if self._urgent:
+            replica.note_time(self._now())
         while self._urgent:
             _sender, msg = self._urgent.popleft()
             replica.step(msg)
@@ -489,6 +491,7 @@ class ChannelService:
         inbox is empty or ``deadline`` (loop time) passes; urgent messages arriving
         meanwhile are stepped between items."""
         loop = asyncio.get_running_loop()
+        replica.note_time(self._now())
         while self._inbox:
             kind, item = self._inbox.popleft()
             if kind == "msg":

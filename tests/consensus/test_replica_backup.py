@@ -122,6 +122,23 @@ def test_time_outside_the_drift_bound_is_refused() -> None:
     assert len(c.evidence) == 1
 
 
+def test_a_proposal_is_judged_against_the_time_noted_since_the_last_tick() -> None:
+    # The backup's node was busy for 6 s after its last tick (applying large blocks);
+    # the PRE-PREPARE stamped meanwhile is on time, not "ahead" (drift bound 5 s).
+    c = _silenced_primary()
+    c.run(10_000)
+    busy_until = c.now + 6_000
+    block = _block(c, c.clients.txs(1), time_ms=busy_until)
+    c.replicas["n1"].note_time(busy_until)
+    c.step("n1", _pp(c, block))
+    assert len(_prepares_from(c, "n1", 1)) == 1
+    assert c.evidence == []
+    # Without the noted time the same proposal looks 6 s early and its primary is blamed.
+    c.step("n2", _pp(c, block))
+    assert not _prepares_from(c, "n2", 1)
+    assert [(who, ev.kind) for who, ev in c.evidence] == [("n2", INVALID_PROPOSAL)]
+
+
 def test_time_before_the_parent_is_refused() -> None:
     c = _silenced_primary()
     c.run(1000)

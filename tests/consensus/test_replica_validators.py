@@ -123,3 +123,16 @@ def test_a_replica_that_left_the_set_follows_by_catch_up() -> None:
     n0 = c.replicas["n0"]
     assert n0.metrics["catchup.blocks"] >= 10
     assert "sent.commit" not in n0.metrics  # it follows, it does not vote
+
+
+def test_a_transaction_given_to_a_replica_that_left_the_set_is_still_ordered() -> None:
+    """n0 left at CHANGE_AT but still takes client transactions: its FORWARD, verified
+    with its last key, puts them in the validators' mempools (they were dropped as
+    coming from a non-validator, and waited for the client to try another node)."""
+    c = _cluster()
+    c.submit("n2", c.clients.txs(2 * CHANGE_AT))
+    c.run_until(lambda: min(c.heights().values()) >= CHANGE_AT, 5000)
+    given = c.clients.tx()
+    assert c.submit("n0", [given])[0].accepted
+    c.run_until(lambda: given.tx_id in c.committed_tx_ids("n1"), 3000)
+    assert given.tx_id in c.committed_tx_ids("n5")

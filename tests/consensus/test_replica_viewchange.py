@@ -600,3 +600,53 @@ def test_a_primary_proposing_full_blocks_is_busy_not_censoring(max_batch_bytes: 
     assert {c.replicas[n].view for n in c.live()} == {0}
     assert not any(c.replicas[n].metrics.get("timeouts.censorship") for n in c.live())
     assert len(c.committed_tx_ids("n2")) > 20, "full blocks kept committing"
+
+
+def test_a_replica_alone_in_a_view_change_still_gets_its_transactions_committed() -> None:
+    # n2's FORWARDs are lost (the primary's mempool was full, say): its censorship
+    # timer starts a view change nobody else needs, since nobody else holds the
+    # transaction. Once its messages get through again, the transaction must still
+    # reach the others and be committed.
+    c = Cluster(5, batch_interval_ms=0, censorship_timeout_ms=500, base_timeout_ms=500)
+    c.tick(0)
+    c.drop = lambda src, dst, m: src == "n2" and m.kind == "forward"
+    lonely = c.clients.tx()
+    c.submit("n2", [lonely])
+    c.run_until(lambda: c.replicas["n2"].view >= 1, 5_000)
+    assert all(c.replicas[n].view == 0 for n in ("n0", "n1", "n3", "n4"))
+    c.drop = None
+    c.run_until(lambda: all(lonely.tx_id in c.committed_tx_ids(n) for n in c.names), 20_000)
+
+
+def test_a_primary_working_through_a_backlog_in_order_is_not_replaced() -> None:
+    # Every message takes 40 ms and a block holds one transaction: 150 transactions
+    # given at once take seconds, several censorship timeouts (a busy primary was
+    # allowed 4 before it was blamed), but the primary serves them in arrival order.
+    timeout = 500
+    c = Cluster(5, batch_interval_ms=0, max_batch_txs=1, censorship_timeout_ms=timeout)
+    c.tick(0)
+    held: list[tuple[int, str, str, Message]] = []
+    released: set[tuple[str, str, int]] = set()
+
+    def slow(src: str, dst: str, msg: Message) -> bool:
+        if (src, dst, id(msg)) in released:
+            released.discard((src, dst, id(msg)))
+            return False
+        held.append((c.now + 40, src, dst, msg))
+        return True
+
+    c.drop = slow
+    txs = c.clients.txs(150)
+    c.submit("n1", txs)
+    start = c.now
+    while min(len(c.committed_tx_ids(n)) for n in c.names) < len(txs):
+        assert c.now - start < 60_000, "backlog not committed within a minute"
+        c.tick(10)
+        due = [h for h in held if h[0] <= c.now]
+        held[:] = [h for h in held if h[0] > c.now]
+        for _, src, dst, msg in due:
+            released.add((src, dst, id(msg)))
+            c.queue.append((src, dst, msg))
+        c.pump()
+    assert c.now - start > 4 * timeout
+    assert {r.view for r in c.replicas.values()} == {0}
