@@ -224,6 +224,12 @@ class Mempool:
             return self._entries[tx_id].arrival_ms
         return None
 
+    def oldest_free(self) -> tuple[bytes, int] | None:
+        """The id and arrival time of the oldest free transaction (None: none)."""
+        for tx_id in self._free:
+            return tx_id, self._entries[tx_id].arrival_ms
+        return None
+
     def overdue(self, deadline_ms: int) -> Iterator[tuple[Transaction, int]]:
         """Free transactions that arrived at or before ``deadline_ms``, oldest first,
         each with when it was last passed on (see :meth:`mark_forwarded`)."""

@@ -102,10 +102,6 @@ __all__ = ["Outbound", "Ready", "Replica"]
 #: Bound on the validator keys remembered to recognise followers.
 MAX_KNOWN_NODES = 1024
 
-#: A transaction waiting this many censorship timeouts arms the view-change timer even
-#: while the primary keeps proposing older ones (see ``_censorship_suspected``).
-CENSORSHIP_PATIENCE = 16
-
 
 @dataclass(frozen=True)
 class Outbound:
@@ -252,6 +248,14 @@ class Replica:
         self._next_status = 0
         self._last_proposal_ms: int | None = None
         self._served_arrival: int | None = None
+        #: The oldest overdue transaction and the committed height when it was first
+        #: seen overdue; blocks committed since then, beyond this many, without it
+        #: are censorship: a full mempool's worth of older transactions, and the window.
+        self._overdue: tuple[bytes, int] | None = None
+        self._censorship_patience = config.window + max(
+            -(-config.mempool_max_bytes // config.max_batch_bytes),
+            -(-config.mempool_limit // config.max_batch_txs),
+        )
         self._fetch: _FetchState | None = None
         self._fetch_turn = 0
         self._behind_since: int | None = None
@@ -1185,28 +1189,33 @@ class Replica:
             self._start_view_change(self._view + 1)
 
     def _censorship_suspected(self) -> bool:
-        """A free transaction has waited a censorship timeout ``T`` here, and the
-        primary is not working through its queue in order: it proposed nothing for
-        ``T``, or it proposed a transaction that arrived here ``T`` or more after ours
-        (it skipped ours), or ours has waited ``CENSORSHIP_PATIENCE × T`` however busy
-        the primary is. A primary serving older transactions is not blamed for a
-        backlog longer than ``T`` (the progress timer watches its blocks): under
-        overload that backlog is the mempool's depth, and blaming it changed views
-        again and again without making anything faster. Overdue transactions are
-        passed on again first (the primary may have missed them, or been too full)."""
-        cfg = self.config
-        timeout = cfg.censorship_timeout_ms
-        oldest = self._mempool.oldest_free_arrival()
-        if oldest is None or self._now - oldest < timeout:
+        """The oldest free transaction has waited a censorship timeout ``T`` here, and
+        the primary is not working through its queue in order: it has nothing in
+        flight and proposed nothing for ``T``; or it proposed a transaction that arrived
+        here ``T`` or more after ours (it skipped ours); or more blocks were committed
+        since ours was overdue than a full mempool's worth of older transactions could
+        fill (:meth:`_censorship_patience`). A primary serving an older backlog is not
+        blamed for its length (blocks in flight are the progress timer's to judge):
+        under overload the backlog is the mempool's depth, and the former rule (a busy
+        primary had 4 ``T``) changed views again and again without making anything
+        faster. Overdue transactions are passed on again first (the primary may have
+        missed them, or been too full to take them)."""
+        timeout = self.config.censorship_timeout_ms
+        first = self._mempool.oldest_free()
+        if first is None or self._now - first[1] < timeout:
+            self._overdue = None
             return False
+        tx_id, oldest = first
+        if self._overdue is None or self._overdue[0] != tx_id:
+            self._overdue = (tx_id, self._committed_height)
+        passed_over = self._committed_height - self._overdue[1]
         last, served = self._last_proposal_ms, self._served_arrival
-        in_order = (
-            last is not None
-            and self._now - last < timeout
+        serving = self._pending_work() or (last is not None and self._now - last < timeout)
+        if (
+            serving
             and (served is None or served < oldest + timeout)
-            and self._now - oldest < CENSORSHIP_PATIENCE * timeout
-        )
-        if in_order:
+            and passed_over < self._censorship_patience
+        ):
             return False
         self._reforward_overdue()
         return True

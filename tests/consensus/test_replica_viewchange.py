@@ -650,3 +650,27 @@ def test_a_primary_working_through_a_backlog_in_order_is_not_replaced() -> None:
         c.pump()
     assert c.now - start > 4 * timeout
     assert {r.view for r in c.replicas.values()} == {0}
+
+
+def test_a_primary_that_serves_only_transactions_others_never_saw_is_replaced() -> None:
+    # n0 leaves mallory's transaction out and keeps committing ones it alone was given
+    # (its FORWARDs are lost), so the backups never see it skip a transaction they
+    # know. Once more blocks are committed without it than a full mempool of older
+    # transactions could explain (here W + 8 = 16), they replace the primary.
+    c = Cluster(
+        5, batch_interval_ms=0, max_batch_txs=1, mempool_limit=8, mempool_per_sender=8,
+        mempool_max_bytes=1 << 20, censorship_timeout_ms=500,
+    )  # fmt: skip
+    c.apps["n0"].reject = lambda tx: "censored" if tx.sender == "mallory" else None
+    c.tick(0)
+    victim = c.clients.tx("mallory")
+    c.submit("n2", [victim])
+    c.drop = lambda src, dst, m: src == "n0" and m.kind == "forward"
+    while c.replicas["n3"].view == 0:
+        assert c.now < 30_000, "the censoring primary was never replaced"
+        c.submit("n0", c.clients.txs(1))
+        c.run(50)
+    passed_over = c.apps["n3"].height
+    assert passed_over >= 16
+    c.drop = None
+    c.run_until(lambda: victim.tx_id in c.committed_tx_ids("n3"), 5000)
