@@ -23,6 +23,7 @@ from pathlib import Path
 
 from ledger.errors import CorruptLedgerError, LedgerError
 from node.config import NodeConfig, load_node_config
+from node.malloc_tuning import tune_malloc
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -101,6 +102,7 @@ def repair_ledger(config: NodeConfig) -> Path | None:
 
 def run(args: argparse.Namespace) -> int:
     exit_with_parent()
+    tune_malloc()  # before any thread starts (see node.malloc_tuning)
     config = load_node_config(args.config)
     if getattr(args, "repair", False):
         moved = repair_ledger(config)
