@@ -64,6 +64,15 @@ log = logging.getLogger("wulian.channel")
 BULK_BUDGET_S = 0.02
 #: A Ready whose persisting took this long pauses the replica's view-change timers.
 PAUSE_AFTER_MS = 50
+
+
+def stalled_ms(now: float, due: float, accounted_to: float) -> int:
+    """How long (ms) a tick due at ``due`` (loop time, s) came late at ``now``, not
+    counting what was already paused for up to ``accounted_to`` (the driver's own
+    apply-and-store time, paused by :meth:`ChannelService._process_ready`)."""
+    return max(0, round((now - max(due, accounted_to)) * 1000))
+
+
 #: Blocks at least this large (encoded) are applied in a worker thread, not on the loop.
 APPLY_OFF_LOOP_BYTES = 64 * 1024
 #: Committed blocks written in one synced batch, at most (count, encoded bytes).
@@ -176,6 +185,8 @@ class ChannelService:
         self._status_cache = status_cache
         self._clock = clock_ms
         self._last_now = 0
+        #: Loop time up to which this driver's stalls were already paused.
+        self._accounted_to = 0.0
         self.governance = ChannelGovernance(genesis, self.channel)
         self._load_governance()
         self.is_validator = node_id in config.validators.by_id or node_id in (
@@ -458,6 +469,13 @@ class ChannelService:
                 self._step_urgent(replica)
                 now = loop.time()
                 if now >= next_tick:
+                    late_ms = stalled_ms(now, next_tick, self._accounted_to)
+                    if late_ms >= PAUSE_AFTER_MS:
+                        # The event loop could not run this driver (another channel's
+                        # block applied on it, a worker thread holding the GIL, the
+                        # machine's CPU taken): this node's time, not the primary's.
+                        replica.pause(late_ms)
+                        self.metrics.stalled_seconds.observe(late_ms / 1000, self.channel)
                     if self.transport is not None:
                         replica.set_unreachable(self.transport.unreachable())
                     replica.tick(self._now())
@@ -548,6 +566,7 @@ class ChannelService:
                 # The replica saw nothing while its blocks were applied and stored: that
                 # time is this node's, not the primary's (no view change for it).
                 replica.pause(busy_ms)
+                self._accounted_to = asyncio.get_running_loop().time()
             for ev in rd.evidence:
                 self.metrics.evidence.inc(1, self.channel)
                 log.warning(

@@ -199,6 +199,13 @@ class NodeMetrics:
             ["channel"],
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
         )
+        self.stalled_seconds = r.histogram(
+            "wulian_driver_stalled_seconds",
+            "How late a channel driver's tick came (the event loop could not run it): "
+            "paused on the replica's blame timers",
+            ["channel"],
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+        )
         self.submitted = r.counter(
             "wulian_submitted_transactions_total", "Client transactions by result", ["result"]
         )
