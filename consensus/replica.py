@@ -102,6 +102,10 @@ __all__ = ["Outbound", "Ready", "Replica"]
 #: Bound on the validator keys remembered to recognise followers.
 MAX_KNOWN_NODES = 1024
 
+#: :meth:`Replica.note_apply` ignores smaller applies, and caps the rate it learns.
+APPLY_RATE_MIN_BYTES = 64 << 10
+APPLY_RATE_MAX_MS_PER_MIB = 60_000
+
 
 @dataclass(frozen=True)
 class Outbound:
@@ -240,6 +244,8 @@ class Replica:
         self._ticked = False
         #: The latest time the node told us between ticks (:meth:`note_time`).
         self._noted_ms = 0
+        #: How long this node takes to apply a MiB of blocks (:meth:`note_apply`).
+        self._apply_ms_per_mib = 0
         self._progress_deadline: int | None = None
         self._censor_deadline: int | None = None
         #: Peers the transport reports unreachable, and since when (our clock).
@@ -352,6 +358,19 @@ class Replica:
         already waiting are stepped before any timer judges their sender."""
         if now_ms > self._noted_ms:
             self._noted_ms = now_ms
+
+    def note_apply(self, ms: int, size: int) -> None:
+        """The node took ``ms`` (wall time, its machine's load included) to apply and
+        store ``size`` bytes of this channel's committed blocks. The other replicas are
+        taken to be as slow: a large block in flight gets at least twice this rate of
+        progress time (:meth:`_work_allowance`; ``timeout_ms_per_mib`` is the floor, 0
+        keeps the allowance off). The rate rises at once and falls by an eighth per
+        faster note; blocks under 64 KiB are too small to measure it."""
+        if size < APPLY_RATE_MIN_BYTES or ms <= 0:
+            return
+        rate = min(ms * (1 << 20) // size, APPLY_RATE_MAX_MS_PER_MIB)
+        decayed = self._apply_ms_per_mib - self._apply_ms_per_mib // 8
+        self._apply_ms_per_mib = max(rate, decayed)
 
     def set_unreachable(self, peers: Collection[str]) -> None:
         """The transport's word on which peers cannot be reached right now (their
@@ -593,6 +612,7 @@ class Replica:
         slot = self._slots.get(self._committed_height + 1)
         if not per_mib or slot is None or slot.preprepare is None:
             return 0
+        per_mib = max(per_mib, 2 * self._apply_ms_per_mib)  # see note_apply
         # capped at a full batch: a primary cannot buy time with an oversized block
         size = min(len(slot.preprepare.block.encoded()), self.config.max_batch_bytes)
         return (size * per_mib) >> 20

@@ -562,6 +562,8 @@ class ChannelService:
             self._send(rd, early=True)
             await self._persist_and_commit(rd)
             busy_ms = int((time.perf_counter() - t0) * 1000)
+            if rd.committed:
+                replica.note_apply(busy_ms, sum(len(b.encoded()) for b, _ in rd.committed))
             if busy_ms >= PAUSE_AFTER_MS:
                 # The replica saw nothing while its blocks were applied and stored: that
                 # time is this node's, not the primary's (no view change for it).

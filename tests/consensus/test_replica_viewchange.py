@@ -215,40 +215,61 @@ def test_a_long_view_earns_its_timeout_back_to_base() -> None:
     assert _vc_started(c)[3] - crash_at < 2 * base + c.replicas["n3"].config.censorship_timeout_ms
 
 
+def _views_after_a_slow_round(per_mib: int, blob: int, txs: int = 3, noted: int = 0) -> int:
+    """Every message takes 1 s (base timeout 1 s: a round takes 3 s at the primary)
+    while a block of ``txs`` transactions of ``blob`` payload bytes goes through;
+    ``noted``: every replica was told it applies a MiB in that many ms. Returns the
+    highest view reached."""
+    c = Cluster(5, batch_interval_ms=0, base_timeout_ms=1000, timeout_ms_per_mib=per_mib)
+    c.tick(0)
+    if noted:
+        for r in c.replicas.values():
+            r.note_apply(noted, 1 << 20)
+    held: list[tuple[int, str, str, Message]] = []
+    released: set[tuple[str, str, int]] = set()
+
+    def slow(src: str, dst: str, msg: Message) -> bool:
+        if (src, dst, id(msg)) in released:
+            released.discard((src, dst, id(msg)))
+            return False
+        held.append((c.now + 1000, src, dst, msg))
+        return True
+
+    c.drop = slow
+    c.submit("n0", [c.clients.tx(blob=b"x" * blob) for _ in range(txs)])
+    for _ in range(3000):  # 30 s
+        c.tick(10)
+        due = [h for h in held if h[0] <= c.now]
+        held[:] = [h for h in held if h[0] > c.now]
+        for _, src, dst, msg in due:
+            released.add((src, dst, id(msg)))
+            c.queue.append((src, dst, msg))
+        c.pump()
+    assert min(c.heights().values()) == 1
+    return max(r.view for r in c.replicas.values())
+
+
 def test_a_large_block_in_flight_gets_more_time_before_a_view_change() -> None:
-    def views_after_a_slow_round(per_mib: int, blob: int, txs: int = 3) -> int:
-        """Every message takes 1 s (base timeout 1 s: a round takes 3 s at the primary)
-        while a block of ``txs`` transactions of ``blob`` payload bytes goes through;
-        returns the highest view reached."""
-        c = Cluster(5, batch_interval_ms=0, base_timeout_ms=1000, timeout_ms_per_mib=per_mib)
-        c.tick(0)
-        held: list[tuple[int, str, str, Message]] = []
-        released: set[tuple[str, str, int]] = set()
+    assert _views_after_a_slow_round(0, 200_000) > 0, "1 s is too little for a slow round"
+    assert _views_after_a_slow_round(4000, 200_000) == 0, "2.3 s more for a 0.6 MiB block"
 
-        def slow(src: str, dst: str, msg: Message) -> bool:
-            if (src, dst, id(msg)) in released:
-                released.discard((src, dst, id(msg)))
-                return False
-            held.append((c.now + 1000, src, dst, msg))
-            return True
+    assert _views_after_a_slow_round(4000, 1_000, txs=1) > 0, "a small block: no more time"
 
-        c.drop = slow
-        c.submit("n0", [c.clients.tx(blob=b"x" * blob) for _ in range(txs)])
-        for _ in range(3000):  # 30 s
-            c.tick(10)
-            due = [h for h in held if h[0] <= c.now]
-            held[:] = [h for h in held if h[0] > c.now]
-            for _, src, dst, msg in due:
-                released.add((src, dst, id(msg)))
-                c.queue.append((src, dst, msg))
-            c.pump()
-        assert min(c.heights().values()) == 1
-        return max(r.view for r in c.replicas.values())
 
-    assert views_after_a_slow_round(0, 200_000) > 0, "1 s is too little for a slow round"
-    assert views_after_a_slow_round(4000, 200_000) == 0, "2.3 s more for a 0.6 MiB block"
-
-    assert views_after_a_slow_round(4000, 1_000, txs=1) > 0, "a small block: no more time"
+def test_a_node_slow_to_apply_gives_large_blocks_more_time() -> None:
+    # 1 s per MiB is too little for this round; a node that measured itself applying a
+    # MiB in 4 s gives twice that (4.6 s more for the 0.6 MiB block).
+    assert _views_after_a_slow_round(1000, 200_000) > 0
+    assert _views_after_a_slow_round(1000, 200_000, noted=4000) == 0
+    # too small a block to learn a rate from, and a later faster apply decays it
+    c = Cluster(5)
+    r = c.replicas["n1"]
+    r.note_apply(4000, 1000)
+    assert r._apply_ms_per_mib == 0
+    r.note_apply(4000, 1 << 20)
+    r.note_apply(0, 1 << 20)
+    r.note_apply(100, 1 << 20)
+    assert r._apply_ms_per_mib == 3500
 
 
 def test_censoring_primary_is_replaced() -> None:
