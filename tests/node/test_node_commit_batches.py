@@ -217,6 +217,9 @@ def test_a_fetch_leaves_before_the_blocks_are_written_and_votes_after(
         def pause(self, ms: int) -> None:
             pass
 
+        def note_apply(self, ms: int, size: int) -> None:
+            pass
+
     monkeypatch.setattr(cport, "mirror_counters", lambda *a: None)
     asyncio.run(svc._process_ready(OneReady()))  # type: ignore[arg-type]
     assert sent[0] == ("fetch", 0)
