@@ -1214,11 +1214,11 @@ class Replica:
         flight and proposed nothing for ``T``; or it proposed a transaction that arrived
         here ``T`` or more after ours (it skipped ours); or more blocks were committed
         since ours was overdue than a full mempool's worth of older transactions could
-        fill (:meth:`_censorship_patience`). A primary serving an older backlog is not
-        blamed for its length (blocks in flight are the progress timer's to judge):
-        under overload the backlog is the mempool's depth, and the former rule (a busy
-        primary had 4 ``T``) changed views again and again without making anything
-        faster. Overdue transactions are passed on again first (the primary may have
+        fill (``_censorship_patience``, set in ``__init__``). A primary serving an older
+        backlog is not blamed for its length (blocks in flight are the progress timer's
+        to judge): under overload the backlog is the mempool's depth, and the former
+        rule (a busy primary had 4 ``T``) changed views again and again without making
+        anything faster. Overdue transactions are passed on again first (the primary may have
         missed them, or been too full to take them)."""
         timeout = self.config.censorship_timeout_ms
         first = self._mempool.oldest_free()
