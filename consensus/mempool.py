@@ -219,16 +219,15 @@ class Mempool:
                 break
         return out
 
-    def oldest_free_arrival(self) -> int | None:
-        for tx_id in self._free:
-            return self._entries[tx_id].arrival_ms
-        return None
-
     def oldest_free(self) -> tuple[bytes, int] | None:
         """The id and arrival time of the oldest free transaction (None: none)."""
         for tx_id in self._free:
             return tx_id, self._entries[tx_id].arrival_ms
         return None
+
+    def oldest_free_arrival(self) -> int | None:
+        first = self.oldest_free()
+        return None if first is None else first[1]
 
     def overdue(self, deadline_ms: int) -> Iterator[tuple[Transaction, int]]:
         """Free transactions that arrived at or before ``deadline_ms``, oldest first,

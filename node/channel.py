@@ -64,15 +64,6 @@ log = logging.getLogger("wulian.channel")
 BULK_BUDGET_S = 0.02
 #: A Ready whose persisting took this long pauses the replica's view-change timers.
 PAUSE_AFTER_MS = 50
-
-
-def stalled_ms(now: float, due: float, accounted_to: float) -> int:
-    """How long (ms) a tick due at ``due`` (loop time, s) came late at ``now``, not
-    counting what was already paused for up to ``accounted_to`` (the driver's own
-    apply-and-store time, paused by :meth:`ChannelService._process_ready`)."""
-    return max(0, round((now - max(due, accounted_to)) * 1000))
-
-
 #: Blocks at least this large (encoded) are applied in a worker thread, not on the loop.
 APPLY_OFF_LOOP_BYTES = 64 * 1024
 #: Committed blocks written in one synced batch, at most (count, encoded bytes).
@@ -90,6 +81,13 @@ RECENT_TXS = 50_000
 
 def outcomes_key(height: int) -> str:
     return f"{WAL_OUTCOMES_PREFIX}{height:016d}"
+
+
+def stalled_ms(now: float, due: float, accounted_to: float) -> int:
+    """How long (ms) a tick due at ``due`` (loop time, s) came late at ``now``, not
+    counting what was already paused for up to ``accounted_to`` (the driver's own
+    apply-and-store time, paused by :meth:`ChannelService._process_ready`)."""
+    return max(0, round((now - max(due, accounted_to)) * 1000))
 
 
 @dataclass(frozen=True)

@@ -215,6 +215,35 @@ def test_a_long_view_earns_its_timeout_back_to_base() -> None:
     assert _vc_started(c)[3] - crash_at < 2 * base + c.replicas["n3"].config.censorship_timeout_ms
 
 
+class _SlowNetwork:
+    """Every message between replicas of ``c`` takes ``delay_ms``; :meth:`step` moves
+    the cluster 10 ms on, delivering what is due."""
+
+    def __init__(self, c: Cluster, delay_ms: int) -> None:
+        self.c = c
+        self.delay_ms = delay_ms
+        self.held: list[tuple[int, str, str, Message]] = []
+        self.released: set[tuple[str, str, int]] = set()
+        c.drop = self._hold
+
+    def _hold(self, src: str, dst: str, msg: Message) -> bool:
+        if (src, dst, id(msg)) in self.released:
+            self.released.discard((src, dst, id(msg)))
+            return False
+        self.held.append((self.c.now + self.delay_ms, src, dst, msg))
+        return True
+
+    def step(self) -> None:
+        c = self.c
+        c.tick(10)
+        due = [h for h in self.held if h[0] <= c.now]
+        self.held[:] = [h for h in self.held if h[0] > c.now]
+        for _, src, dst, msg in due:
+            self.released.add((src, dst, id(msg)))
+            c.queue.append((src, dst, msg))
+        c.pump()
+
+
 def _views_after_a_slow_round(per_mib: int, blob: int, txs: int = 3, noted: int = 0) -> int:
     """Every message takes 1 s (base timeout 1 s: a round takes 3 s at the primary)
     while a block of ``txs`` transactions of ``blob`` payload bytes goes through;
@@ -225,26 +254,10 @@ def _views_after_a_slow_round(per_mib: int, blob: int, txs: int = 3, noted: int 
     if noted:
         for r in c.replicas.values():
             r.note_apply(noted, 1 << 20)
-    held: list[tuple[int, str, str, Message]] = []
-    released: set[tuple[str, str, int]] = set()
-
-    def slow(src: str, dst: str, msg: Message) -> bool:
-        if (src, dst, id(msg)) in released:
-            released.discard((src, dst, id(msg)))
-            return False
-        held.append((c.now + 1000, src, dst, msg))
-        return True
-
-    c.drop = slow
+    net = _SlowNetwork(c, 1000)
     c.submit("n0", [c.clients.tx(blob=b"x" * blob) for _ in range(txs)])
     for _ in range(3000):  # 30 s
-        c.tick(10)
-        due = [h for h in held if h[0] <= c.now]
-        held[:] = [h for h in held if h[0] > c.now]
-        for _, src, dst, msg in due:
-            released.add((src, dst, id(msg)))
-            c.queue.append((src, dst, msg))
-        c.pump()
+        net.step()
     assert min(c.heights().values()) == 1
     return max(r.view for r in c.replicas.values())
 
@@ -646,29 +659,13 @@ def test_a_primary_working_through_a_backlog_in_order_is_not_replaced() -> None:
     timeout = 500
     c = Cluster(5, batch_interval_ms=0, max_batch_txs=1, censorship_timeout_ms=timeout)
     c.tick(0)
-    held: list[tuple[int, str, str, Message]] = []
-    released: set[tuple[str, str, int]] = set()
-
-    def slow(src: str, dst: str, msg: Message) -> bool:
-        if (src, dst, id(msg)) in released:
-            released.discard((src, dst, id(msg)))
-            return False
-        held.append((c.now + 40, src, dst, msg))
-        return True
-
-    c.drop = slow
+    net = _SlowNetwork(c, 40)
     txs = c.clients.txs(150)
     c.submit("n1", txs)
     start = c.now
     while min(len(c.committed_tx_ids(n)) for n in c.names) < len(txs):
         assert c.now - start < 60_000, "backlog not committed within a minute"
-        c.tick(10)
-        due = [h for h in held if h[0] <= c.now]
-        held[:] = [h for h in held if h[0] > c.now]
-        for _, src, dst, msg in due:
-            released.add((src, dst, id(msg)))
-            c.queue.append((src, dst, msg))
-        c.pump()
+        net.step()
     assert c.now - start > 4 * timeout
     assert {r.view for r in c.replicas.values()} == {0}
 
