@@ -30,6 +30,11 @@ class ReplicaConfig:
     max_batch_bytes: int = 1 << 20
     #: …or when its oldest transaction has waited this long at the primary.
     batch_interval_ms: int = 20
+    #: With no block in flight (every proposal of the primary committed), a batch that
+    #: is not full is proposed at once: nothing is being ordered that more
+    #: transactions could join, so waiting ``batch_interval_ms`` would only delay it
+    #: (a lone transaction on an idle network). False: it waits like any other.
+    propose_when_idle: bool = True
     #: A batch that is not full is proposed only while fewer than this many blocks are
     #: in flight (proposed, not committed); full batches may fill the whole window.
     #: Under load, transactions then gather while blocks are in flight and blocks

@@ -427,7 +427,9 @@ class Replica:
         self._buffer_dirty = True
 
     def submit(self, txs: Sequence[Transaction]) -> list[SubmitResult]:
-        """Admit client transactions; each new one is forwarded to every validator."""
+        """Admit client transactions; each new one is forwarded to every validator (on
+        the next :meth:`tick` or :meth:`flush_forwards`, or at once when
+        ``forward_batch_txs`` are waiting)."""
         results = [self._admit(tx) for tx in txs]
         for tx, result in zip(txs, results, strict=True):
             if result.status == ACCEPTED:
@@ -1036,8 +1038,8 @@ class Replica:
     # ================================================================================
 
     def _maybe_propose(self) -> None:
-        if not self._mempool.free_count:
-            return
+        if not self._mempool.free_count or not self._ticked:
+            return  # nothing to propose, or no clock to stamp a block with
         if not self._active or self._committed_height < self._base():
             # Still catching up to the stable point: we would not know which
             # transactions the blocks below it already hold.
@@ -1070,7 +1072,8 @@ class Replica:
             self._mempool.free_count >= cfg.max_batch_txs
             or self._mempool.free_bytes >= cfg.max_batch_bytes
         )
-        if not full and self._now - oldest < cfg.batch_interval_ms:
+        idle = cfg.propose_when_idle and h - 1 == self._committed_height
+        if not full and not idle and self._now - oldest < cfg.batch_interval_ms:
             return False  # the batch is still open
         if not full and h - 1 - self._committed_height >= (
             cfg.partial_batch_inflight or cfg.window
@@ -1134,6 +1137,15 @@ class Replica:
     def _reject(self, tx_id: bytes, reason: str) -> SubmitResult:
         self._count("mempool.rejected")
         return SubmitResult(tx_id, REJECTED, reason)
+
+    def flush_forwards(self) -> None:
+        """Send the transactions admitted by :meth:`submit` since the last flush to
+        every other validator now, in FORWARDs of at most ``forward_batch_txs``
+        (otherwise they leave on the next :meth:`tick`). A driver that hands over
+        several clients' submissions in one turn calls it once after them: one FORWARD
+        for all, without waiting up to a tick."""
+        if self._forward_queue:
+            self._flush_forwards()
 
     def _flush_forwards(self) -> None:
         queue, self._forward_queue = self._forward_queue, []

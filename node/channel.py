@@ -524,6 +524,8 @@ class ChannelService:
                 self._step_urgent(replica)
             if loop.time() >= deadline:
                 break
+        # the clients' transactions of this turn leave in one FORWARD, not on the tick
+        replica.flush_forwards()
 
     def _submit_now(self, replica: Replica, txs: list[Transaction]) -> list[SubmitOutcome]:
         results = replica.submit(txs)

@@ -98,7 +98,7 @@ def test_partial_batches_wait_while_blocks_are_in_flight_and_grow() -> None:
 
 
 def test_batch_closes_when_full_without_waiting() -> None:
-    c = Cluster(5, max_batch_txs=10, batch_interval_ms=10_000)
+    c = Cluster(5, max_batch_txs=10, batch_interval_ms=10_000, propose_when_idle=False)
     c.tick(0)
     c.submit("n0", c.clients.txs(25))
     # Two full batches are proposed and committed at once; the remaining 5 wait.
@@ -111,7 +111,7 @@ def test_batch_closes_when_full_without_waiting() -> None:
 
 
 def test_batch_closes_after_the_interval() -> None:
-    c = Cluster(5, batch_interval_ms=50)
+    c = Cluster(5, batch_interval_ms=50, propose_when_idle=False)
     c.tick(0)
     c.submit("n0", c.clients.txs(3))
     c.run(40)
@@ -120,8 +120,59 @@ def test_batch_closes_after_the_interval() -> None:
     assert c.heights()["n0"] == 1
 
 
+def test_an_idle_primary_proposes_at_once_and_batches_while_a_block_is_in_flight() -> None:
+    c = Cluster(5, batch_interval_ms=50, max_batch_txs=100)
+    c.tick(0)
+    held: list[tuple[str, str, Message]] = []
+
+    def hold(src: str, dst: str, msg: Message) -> bool:
+        held.append((src, dst, msg))
+        return True
+
+    c.drop = hold  # the network holds every message: block 1 stays in flight
+    c.submit("n0", c.clients.txs(1))
+    proposed = [m for src, _, m in held if src == "n0" and isinstance(m, PrePrepare)]
+    assert [m.height for m in proposed] == [1, 1, 1, 1], "nothing in flight: proposed at once"
+    c.submit("n0", c.clients.txs(2))
+    c.tick(40)
+    assert {m.height for _, _, m in held if isinstance(m, PrePrepare)} == {1}, (
+        "with a block in flight the batch stays open for the interval"
+    )
+    c.tick(60)
+    assert {m.height for _, _, m in held if isinstance(m, PrePrepare)} == {1, 2}
+    c.drop = None
+    c.queue.extend(held)
+    c.run(100)
+    assert c.check_chains() == 2
+    assert [len(b.transactions) for b, _ in c.apps["n1"].chain] == [1, 2]
+
+
+def test_a_replica_that_has_no_clock_yet_proposes_nothing() -> None:
+    c = Cluster(5, batch_interval_ms=0)
+    c.submit("n0", c.clients.txs(2))  # before n0's first tick: a block would carry time 0
+    assert c.heights()["n0"] == 0
+    c.tick(10)
+    c.run(50)
+    assert c.check_chains() == 1
+    assert c.apps["n1"].chain[0][0].header.time_ms == 10
+
+
+def test_flush_forwards_sends_the_submitted_transactions_before_the_tick() -> None:
+    c = Cluster(5, batch_interval_ms=10_000, max_batch_txs=100, propose_when_idle=False)
+    c.tick(0)
+    c.submit("n3", c.clients.txs(4))
+    c.submit("n3", c.clients.txs(3, sender="lender-2"))
+    c.pump()
+    assert [c.replicas[n].mempool_size for n in c.names] == [0, 0, 0, 7, 0], "held to the tick"
+    sent_before = c.replicas["n3"].metrics.get("sent.forward", 0)
+    c.replicas["n3"].flush_forwards()
+    c.pump()
+    assert all(c.replicas[n].mempool_size == 7 for n in c.names)
+    assert c.replicas["n3"].metrics.get("sent.forward", 0) - sent_before == 1, "one FORWARD"
+
+
 def test_transactions_submitted_to_a_backup_reach_every_validator() -> None:
-    c = Cluster(5, batch_interval_ms=10_000, max_batch_txs=100)
+    c = Cluster(5, batch_interval_ms=10_000, max_batch_txs=100, propose_when_idle=False)
     c.tick(0)
     txs = c.clients.txs(7)
     c.submit("n3", txs)
@@ -134,7 +185,7 @@ def test_transactions_submitted_to_a_backup_reach_every_validator() -> None:
 
 
 def test_resubmission_never_commits_twice() -> None:
-    c = Cluster(5, batch_interval_ms=20)
+    c = Cluster(5, batch_interval_ms=20, propose_when_idle=False)
     c.tick(0)
     tx = c.clients.tx()
     assert c.submit("n1", [tx])[0].status == ACCEPTED
@@ -164,7 +215,9 @@ def test_invalid_transactions_are_rejected_on_submit() -> None:
 
 
 def test_mempool_bounds_are_enforced() -> None:
-    c = Cluster(5, mempool_limit=10, mempool_per_sender=4, batch_interval_ms=10_000)
+    c = Cluster(
+        5, mempool_limit=10, mempool_per_sender=4, batch_interval_ms=10_000, propose_when_idle=False
+    )
     c.tick(0)
     r1 = c.submit("n0", c.clients.txs(6, sender="lender-1"))
     assert [r.status for r in r1] == [ACCEPTED] * 4 + [REJECTED] * 2
@@ -204,7 +257,9 @@ def test_mempool_is_bounded_in_bytes_in_total_and_per_sender() -> None:
     assert pool.total_bytes == 5 * size + tx_size(small)
     assert pool.check(big["lender-1"][3]) is None  # its bytes were given back
     # the replica takes the bound from its config and answers "overloaded"-style reasons
-    c2 = Cluster(5, mempool_max_bytes=2 * size + 1000, batch_interval_ms=10_000)
+    c2 = Cluster(
+        5, mempool_max_bytes=2 * size + 1000, batch_interval_ms=10_000, propose_when_idle=False
+    )
     c2.tick(0)
     res = c2.submit(
         "n0", [c2.clients.tx(s, blob=blob) for s in ("lender-1", "lender-2", "mallory")]
