@@ -18,6 +18,7 @@ import uvicorn
 
 from node.api import PeerFrameASGI, create_asgi
 from node.config import NodeConfig
+from node.gc_tuning import tune_gc
 from node.logs import setup_logging
 from node.runtime import NodeRuntime
 from node.tls import check_tls_files, server_context_kwargs
@@ -81,6 +82,7 @@ def run_node(config: NodeConfig) -> int:
     # no-op handlers receive it, so a requested stop exits with status 0.
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda signum, frame: None)
+    tune_gc()  # the runtime's start-up objects are never walked again (node.gc_tuning)
     try:
         asyncio.run(server.serve())
     finally:
