@@ -67,7 +67,20 @@ BENCH_CONSENSUS: dict[str, int] = {"batch_interval_ms": 20, "base_timeout_ms": 1
 
 
 #: The phases of a run, in order (``--phases`` picks some).
-PHASES: Final = ("throughput", "half_load", "anchoring", "evidence", "catch_up", "primary_kill")
+PHASES: Final = (
+    "idle_latency",
+    "throughput",
+    "half_load",
+    "anchoring",
+    "evidence",
+    "catch_up",
+    "primary_kill",
+)
+#: idle_latency: request sizes (signed single-event reports per request), requests of
+#: each size (``--quick``: 3), and the pause before each (the network settles).
+IDLE_SIZES: Final = (1, 10, 100)
+IDLE_REQUESTS: Final = 10
+IDLE_GAP_S: Final = 0.3
 #: A phase that needs another's results.
 PHASE_NEEDS: Final = {"half_load": "throughput", "evidence": "anchoring"}
 #: Loan reports in each block of the catch-up backlog.
@@ -369,6 +382,7 @@ class Bench:
         try:
             cfg = self.config
             for name, fn in (
+                ("idle_latency", self._idle_latency),
                 ("throughput", self._throughput),
                 ("half_load", self._half_load),
                 ("anchoring", self._anchoring),
@@ -459,6 +473,40 @@ class Bench:
 
         await asyncio.gather(*(lender(c) for c in lenders.clients))
         return committed, latencies, time.monotonic() - start, invalid
+
+    async def _idle_latency(self) -> None:
+        """One lender, one request at a time, on a network with no other load: what a
+        lender reporting events as they happen waits for (dissemination, the three
+        phases, every replica's apply and fsyncs), before any backlog exists. One
+        uncounted request first (connections, first identity checks)."""
+        cfg = self.config
+        lenders = self._lenders
+        client = lenders.clients[0]
+        requests = 3 if cfg.quick else IDLE_REQUESTS
+        await client.submit_many(await lenders.prepare_single(client, 1), timeout=60.0)
+        per_size: dict[str, Any] = {}
+        for size in IDLE_SIZES:
+            latencies: list[float] = []
+            for _ in range(requests):
+                batch = await lenders.prepare_single(client, size)
+                await asyncio.sleep(IDLE_GAP_S)
+                t = time.monotonic()
+                statuses = await client.submit_many(batch, timeout=60.0)
+                dt = time.monotonic() - t
+                if all(st.status == "committed" for st in statuses):
+                    latencies.append(dt)
+            self.report.figures[f"latency_idle_{size}tx_p50_ms"] = _ms(_pct(latencies, 50))
+            per_size[str(size)] = {
+                "requests": requests,
+                "committed": len(latencies),
+                "min_ms": _ms(min(latencies, default=None)),
+                "max_ms": _ms(max(latencies, default=None)),
+            }
+        self.report.details["idle_latency"] = {
+            "lender": lenders.ids[0],
+            "latency": "client-side: request sent → its committed answer (wait_ms)",
+            "sizes": per_size,
+        }
 
     async def _throughput(self) -> None:
         cfg = self.config
@@ -953,6 +1001,9 @@ def summary_lines(report: BenchReport) -> list[str]:
         f"signed tx committed: {g('tx_per_s')} tx/s over {g('tx_window_s', ' s')} "
         f"({g('blocks_per_s')} blocks/s); achieved/ceiling {g('achieved_over_ceiling')}; "
         f"node CPU {g('node_cpu_ms_per_tx', ' ms')}/tx",
+        f"  latency on an idle network, one request at a time (p50): 1 tx "
+        f"{g('latency_idle_1tx_p50_ms', ' ms')}, 10 txs {g('latency_idle_10tx_p50_ms', ' ms')}, "
+        f"100 txs {g('latency_idle_100tx_p50_ms', ' ms')}",
         f"  latency at full load: p50 {g('latency_full_p50_ms', ' ms')}, "
         f"p95 {g('latency_full_p95_ms', ' ms')}, p99 {g('latency_full_p99_ms', ' ms')}",
         f"  latency at half load ({g('half_load_tx_per_s')} tx/s): "

@@ -31,8 +31,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--keep", action="store_true", help="keep the temp network directory")
     p.add_argument(
         "--phases",
-        help="comma-separated phases to run (default all): throughput, half_load, "
-        "anchoring, evidence, catch_up, primary_kill",
+        help="comma-separated phases to run (default all): idle_latency, throughput, "
+        "half_load, anchoring, evidence, catch_up, primary_kill",
     )
     p.set_defaults(func=run)
 

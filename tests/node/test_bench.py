@@ -16,6 +16,9 @@ from node.localnet import REPO_ROOT
 FIGURES = (
     "ed25519_verify_us",
     "ceiling_signed_tx_per_s",
+    "latency_idle_1tx_p50_ms",
+    "latency_idle_10tx_p50_ms",
+    "latency_idle_100tx_p50_ms",
     "tx_per_s",
     "latency_full_p50_ms",
     "latency_full_p95_ms",
@@ -61,6 +64,10 @@ def test_bench_quick_reports_every_figure(tmp_path: Path) -> None:
     # sane relations, whatever the speed
     assert f["latency_full_p50_ms"] <= f["latency_full_p95_ms"] <= f["latency_full_p99_ms"]
     assert f["latency_half_p50_ms"] <= f["latency_half_p99_ms"]
+    for size in ("1", "10", "100"):  # every idle request committed, min ≤ p50 ≤ max
+        idle = doc["details"]["idle_latency"]["sizes"][size]
+        assert idle["committed"] == idle["requests"] == 3, idle
+        assert idle["min_ms"] <= f[f"latency_idle_{size}tx_p50_ms"] <= idle["max_ms"]
     assert f["tx_invalid"] == 0  # every report was valid under the real channel rules
     assert 0 < f["achieved_over_ceiling"] < 2
     assert f["ceiling_signed_tx_per_s"] == pytest.approx(
@@ -76,6 +83,7 @@ def test_bench_quick_reports_every_figure(tmp_path: Path) -> None:
     assert doc["machine"]["cores"] >= 1 and doc["machine"]["memory_mb"] > 0
     # the summary printed for people names the headline figures
     assert "signed tx committed" in proc.stdout and "anchored records" in proc.stdout
+    assert "latency on an idle network" in proc.stdout
     # no node is left behind
     data_dir = doc["details"]["data_dir"]
     leftover = subprocess.run(["pgrep", "-f", f"{data_dir}/"], capture_output=True, text=True)
@@ -100,6 +108,6 @@ def test_unknown_phase_is_a_one_line_error() -> None:
     )  # fmt: skip
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
-        "wulian: error: unknown phase warp (known: throughput, half_load, anchoring, "
-        "evidence, catch_up, primary_kill)"
+        "wulian: error: unknown phase warp (known: idle_latency, throughput, half_load, "
+        "anchoring, evidence, catch_up, primary_kill)"
     ]
