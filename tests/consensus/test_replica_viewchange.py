@@ -692,3 +692,40 @@ def test_a_primary_that_serves_only_transactions_others_never_saw_is_replaced() 
     assert passed_over >= 16
     c.drop = None
     c.run_until(lambda: victim.tx_id in c.committed_tx_ids("n3"), 5000)
+
+
+def _primary(c: Cluster) -> str:
+    live = c.live()
+    view = max(c.replicas[n].view for n in live)
+    return c.replicas[live[0]]._primary_of(view, c.apps[live[0]].height + 1)
+
+
+@pytest.mark.parametrize("quiet_ms", [0, 30_000])
+def test_timeouts_doubled_by_failed_view_changes_come_back_after_quiet(quiet_ms: int) -> None:
+    # Every COMMIT is lost for a while: view after view times out without a commit and
+    # the timeout doubles. The network recovers, commits a block, and then its primary
+    # dies — at once, or after a quiet spell, which brings the base timeout back.
+    c = Cluster(5, max_batch_txs=5, batch_interval_ms=0, base_timeout_ms=1000)
+    c.tick(0)
+    c.submit("n0", c.clients.txs(1))
+    c.run(50)
+    c.drop = lambda src, dst, m: isinstance(m, Commit)
+    c.submit("n1", c.clients.txs(1))
+    c.run(12_000)
+    c.drop = None
+    c.run_until(lambda: min(c.heights().values()) == 2, max_ms=30_000)
+    doubled = {n: c.replicas[n].config.timeout_ms(c.replicas[n]._failed) for n in c.names}
+    assert min(doubled.values()) >= 4000, doubled
+    c.run(quiet_ms)
+    victim = _primary(c)
+    c.crash(victim)
+    t0 = c.now
+    c.submit(next(n for n in c.live()), c.clients.txs(1, sender="lender-2"))
+    c.run_until(lambda: all(c.apps[n].height == 3 for n in c.live()), max_ms=60_000)
+    took = c.now - t0
+    # censorship timeout (2 s) + the view-change timeout in force
+    if quiet_ms:
+        assert took <= 3100, f"after {quiet_ms} ms of quiet: {took} ms"
+        assert all(c.replicas[n].metrics.get("view_changes.doubling_earned_back") for n in c.live())
+    else:
+        assert took >= 2000 + min(doubled.values()), f"no quiet: {took} ms, timeouts {doubled}"
