@@ -345,8 +345,7 @@ class Replica:
             self._rebase_clock(now_ms)
         if now_ms > self._now:
             self._now = now_ms
-        if self._forward_queue:
-            self._flush_forwards()
+        self.flush_forwards()
         if self._now >= self._next_status:
             self._next_status = self._now + self.config.status_interval_ms
             self._broadcast_status()

@@ -158,6 +158,16 @@ def _pct(values: Sequence[float], p: float) -> float | None:
     return s[k]
 
 
+async def _timed_submit(
+    client: AsyncClient, batch: Sequence[PreparedTransaction], timeout_s: float
+) -> tuple[list[TxStatus], float]:
+    """Submit ``batch`` and wait until it is committed (the SDK's ``submit_many``);
+    returns its statuses and the seconds from the request sent to the last answer."""
+    t = time.monotonic()
+    statuses = await client.submit_many(batch, timeout=timeout_s)
+    return statuses, time.monotonic() - t
+
+
 def machine_info() -> dict[str, Any]:
     """Cores, memory, CPU model, load average, Python — for the report's header."""
     cpu = platform.processor() or ""
@@ -458,9 +468,7 @@ class Bench:
             while time.monotonic() < stop_at:
                 batch = await nxt
                 nxt = asyncio.ensure_future(lenders.prepare_single(client, per_request))
-                t = time.monotonic()
-                statuses = await client.submit_many(batch, timeout=300.0)
-                dt = time.monotonic() - t
+                statuses, dt = await _timed_submit(client, batch, 300.0)
                 for st in statuses:
                     if st.status == "committed":
                         committed += 1
@@ -490,9 +498,7 @@ class Bench:
             for _ in range(requests):
                 batch = await lenders.prepare_single(client, size)
                 await asyncio.sleep(IDLE_GAP_S)
-                t = time.monotonic()
-                statuses = await client.submit_many(batch, timeout=60.0)
-                dt = time.monotonic() - t
+                statuses, dt = await _timed_submit(client, batch, 60.0)
                 if all(st.status == "committed" for st in statuses):
                     latencies.append(dt)
             self.report.figures[f"latency_idle_{size}tx_p50_ms"] = _ms(_pct(latencies, 50))
@@ -569,9 +575,7 @@ class Bench:
 
         async def one(client: AsyncClient, batch: list[PreparedTransaction]) -> None:
             nonlocal committed
-            t = time.monotonic()
-            statuses = await client.submit_many(batch, timeout=300.0)
-            dt = time.monotonic() - t
+            statuses, dt = await _timed_submit(client, batch, 300.0)
             for st in statuses:
                 if st.status == "committed":
                     committed += 1
