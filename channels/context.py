@@ -156,6 +156,10 @@ class FactsOnly:
         self._check(prefix)
         return self._inner.iter_prefix(prefix)
 
+    def last_below(self, prefix: bytes, stop: bytes) -> tuple[bytes, bytes] | None:
+        self._check(prefix)
+        return self._inner.last_below(prefix, stop)
+
 
 def committed_facts(cross: CrossChannelReader, channel: str, height: int) -> StateReader:
     """Facts of ``channel`` for reading "as of ``height``".

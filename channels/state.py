@@ -1,7 +1,8 @@
 """The state API the channel rules run against, and the block state digest.
 
-* :class:`StateReader` — what the rules may read: ``get`` and ``iter_prefix`` (key
-  order). The LevelDB store and :class:`MemoryState` implement it.
+* :class:`StateReader` — what the rules may read: ``get``, ``iter_prefix`` (key
+  order) and ``last_below`` (one backward seek). The LevelDB store and
+  :class:`MemoryState` implement it.
 * :class:`WriteSet` — an overlay recording puts and deletes over a reader; reads see
   the overlay's own writes. A block gets one overlay; each transaction a child overlay
   that is merged into the block's on success and dropped on rejection, so a rejected
@@ -10,9 +11,9 @@
   writes, *not* a Merkle root of the whole state; see ``docs/channels.md``).
 * Height-stamped keys: ``<prefix><height as 12 decimal digits>[/…]``.
   :func:`iter_height_range` and :func:`last_at_or_below` answer "facts in heights
-  (lo, hi]" and "latest fact at or below H" with a handful of prefix probes, using
-  nothing but ``iter_prefix`` (decimal prefix decomposition), so as-of-height reads
-  stay cheap on any :class:`StateReader`.
+  (lo, hi]" (a handful of prefix ranges: decimal prefix decomposition) and "latest
+  fact at or below H" (one ``last_below`` seek), so as-of-height reads stay cheap on
+  any :class:`StateReader`.
 
 Values are canonical encodings (:mod:`ledger.encoding`); :meth:`WriteSet.get_value`
 and :meth:`WriteSet.put_value` wrap that.
@@ -45,6 +46,11 @@ class StateReader(Protocol):
 
     def iter_prefix(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
         """Items whose key starts with ``prefix``, in ascending byte order of key."""
+        ...
+
+    def last_below(self, prefix: bytes, stop: bytes) -> tuple[bytes, bytes] | None:
+        """The item with the greatest key that starts with ``prefix`` and is less than
+        ``stop``, or ``None``."""
         ...
 
 
@@ -101,6 +107,15 @@ class _SortedKeys:
         hi = len(keys) if end is None else bisect.bisect_left(keys, end)
         return keys[lo:hi]
 
+    def last_below(self, prefix: bytes, stop: bytes) -> bytes | None:
+        """The greatest key starting with ``prefix`` and less than ``stop``."""
+        keys = self.keys
+        end = _prefix_end(prefix)
+        i = bisect.bisect_left(keys, stop if end is None else min(stop, end)) - 1
+        if i >= 0 and keys[i].startswith(prefix):
+            return keys[i]
+        return None
+
 
 class MemoryState:
     """An in-memory :class:`StateReader` that block write sets are applied to.
@@ -118,6 +133,10 @@ class MemoryState:
     def iter_prefix(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
         for key in self._data.range(prefix):
             yield key, self._data.items[key]
+
+    def last_below(self, prefix: bytes, stop: bytes) -> tuple[bytes, bytes] | None:
+        key = self._data.last_below(prefix, stop)
+        return None if key is None else (key, self._data.items[key])
 
     def apply_writes(self, writes: Iterable[tuple[bytes, bytes | None]]) -> None:
         """Apply a block's writes (``None`` deletes)."""
@@ -177,6 +196,19 @@ class WriteSet:
             if own[i][1] is not _DELETED:
                 yield own[i]
             i += 1
+
+    def last_below(self, prefix: bytes, stop: bytes) -> tuple[bytes, bytes] | None:
+        """Merged like :meth:`iter_prefix`: an own write shadows the base's item; a
+        deleted key is skipped and the search goes on below it."""
+        while True:
+            own = self._writes.last_below(prefix, stop)
+            base = self._base.last_below(prefix, stop)
+            if own is None or (base is not None and base[0] > own):
+                return base
+            value = self._writes.items[own]
+            if value is not _DELETED:
+                return own, value
+            stop = own
 
     def get_value(self, key: bytes) -> Any:
         """Decoded value at ``key`` or ``None`` if absent."""
@@ -287,27 +319,11 @@ def iter_height_range(
         yield from reader.iter_prefix(prefix + p.encode())
 
 
-def _nonempty(reader: StateReader, prefix: bytes) -> bool:
-    return next(iter(reader.iter_prefix(prefix)), None) is not None
-
-
 def last_at_or_below(reader: StateReader, prefix: bytes, height: int) -> tuple[bytes, bytes] | None:
-    """The greatest item under ``prefix + height_part(h) …`` with ``h <= height``."""
+    """The greatest item under ``prefix + height_part(h) …`` with ``h <= height``
+    (one backward seek: every key under ``prefix`` is height-stamped)."""
     if height < 0:
         return None
-    for p in reversed(_cover(0, min(height, MAX_HEIGHT), HEIGHT_DIGITS)):
-        base = prefix + p.encode()
-        if not _nonempty(reader, base):
-            continue
-        digits = len(p)
-        while digits < HEIGHT_DIGITS:
-            for d in b"9876543210":
-                if _nonempty(reader, base + bytes([d])):
-                    base += bytes([d])
-                    break
-            digits += 1
-        last: tuple[bytes, bytes] | None = None
-        for item in reader.iter_prefix(base):
-            last = item
-        return last
-    return None
+    stop = _prefix_end(prefix + height_part(min(height, MAX_HEIGHT)))
+    assert stop is not None  # the height part ends in an ASCII digit
+    return reader.last_below(prefix, stop)

@@ -509,6 +509,19 @@ class BlockStore:
             for key, value in it:
                 yield key[cut:], value
 
+    def last_state_below(
+        self, channel: str, prefix: bytes, stop: bytes
+    ) -> tuple[bytes, bytes] | None:
+        """The state item with the greatest key starting with ``prefix`` and less than
+        ``stop`` (one backward seek), or ``None``."""
+        full = self._k(channel).state
+        lower = full + prefix
+        upper = min(full + stop, _range_end(lower))
+        with self._db.iterator(start=lower, stop=upper, reverse=True, verify_checksums=True) as it:
+            for key, value in it:
+                return key[len(full) :], value
+        return None
+
     def iter_raw_blocks(
         self, channel: str, from_height: int = 1, to_height: int | None = None
     ) -> Iterator[RawBlock]:
@@ -892,6 +905,13 @@ def _prefix_end(prefix: bytes) -> bytes:
     """The smallest key greater than every key starting with ``prefix`` (which ends
     with ``/``, so incrementing its last byte cannot overflow)."""
     return prefix[:-1] + bytes([prefix[-1] + 1])
+
+
+def _range_end(prefix: bytes) -> bytes:
+    """The smallest key greater than every key starting with ``prefix`` (``prefix`` is
+    never all ``0xff`` bytes here: it starts with a channel's key prefix)."""
+    p = prefix.rstrip(b"\xff")
+    return p[:-1] + bytes([p[-1] + 1])
 
 
 def _wal_name(name: str) -> bytes:

@@ -79,6 +79,9 @@ class StoreState:
     def iter_prefix(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
         yield from self._store.iter_state(self._channel, prefix)
 
+    def last_below(self, prefix: bytes, stop: bytes) -> tuple[bytes, bytes] | None:
+        return self._store.last_state_below(self._channel, prefix, stop)
+
 
 class StoreCrossReader:
     """Other channels' committed data on this node (``channels.context.CrossChannelReader``)."""

@@ -232,6 +232,14 @@ def test_state_writes_deletes_and_prefix_iteration(tmp_path: Path) -> None:
             (b"acct/d", b"4"),
         ]
         assert [k for k, _ in store.iter_state(CH)] == [b"acct/a", b"acct/c", b"acct/d", b"other"]
+        # one backward seek: the greatest live key under the prefix and below the stop
+        assert store.last_state_below(CH, b"acct/", b"acct/d") == (b"acct/c", b"33")
+        assert store.last_state_below(CH, b"acct/", b"acct/c") == (b"acct/a", b"1")  # b deleted
+        assert store.last_state_below(CH, b"acct/", b"acct/a") is None
+        assert store.last_state_below(CH, b"acct/", b"zzz") == (b"acct/d", b"4")  # not "other"
+        assert store.last_state_below(CH, b"", b"zzz") == (b"other", b"x")
+        assert store.last_state_below(CH, b"acct/\xff", b"zzz") is None
+        assert store.last_state_below("credit", b"", b"zzz") is None  # nothing of CH leaks
         assert store.state_root_at(CH, 1) == state_root_after(b1)
         assert store.state_root_at(CH, 2) == state_root_after(b2)
 

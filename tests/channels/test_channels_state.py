@@ -92,6 +92,39 @@ def test_height_range_and_last_match_a_scan(heights: set[int], x: int, y: int) -
     assert (None if last is None else int(last[1])) == (max(below) if below else None)
 
 
+_KEYS = st.lists(st.sampled_from([b"a", b"b", b"\xff"]), max_size=3).map(b"".join)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.dictionaries(_KEYS, st.binary(min_size=1, max_size=2), max_size=12),
+    st.dictionaries(_KEYS, st.one_of(st.none(), st.binary(min_size=1, max_size=2)), max_size=8),
+    st.dictionaries(_KEYS, st.one_of(st.none(), st.binary(min_size=1, max_size=2)), max_size=4),
+    _KEYS,
+    _KEYS,
+)
+def test_last_below_matches_a_scan_through_two_overlays(
+    base_items: dict[bytes, bytes],
+    block_writes: dict[bytes, bytes | None],
+    tx_writes: dict[bytes, bytes | None],
+    prefix: bytes,
+    stop: bytes,
+) -> None:
+    """``last_below`` of a state and of overlays with puts and deletes over it equals the
+    last item of ``iter_prefix`` below ``stop``: deletes are skipped, own writes shadow."""
+    base = MemoryState()
+    base.apply_writes(base_items.items())
+    block = WriteSet(base)
+    for k, v in block_writes.items():
+        block.put(k, v) if v is not None else block.delete(k)
+    tx = block.child()
+    for k, v in tx_writes.items():
+        tx.put(k, v) if v is not None else tx.delete(k)
+    for reader in (base, block, tx):
+        below = [item for item in reader.iter_prefix(prefix) if item[0] < stop]
+        assert reader.last_below(prefix, stop) == (below[-1] if below else None)
+
+
 def test_last_at_or_below_takes_last_item_of_the_height() -> None:
     state = MemoryState()
     state.apply_writes(

@@ -59,6 +59,11 @@ class MemoryStore:
     def iter_state(self, channel: str, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
         return self.h.net.states[channel].iter_prefix(prefix)
 
+    def last_state_below(
+        self, channel: str, prefix: bytes, stop: bytes
+    ) -> tuple[bytes, bytes] | None:
+        return self.h.net.states[channel].last_below(prefix, stop)
+
 
 class Driver:
     """Stands in for a channel's driver: ``submit`` commits the transactions as the next
