@@ -94,6 +94,8 @@ def test_receipt_route_errors_and_permissions(net: TestNetwork, tmp_path: Path) 
         code = c.evidence(st.tx_id, index=0).code
     canonical = str(parse_code(code))
     path = f"/v1/evidence/{canonical}/receipt"
+    # every node must have applied the anchor (a node behind answers not_anchored)
+    net.wait_heights("judicial", max(net.heights("judicial")), timeout_s=60)
 
     owner = net.client(1, "lender1")
     r = owner.http.get(owner.url + path, headers=owner.headers("GET", path))

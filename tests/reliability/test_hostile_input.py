@@ -471,6 +471,7 @@ def test_replayed_transactions_commit_once(net: TestNetwork) -> None:
     first = lenders[0].submit(CH, tx, wait_ms=30_000)
     assert first.status_code == 200 and first.json()["status"] == "committed", first.text
     height = first.json()["height"]
+    net.wait_heights(CH, height, timeout_s=60)  # a node a block behind would say "pending"
     # the same signed transaction, in fresh requests, to every node, alone and in batches
     for c in lenders:
         r = c.submit(CH, tx)
