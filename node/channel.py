@@ -209,6 +209,8 @@ class ChannelService:
         self._next_wait_log = 0.0
         #: the committed blocks applied but not written yet (one batch)
         self._unwritten: list[BlockCommit] = []
+        #: The outcomes of the unwritten blocks, by height: cached once they are written.
+        self._unwritten_outcomes: dict[int, list[TxOutcome]] = {}
         self._state = StoreState(store, self.channel)
         self._cross = StoreCrossReader(store)
         self._task: asyncio.Task[None] | None = None
@@ -326,12 +328,15 @@ class ChannelService:
             outs = [TxOutcome.from_wire(o) for o in decode(raw)]
         except LedgerError:
             return []
+        self._cache_outcomes(height, outs)
+        return outs
+
+    def _cache_outcomes(self, height: int, outs: list[TxOutcome]) -> None:
         cache = self._outcomes_cache
         with contextlib.suppress(KeyError):  # readers in worker threads may race here
             cache[height] = outs
             while len(cache) > OUTCOMES_CACHE_BLOCKS:
                 cache.popitem(last=False)
-        return outs
 
     def tx_status(self, tx_id: bytes) -> TxStatus | None:
         recent = self._recent.get(tx_id)
@@ -630,6 +635,7 @@ class ChannelService:
             wal: dict[str, bytes | None] = {
                 outcomes_key(block.height): encode([o.to_wire() for o in effects.outcomes])
             }
+            self._unwritten_outcomes[block.height] = list(effects.outcomes)
             last = i == len(committed) - 1
             if durable is not None and last:
                 wal[WAL_DURABLE] = durable
@@ -683,11 +689,15 @@ class ChannelService:
     async def _write_blocks(self) -> None:
         """Write the unwritten blocks in one batch and empty it (also on failure)."""
         batch = list(self._unwritten)
+        outcomes = self._unwritten_outcomes
+        self._unwritten_outcomes = {}
         try:
             await self._io(self.store.commit_blocks, self.channel, batch)
         finally:
             self._unwritten.clear()
         for c in batch:
+            # the status queries that follow a commit need no decode of what was written
+            self._cache_outcomes(c.block.height, outcomes[c.block.height])
             self._on_committed(c.block)
 
     async def _io(self, fn: Callable[..., None], *args: Any, **kwargs: Any) -> None:

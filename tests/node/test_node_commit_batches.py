@@ -19,6 +19,7 @@ from consensus.messages import Commit, Fetch, Status
 from consensus.replica import Outbound, Ready
 from ledger.blocks import Block, Transaction, build_block
 from ledger.certificate import CommitCertificate, Vote, commit_vote_message
+from ledger.encoding import decode
 from ledger.errors import ConfigError
 from ledger.hashing import TAG_COMMIT_VOTE
 from ledger.keyfile import load_key_file
@@ -26,7 +27,7 @@ from ledger.store import BlockStore
 from node import consensus_port as cport
 from node.channel import COMMIT_BATCH_BLOCKS, ChannelService, outcomes_key
 from node.config import load_node_config
-from node.rules import NeedsOtherChannel, StoreCrossReader
+from node.rules import NeedsOtherChannel, StoreCrossReader, TxOutcome
 from node.runtime import NodeRuntime
 from node.seed import level_nodes
 from tests.node.test_node_runtime import write_config
@@ -116,6 +117,12 @@ def test_blocks_of_one_ready_apply_on_each_other_and_share_one_write(
     assert sizes == [3]
     store = svc.store
     assert store.height(CH) == 3
+    # cached as applied once written (no query has read them yet), equal to the WAL's
+    assert list(svc._outcomes_cache) == [1, 2, 3]
+    for h in (1, 2, 3):
+        wal = store.get_wal(CH, outcomes_key(h))
+        assert wal is not None
+        assert svc.outcomes(h) == [TxOutcome.from_wire(o) for o in decode(wal)]
     assert [o.code for o in svc.outcomes(1)] == ["ok", "ok"]
     assert [o.code for o in svc.outcomes(2)] == ["exists", "ok"]
     assert [o.code for o in svc.outcomes(3)] == ["exists", "ok"]
