@@ -20,7 +20,8 @@ process control run):
    (verifications/s), receipts fetched through the API (receipts/s), and a receipt
    verified offline by the SDK (ms per receipt).
 6. ``primary_kill``: SIGKILL the supervision primary under a trickle of load; time
-   to the next committed block on the survivors.
+   to the next committed block on the survivors; ``primary_kills`` times (3), each
+   once the last victim is back and level; the figure is the slowest.
 7. ``catch_up`` (runs last: the relays then anchor its backlog for minutes): the
    network stopped, four nodes given ``catchup_blocks`` (10,000) more certified
    supervision blocks of loan reports (:mod:`node.seed`), restarted, then the fifth;
@@ -101,6 +102,7 @@ class BenchConfig:
     records_per_tx: int = 1000
     evidence_s: float = 10.0
     catchup_blocks: int = 10_000
+    primary_kills: int = 3
     keep: bool = False
     #: Run only these phases (None: all of :data:`PHASES`); a phase's prerequisite
     #: (throughput before half_load, anchoring before evidence) is added for it.
@@ -119,9 +121,9 @@ class BenchConfig:
     def make(quick: bool, **overrides: Any) -> BenchConfig:
         if quick:
             base = BenchConfig(
-                quick=True, duration_s=6.0, lenders=4, txs_per_request=50,
-                half_duration_s=4.0, anchor_txs=4, records_per_tx=100, evidence_s=2.0,
-                catchup_blocks=300,
+                quick=True, duration_s=5.0, lenders=4, txs_per_request=50,
+                half_duration_s=3.0, anchor_txs=4, records_per_tx=100, evidence_s=2.0,
+                catchup_blocks=200, primary_kills=1,
             )  # fmt: skip
         else:
             base = BenchConfig()
@@ -367,11 +369,14 @@ class Bench:
 
     async def _aphase(self, name: str, fn: Callable[[], Awaitable[None]]) -> None:
         self.log(f"bench: {name}…")
+        t = time.monotonic()
         try:
             await fn()
         except Exception as exc:  # recorded; the run goes on
             self.report.skipped[name] = f"{type(exc).__name__}: {exc}"
             self.log(f"bench: {name} failed: {exc}")
+        phase_s = self.report.details.setdefault("phase_s", {})
+        phase_s[name] = round(time.monotonic() - t, 2)
 
     async def _run_async(
         self, genesis: Genesis, data: Path, lender_ids: list[str], urls: list[str]
@@ -810,6 +815,22 @@ class Bench:
         return next(i for i, n in enumerate(self.net.nodes) if n.node_id == node_id)
 
     async def _primary_kill(self) -> None:
+        """Kill the supervision primary ``primary_kills`` times, each once the previous
+        victim is back and level (one slow replacement — a doubled view-change timeout
+        left over from an earlier phase — must not hide behind one quick run); the
+        figure is the slowest, each run is in the details."""
+        runs: list[dict[str, Any]] = []
+        for _ in range(self.config.primary_kills):
+            runs.append(await self._kill_primary_once())
+        times = [r["ms"] for r in runs]
+        f = self.report.figures
+        f["primary_kill_to_commit_ms"] = None if None in times else max(times)
+        f["primary_kill_runs"] = len(runs)
+        self.report.details["primary_kill"] = {"runs": runs}
+
+    async def _kill_primary_once(self) -> dict[str, Any]:
+        """SIGKILL the current primary under a trickle of load; time to a block of a
+        later view on a survivor; restart the victim and wait until it is level."""
         net = self.net
         assert net is not None
         path = f"/v1/channels/{SUPERVISION}"
@@ -837,11 +858,20 @@ class Bench:
         finally:
             stop.set()
             await trickle
-        f = self.report.figures
-        f["primary_kill_to_commit_ms"] = _ms(elapsed)
-        self.report.details["primary_kill"] = {"victim": net.nodes[victim].node_id, "view": view}
         await asyncio.to_thread(net.start, [victim])
         await asyncio.to_thread(net.wait_healthy, 60.0, [victim])
+        await self._wait_level(victim, others, 120.0)
+        return {"victim": net.nodes[victim].node_id, "view": view, "ms": _ms(elapsed)}
+
+    async def _wait_level(self, node: int, others: Sequence[int], timeout_s: float) -> None:
+        """Wait until ``node``'s supervision height reaches the others' (as read once
+        now). Raises RuntimeError after ``timeout_s``."""
+        goal = max((await self._heights(others)).values(), default=0)
+        deadline = time.monotonic() + timeout_s
+        while (await self._heights([node])).get(node, -1) < goal:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"node {node} not level at {goal} in {timeout_s:.0f} s")
+            await asyncio.sleep(0.1)
 
     async def _states(self, indexes: Sequence[int]) -> list[tuple[int, int]]:
         """(height, view) of the supervision channel at each answering node."""
@@ -1020,7 +1050,8 @@ def summary_lines(report: BenchReport) -> list[str]:
         f"{g('api_receipts_per_s')} receipts/s; offline receipt verify "
         f"{g('offline_receipt_verify_ms', ' ms')}",
         f"catch-up: {g('catch_up_blocks_per_s')} blocks/s ({g('catch_up_blocks')} blocks)",
-        f"primary kill → next commit: {g('primary_kill_to_commit_ms', ' ms')}",
+        f"primary kill → next commit: {g('primary_kill_to_commit_ms', ' ms')} "
+        f"(slowest of {g('primary_kill_runs')})",
         f"peak RSS per node (max): {g('node_peak_rss_mb_max', ' MB')}; ledger "
         f"{g('ledger_bytes_per_record', ' B')}/record",
     ]

@@ -26,7 +26,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--anchor-txs", type=int, help="batch txs in the anchoring phase (20)")
     p.add_argument(
         "--catchup-blocks", type=int,
-        help="blocks the restarted node is behind (default 10000; --quick 300)",
+        help="blocks the restarted node is behind (default 10000; --quick 200)",
+    )  # fmt: skip
+    p.add_argument(
+        "--primary-kills", type=int,
+        help="primary kills, each after the last victim is level (default 3; --quick 1)",
     )  # fmt: skip
     p.add_argument("--keep", action="store_true", help="keep the temp network directory")
     p.add_argument(
@@ -49,6 +53,16 @@ def run(args: argparse.Namespace) -> int:
             known = ", ".join(PHASES)
             print(f"wulian: error: unknown phase {bad} (known: {known})", file=sys.stderr)
             return 2
+    sizes = {
+        "--duration": args.duration, "--lenders": args.lenders,
+        "--per-request": args.per_request, "--records-per-tx": args.records_per_tx,
+        "--anchor-txs": args.anchor_txs, "--catchup-blocks": args.catchup_blocks,
+        "--primary-kills": args.primary_kills,
+    }  # fmt: skip
+    for flag, value in sizes.items():
+        if value is not None and value <= 0:
+            print(f"wulian: error: {flag} must be positive, not {value}", file=sys.stderr)
+            return 2
     config = BenchConfig.make(
         args.quick,
         target=args.target,
@@ -58,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
         records_per_tx=args.records_per_tx,
         anchor_txs=args.anchor_txs,
         catchup_blocks=args.catchup_blocks,
+        primary_kills=args.primary_kills,
         keep=args.keep or None,
         phases=phases,
     )

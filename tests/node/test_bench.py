@@ -45,7 +45,8 @@ def test_bench_quick_reports_every_figure(tmp_path: Path) -> None:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), *filter(None, [env.get("PYTHONPATH")])])
     proc = subprocess.run(
-        [sys.executable, "-m", "node.cli", "bench", "--quick", "--json", str(out)],
+        [sys.executable, "-m", "node.cli", "bench", "--quick", "--json", str(out)]
+        + ["--primary-kills", "2"],  # the loop: the quick default is one kill
         cwd=tmp_path,
         env=env,
         capture_output=True,
@@ -75,6 +76,9 @@ def test_bench_quick_reports_every_figure(tmp_path: Path) -> None:
     )
     assert f["tx_committed"] >= f["tx_per_s"]  # the window lasted at least a second
     assert f["catch_up_blocks"] > 0
+    kills = doc["details"]["primary_kill"]["runs"]  # the figure is the slowest of the kills
+    assert f["primary_kill_runs"] == len(kills) == 2
+    assert f["primary_kill_to_commit_ms"] == max(k["ms"] for k in kills)
     assert f["records_reported"] > f["anchored_records"] > 0
     assert f["ledger_bytes"] > f["records_reported"]  # each record costs bytes
     # every evidence item that did not verify is accounted for by what it answered
@@ -110,4 +114,17 @@ def test_unknown_phase_is_a_one_line_error() -> None:
     assert proc.stderr.strip().splitlines() == [
         "wulian: error: unknown phase warp (known: idle_latency, throughput, half_load, "
         "anchoring, evidence, catch_up, primary_kill)"
+    ]
+
+
+@pytest.mark.parametrize("flag", ["--primary-kills", "--lenders", "--duration"])
+def test_a_size_that_is_not_positive_is_a_one_line_error(flag: str) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "node.cli", "bench", flag, "0"],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    value = "0.0" if flag == "--duration" else "0"
+    assert proc.stderr.strip().splitlines() == [
+        f"wulian: error: {flag} must be positive, not {value}"
     ]
