@@ -40,6 +40,7 @@ Example (``wulian up`` writes one per node)::
                              # (NODE_CONSENSUS_DEFAULTS)
     max_batch_txs = 500      # (default: the channel's genesis param max_block_txs)
     batch_interval_ms = 20
+    propose_when_idle = true # with no block in flight, propose a partial batch at once
     partial_batch_inflight = 2  # a batch not yet full waits while 2 blocks are in flight
     base_timeout_ms = 1000
     timeout_ms_per_mib = 4000  # more time for a large block in flight
@@ -123,6 +124,7 @@ class _Consensus(_Strict):
     window: int | None = Field(default=None, ge=1, le=1024)
     max_batch_txs: int | None = Field(default=None, ge=1, le=20_000)
     batch_interval_ms: int | None = Field(default=None, ge=0, le=60_000)
+    propose_when_idle: bool | None = None
     partial_batch_inflight: int | None = Field(default=None, ge=0, le=1024)
     timeout_ms_per_mib: int | None = Field(default=None, ge=0, le=600_000)
     base_timeout_ms: int | None = Field(default=None, ge=10, le=600_000)
@@ -204,7 +206,8 @@ class NodeConfig:
     #: relay path only; node/byzantine.py). Never in production.
     test_misbehaviour: bool = False
     limits: Limits = field(default_factory=Limits)
-    #: ``consensus.ReplicaConfig`` overrides (only the fields set in the file).
+    #: ``consensus.ReplicaConfig`` overrides (only the fields set in the file; the one
+    #: flag, ``propose_when_idle``, is a ``bool``).
     consensus: dict[str, int] = field(default_factory=dict, hash=False)
     source: Path | None = None
     #: TLS files (``[tls]``), or None to serve plain HTTP.
@@ -321,6 +324,11 @@ def _toml_str(value: str) -> str:
     return f'"{escaped}"'
 
 
+def _toml_int(v: int) -> str:
+    """An integer setting as TOML (a ``bool`` — ``propose_when_idle`` — as ``true``/``false``)."""
+    return ("true" if v else "false") if isinstance(v, bool) else str(int(v))
+
+
 def render_node_config(
     *,
     node_id: str,
@@ -361,5 +369,7 @@ def render_node_config(
         ]
     for section, values in (("limits", limits), ("consensus", consensus)):
         if values:
-            lines += ["", f"[{section}]"] + [f"{k} = {int(v)}" for k, v in sorted(values.items())]
+            lines += ["", f"[{section}]"] + [
+                f"{k} = {_toml_int(v)}" for k, v in sorted(values.items())
+            ]
     return "\n".join(lines) + "\n"

@@ -73,6 +73,32 @@ def test_rendered_config_round_trips(tmp_path: Path) -> None:
     assert cfg.rules == "test"
 
 
+def test_propose_when_idle_is_a_toml_bool_that_reaches_the_replica(tmp_path: Path) -> None:
+    from consensus.replica import ReplicaConfig
+    from ledger.crypto import ED25519, Ed25519Signer
+    from node.consensus_port import make_replica_config
+
+    text = render_node_config(
+        node_id="court-node", key_file="k.key", genesis_file="g.json", data_dir=".",
+        host="127.0.0.1", port=7002, consensus={"propose_when_idle": False, "window": 4},
+    )  # fmt: skip
+    assert "propose_when_idle = false" in text.splitlines()
+    cfg = load_node_config(write(tmp_path, text))
+    assert cfg.consensus["propose_when_idle"] is False
+    rc = make_replica_config(
+        ReplicaConfig, node_id="court-node", channel="supervision",
+        signer=Ed25519Signer.generate(), scheme=ED25519, genesis_prev_hash=b"\0" * 32,
+        overrides=cfg.consensus,
+    )  # fmt: skip
+    assert rc.propose_when_idle is False and rc.window == 4
+    assert ReplicaConfig.__dataclass_fields__["propose_when_idle"].default is True
+    with pytest.raises(ConfigError) as err:  # strict: 0/1 are not booleans
+        load_node_config(
+            write(tmp_path, GOOD.replace("[consensus]", "[consensus]\npropose_when_idle = 0"))
+        )
+    assert err.value.field == "consensus.propose_when_idle"
+
+
 @pytest.mark.parametrize(
     ("text", "field", "problem"),
     [
