@@ -45,8 +45,18 @@ def test_bench_quick_reports_every_figure(tmp_path: Path) -> None:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), *filter(None, [env.get("PYTHONPATH")])])
     proc = subprocess.run(
-        [sys.executable, "-m", "node.cli", "bench", "--quick", "--json", str(out)]
-        + ["--primary-kills", "2"],  # the loop: the quick default is one kill
+        # two kills: the loop (the quick default is one kill)
+        [
+            sys.executable,
+            "-m",
+            "node.cli",
+            "bench",
+            "--quick",
+            "--json",
+            str(out),
+            "--primary-kills",
+            "2",
+        ],
         cwd=tmp_path,
         env=env,
         capture_output=True,
