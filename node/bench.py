@@ -26,7 +26,12 @@ process control run):
    network stopped, four nodes given ``catchup_blocks`` (10,000) more certified
    supervision blocks of loan reports (:mod:`node.seed`), restarted, then the fifth;
    blocks/s until it is level.
-8. ``resources``: each node's peak RSS (VmHWM) and the ledger's bytes per record.
+8. ``memory`` (only when named in ``--phases``: minutes): every node's ledger seeded
+   up to ``memory_records`` (10⁶) loan-event records in certified blocks of one
+   ``records_per_tx``-event batch report (:mod:`node.seed`), the network restarted, and
+   each node's peak RSS over ``memory_hold_s`` of a trickle of load while the relays
+   and workers start on the new backlog.
+9. ``resources``: each node's peak RSS (VmHWM) and the ledger's bytes per record.
 
 Every figure is a plain number in :class:`BenchReport`'s ``figures`` (``None`` with a
 reason in ``skipped`` when a phase could not run). Raises :class:`RuntimeError` when
@@ -76,7 +81,10 @@ PHASES: Final = (
     "evidence",
     "catch_up",
     "primary_kill",
+    "memory",
 )
+#: Phases run only when ``--phases`` names them (minutes long).
+OPT_IN_PHASES: Final = frozenset({"memory"})
 #: idle_latency: request sizes (signed single-event reports per request), requests of
 #: each size (``--quick``: 3), and the pause before each (the network settles).
 IDLE_SIZES: Final = (1, 10, 100)
@@ -103,6 +111,8 @@ class BenchConfig:
     evidence_s: float = 10.0
     catchup_blocks: int = 10_000
     primary_kills: int = 3
+    memory_records: int = 1_000_000
+    memory_hold_s: float = 60.0
     keep: bool = False
     #: Run only these phases (None: all of :data:`PHASES`); a phase's prerequisite
     #: (throughput before half_load, anchoring before evidence) is added for it.
@@ -110,7 +120,7 @@ class BenchConfig:
 
     def runs(self, phase: str) -> bool:
         if self.phases is None:
-            return True
+            return phase not in OPT_IN_PHASES
         needed = set(self.phases)
         for later, before in PHASE_NEEDS.items():
             if later in needed:
@@ -123,7 +133,7 @@ class BenchConfig:
             base = BenchConfig(
                 quick=True, duration_s=5.0, lenders=4, txs_per_request=50,
                 half_duration_s=3.0, anchor_txs=4, records_per_tx=100, evidence_s=2.0,
-                catchup_blocks=200, primary_kills=1,
+                catchup_blocks=200, primary_kills=1, memory_records=5_000, memory_hold_s=3.0,
             )  # fmt: skip
         else:
             base = BenchConfig()
@@ -194,14 +204,23 @@ def machine_info() -> dict[str, Any]:
     }
 
 
-def _peak_rss_mb(pid: int) -> float | None:
+def _status_mb(pid: int, field_name: str) -> float | None:
+    """A ``/proc/PID/status`` memory field (``VmHWM:``, ``VmRSS:``) in MB."""
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(field_name):
                 return int(line.split()[1]) / 1024
     except (OSError, ValueError):
         return None
     return None
+
+
+def _peak_rss_mb(pid: int) -> float | None:
+    return _status_mb(pid, "VmHWM:")
+
+
+def _rss_mb(pid: int) -> float | None:
+    return _status_mb(pid, "VmRSS:")
 
 
 def _cpu_s(pid: int) -> float | None:
@@ -406,7 +425,11 @@ class Bench:
                 if cfg.runs(name):
                     await self._aphase(name, fn)
             # catch-up last: its 10,000 seeded blocks leave the relays anchoring for minutes
-            for name, fn in (("primary_kill", self._primary_kill), ("catch_up", self._catch_up)):
+            for name, fn in (
+                ("primary_kill", self._primary_kill),
+                ("catch_up", self._catch_up),
+                ("memory", self._memory),
+            ):
                 if not cfg.runs(name):
                     continue
                 if self.net is None:
@@ -942,8 +965,16 @@ class Bench:
             "note": "blocks/s counted from the restarted node answering /healthz",
         }
 
-    def _seed(self, config_paths: list[Path]) -> int:
-        """Seed the catch-up backlog (blocking); returns the new supervision height."""
+    def _seed(
+        self,
+        config_paths: list[Path],
+        n_blocks: int | None = None,
+        txs_per_block: int = CATCH_UP_TXS_PER_BLOCK,
+        events_per_tx: int = 1,
+    ) -> int:
+        """Seed ``n_blocks`` (default: the catch-up backlog) certified supervision blocks
+        of ``txs_per_block`` reports of ``events_per_tx`` events (blocking); returns the
+        new supervision height."""
         from clients._records import build_loan_events
         from ledger.blocks import Transaction
         from node.seed import seed_blocks
@@ -961,8 +992,10 @@ class Bench:
 
         def txs(_h: int) -> list[Transaction]:
             out = []
-            for ev in lenders.events(CATCH_UP_TXS_PER_BLOCK):
-                tx_type, payload, _records = build_loan_events(lender, [ev])
+            for _ in range(txs_per_block):
+                tx_type, payload, _records = build_loan_events(
+                    lender, lenders.events(events_per_tx)
+                )
                 out.append(
                     Transaction(
                         network=net.genesis.hash, channel=SUPERVISION, type=tx_type,
@@ -973,7 +1006,63 @@ class Bench:
                 )  # fmt: skip
             return out
 
-        return seed_blocks(config_paths, SUPERVISION, self.config.catchup_blocks, txs, keys)
+        blocks = self.config.catchup_blocks if n_blocks is None else n_blocks
+        return seed_blocks(config_paths, SUPERVISION, blocks, txs, keys)
+
+    async def _memory(self) -> None:
+        """Seed every stopped node up to ``memory_records`` records on the ledger (blocks
+        of one batch report of ``records_per_tx`` events), restart the network, and read
+        each node's VmHWM — its peak since the restart — after ``memory_hold_s`` of a
+        trickle of load, sampling VmRSS each second meanwhile."""
+        net = self.net
+        assert net is not None
+        cfg = self.config
+        lenders = self._lenders
+        per_tx = max(1, min(cfg.records_per_tx, 1000))
+        blocks = max(0, -(-(cfg.memory_records - lenders._seq) // per_tx))
+        self._peak_rss = self._peaks()  # the restart resets every node's VmHWM
+        await asyncio.to_thread(net.stop)
+        t_seed = time.monotonic()
+        try:
+            paths = [n.config_path for n in net.nodes]
+            await asyncio.to_thread(level_nodes, paths, SUPERVISION)
+            if blocks:
+                await asyncio.to_thread(self._seed, paths, blocks, 1, per_tx)
+        finally:
+            seed_s = time.monotonic() - t_seed
+            await asyncio.to_thread(net.start)
+            await asyncio.to_thread(net.wait_healthy, 120.0)
+        samples: dict[str, list[float]] = {n.node_id: [] for n in net.nodes}
+        stop = asyncio.Event()
+        trickle = asyncio.create_task(self._trickle(stop))
+        try:
+            deadline = time.monotonic() + cfg.memory_hold_s
+            while time.monotonic() < deadline:
+                for n in net.nodes:
+                    rss = _rss_mb(n.proc.pid) if n.proc is not None else None
+                    if rss is not None:
+                        samples[n.node_id].append(rss)
+                await asyncio.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+        finally:
+            stop.set()
+            await trickle
+        hwm = {
+            n.node_id: (_peak_rss_mb(n.proc.pid) if n.proc is not None else None) for n in net.nodes
+        }
+        vals = [v for v in hwm.values() if v is not None]
+        f = self.report.figures
+        f["memory_records_on_ledger"] = lenders._seq
+        f["memory_peak_rss_mb_max"] = round(max(vals), 1) if vals else None
+        self.report.details["memory"] = {
+            "blocks_seeded": blocks,
+            "records_per_block": per_tx,
+            "seed_s": round(seed_s, 1),
+            "hold_s": cfg.memory_hold_s,
+            "peak_rss_mb": {k: (round(v, 1) if v is not None else None) for k, v in hwm.items()},
+            "rss_mb_last": {k: (round(v[-1], 1) if v else None) for k, v in samples.items()},
+            "note": "VmHWM since the restart with the seeded ledger: start-up, the relays "
+            "and workers starting on the backlog, a trickle of reports",
+        }
 
     def _peaks(self) -> dict[str, float | None]:
         """Each node's peak RSS (VmHWM) in MB, and not below what it was before the
@@ -1052,6 +1141,8 @@ def summary_lines(report: BenchReport) -> list[str]:
         f"catch-up: {g('catch_up_blocks_per_s')} blocks/s ({g('catch_up_blocks')} blocks)",
         f"primary kill → next commit: {g('primary_kill_to_commit_ms', ' ms')} "
         f"(slowest of {g('primary_kill_runs')})",
+        f"memory with {g('memory_records_on_ledger')} records on the ledger: peak RSS "
+        f"{g('memory_peak_rss_mb_max', ' MB')} (max over nodes)",
         f"peak RSS per node (max): {g('node_peak_rss_mb_max', ' MB')}; ledger "
         f"{g('ledger_bytes_per_record', ' B')}/record",
     ]

@@ -32,11 +32,20 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--primary-kills", type=int,
         help="primary kills, each after the last victim is level (default 3; --quick 1)",
     )  # fmt: skip
+    p.add_argument(
+        "--memory-records",
+        type=int,
+        help="records on the ledger in the memory phase (default 1000000; --quick 5000)",
+    )
+    p.add_argument(
+        "--memory-hold", type=float,
+        help="seconds of light load the memory phase watches RSS (default 60; --quick 3)",
+    )  # fmt: skip
     p.add_argument("--keep", action="store_true", help="keep the temp network directory")
     p.add_argument(
         "--phases",
-        help="comma-separated phases to run (default all): idle_latency, throughput, "
-        "half_load, anchoring, evidence, catch_up, primary_kill",
+        help="comma-separated phases to run (default all but memory): idle_latency, "
+        "throughput, half_load, anchoring, evidence, catch_up, primary_kill, memory",
     )
     p.set_defaults(func=run)
 
@@ -57,7 +66,8 @@ def run(args: argparse.Namespace) -> int:
         "--duration": args.duration, "--lenders": args.lenders,
         "--per-request": args.per_request, "--records-per-tx": args.records_per_tx,
         "--anchor-txs": args.anchor_txs, "--catchup-blocks": args.catchup_blocks,
-        "--primary-kills": args.primary_kills,
+        "--primary-kills": args.primary_kills, "--memory-records": args.memory_records,
+        "--memory-hold": args.memory_hold,
     }  # fmt: skip
     for flag, value in sizes.items():
         if value is not None and value <= 0:
@@ -73,6 +83,8 @@ def run(args: argparse.Namespace) -> int:
         anchor_txs=args.anchor_txs,
         catchup_blocks=args.catchup_blocks,
         primary_kills=args.primary_kills,
+        memory_records=args.memory_records,
+        memory_hold_s=args.memory_hold,
         keep=args.keep or None,
         phases=phases,
     )

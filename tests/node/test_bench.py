@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -108,7 +109,8 @@ def test_phases_select_what_runs_and_add_prerequisites() -> None:
     from node.bench import PHASES, BenchConfig
 
     every = BenchConfig.make(True)
-    assert all(every.runs(p) for p in PHASES)
+    assert [p for p in PHASES if not every.runs(p)] == ["memory"]  # opt-in: minutes long
+    assert BenchConfig.make(True, phases=("memory",)).runs("memory")
     only = BenchConfig.make(True, phases=("evidence",))
     assert [p for p in PHASES if only.runs(p)] == ["anchoring", "evidence"]
     half = BenchConfig.make(False, phases=("half_load", "primary_kill"))
@@ -123,7 +125,7 @@ def test_unknown_phase_is_a_one_line_error() -> None:
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         "wulian: error: unknown phase warp (known: idle_latency, throughput, half_load, "
-        "anchoring, evidence, catch_up, primary_kill)"
+        "anchoring, evidence, catch_up, primary_kill, memory)"
     ]
 
 
@@ -138,3 +140,42 @@ def test_a_size_that_is_not_positive_is_a_one_line_error(flag: str) -> None:
     assert proc.stderr.strip().splitlines() == [
         f"wulian: error: {flag} must be positive, not {value}"
     ]
+
+
+@pytest.mark.timeout(600)
+def test_memory_phase_seeds_the_ledger_and_reads_each_nodes_peak(tmp_path: Path) -> None:
+    """``--phases memory``: the records asked for are on every node's ledger (certified
+    batch-report blocks), and each node's peak RSS after the restart is reported."""
+    from ledger.genesis import load_genesis
+    from ledger.store import BlockStore
+
+    out = tmp_path / "bench.json"
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), *filter(None, [env.get("PYTHONPATH")])])
+    cmd = [sys.executable, "-m", "node.cli", "bench", "--quick", "--phases", "memory"]
+    cmd += ["--memory-records", "2000", "--json", str(out), "--keep"]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=550)
+    assert out.exists(), proc.stderr[-3000:]
+    doc = json.loads(out.read_text())
+    data_dir = Path(doc["details"]["data_dir"])
+    try:
+        assert proc.returncode == 0 and doc["skipped"] == {}, (doc["skipped"], proc.stderr[-2000:])
+        f, mem = doc["figures"], doc["details"]["memory"]
+        assert mem["blocks_seeded"] == 20 and mem["records_per_block"] == 100
+        assert f["memory_records_on_ledger"] >= 2000  # and the trickle's reports
+        peaks = mem["peak_rss_mb"]
+        assert len(peaks) == 5 and all(v > 20 for v in peaks.values()), peaks
+        assert f["memory_peak_rss_mb_max"] == max(peaks.values())
+        assert "records on the ledger: peak RSS" in proc.stdout
+        genesis = load_genesis(data_dir / "genesis.json")
+        for node in sorted((data_dir / "nodes").iterdir()):
+            with BlockStore.open(node / "ledger", genesis.hash, create=False) as store:
+                seeded = 0
+                for h in range(1, store.height("supervision") + 1):
+                    block = store.block("supervision", h)
+                    assert block is not None
+                    sizes = [len(tx.payload.get("records", ())) for tx in block.transactions]
+                    seeded += sizes == [100]  # one 100-event batch report: a seeded block
+                assert seeded == 20, node.name
+    finally:
+        shutil.rmtree(data_dir.parent if data_dir.name == "net" else data_dir, ignore_errors=True)
