@@ -166,6 +166,9 @@ def test_memory_phase_seeds_the_ledger_and_reads_each_nodes_peak(tmp_path: Path)
         peaks = mem["peak_rss_mb"]
         assert len(peaks) == 5 and all(v > 20 for v in peaks.values()), peaks
         assert f["memory_peak_rss_mb_max"] == max(peaks.values())
+        anon = mem["anon_mb_max"]  # sampled during the hold: below each node's peak RSS
+        assert all(0 < anon[k] <= peaks[k] for k in peaks), (anon, peaks)
+        assert f["memory_anon_mb_max"] == max(anon.values())
         assert "records on the ledger: peak RSS" in proc.stdout
         genesis = load_genesis(data_dir / "genesis.json")
         for node in sorted((data_dir / "nodes").iterdir()):
