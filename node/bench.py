@@ -51,7 +51,7 @@ import shutil
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -923,17 +923,9 @@ class Bench:
         primary = self._primary_index(int(r.json().get("view", 0)))
         lag = next(i for i in range(len(net.nodes) - 1, -1, -1) if i != primary)
         others = [i for i in range(len(net.nodes)) if i != lag]
-        self._peak_rss = self._peaks()  # the restart resets every node's VmHWM
-        await asyncio.to_thread(net.stop)
-        t_seed = time.monotonic()
-        try:
-            paths = [n.config_path for n in net.nodes]
-            await asyncio.to_thread(level_nodes, paths, SUPERVISION)
-            goal = await asyncio.to_thread(self._seed, [paths[i] for i in others])
-        except BaseException:
-            await asyncio.to_thread(net.start)  # the next phase needs the network
-            raise
-        seed_s = time.monotonic() - t_seed
+        goal, seed_s = await self._stop_and_seed(
+            others, cfg.catchup_blocks, CATCH_UP_TXS_PER_BLOCK, 1
+        )
         await asyncio.to_thread(net.start, others)
         await asyncio.to_thread(net.wait_healthy, 90.0, others)
         t0 = time.monotonic()
@@ -962,16 +954,39 @@ class Bench:
             "note": "blocks/s counted from the restarted node answering /healthz",
         }
 
+    async def _stop_and_seed(
+        self, seed: Iterable[int], n_blocks: int, txs_per_block: int, events_per_tx: int
+    ) -> tuple[int, float]:
+        """Stop the network (each node's peak RSS kept: the restart resets VmHWM), bring
+        the nodes level on supervision and give the nodes ``seed`` ``n_blocks`` more
+        blocks (:meth:`_seed`). Returns the new supervision height and the seconds it
+        took. On failure the network is started again (the next phase needs it) and
+        the error raised; on success the caller starts it."""
+        net = self.net
+        assert net is not None
+        self._peak_rss = self._peaks()
+        await asyncio.to_thread(net.stop)
+        t = time.monotonic()
+        try:
+            paths = [n.config_path for n in net.nodes]
+            await asyncio.to_thread(level_nodes, paths, SUPERVISION)
+            height = await asyncio.to_thread(
+                self._seed, [paths[i] for i in seed], n_blocks, txs_per_block, events_per_tx
+            )
+        except BaseException:
+            await asyncio.to_thread(net.start)
+            raise
+        return height, time.monotonic() - t
+
     def _seed(
         self,
         config_paths: list[Path],
-        n_blocks: int | None = None,
-        txs_per_block: int = CATCH_UP_TXS_PER_BLOCK,
-        events_per_tx: int = 1,
+        n_blocks: int,
+        txs_per_block: int,
+        events_per_tx: int,
     ) -> int:
-        """Seed ``n_blocks`` (default: the catch-up backlog) certified supervision blocks
-        of ``txs_per_block`` reports of ``events_per_tx`` events (blocking); returns the
-        new supervision height."""
+        """Seed ``n_blocks`` certified supervision blocks of ``txs_per_block`` reports of
+        ``events_per_tx`` events (blocking); returns the new supervision height."""
         from clients._records import build_loan_events
         from ledger.blocks import Transaction
         from node.seed import seed_blocks
@@ -1003,32 +1018,22 @@ class Bench:
                 )  # fmt: skip
             return out
 
-        blocks = self.config.catchup_blocks if n_blocks is None else n_blocks
-        return seed_blocks(config_paths, SUPERVISION, blocks, txs, keys)
+        return seed_blocks(config_paths, SUPERVISION, n_blocks, txs, keys)
 
     async def _memory(self) -> None:
         """Seed every stopped node up to ``memory_records`` records on the ledger (blocks
         of one batch report of ``records_per_tx`` events), restart the network, and read
         each node's VmHWM — its peak since the restart — after ``memory_hold_s`` of a
-        trickle of load, sampling VmRSS each second meanwhile."""
+        trickle of load, sampling its anonymous and file-backed memory each second."""
         net = self.net
         assert net is not None
         cfg = self.config
         lenders = self._lenders
         per_tx = max(1, min(cfg.records_per_tx, 1000))
         blocks = max(0, -(-(cfg.memory_records - lenders._seq) // per_tx))
-        self._peak_rss = self._peaks()  # the restart resets every node's VmHWM
-        await asyncio.to_thread(net.stop)
-        t_seed = time.monotonic()
-        try:
-            paths = [n.config_path for n in net.nodes]
-            await asyncio.to_thread(level_nodes, paths, SUPERVISION)
-            if blocks:
-                await asyncio.to_thread(self._seed, paths, blocks, 1, per_tx)
-        finally:
-            seed_s = time.monotonic() - t_seed
-            await asyncio.to_thread(net.start)
-            await asyncio.to_thread(net.wait_healthy, 120.0)
+        _height, seed_s = await self._stop_and_seed(range(len(net.nodes)), blocks, 1, per_tx)
+        await asyncio.to_thread(net.start)
+        await asyncio.to_thread(net.wait_healthy, 120.0)
         # VmRSS counts LevelDB's memory-mapped table files (clean file pages the kernel
         # reclaims under pressure) beside the process's own (anonymous) memory
         samples: dict[str, list[tuple[float, float]]] = {n.node_id: [] for n in net.nodes}
