@@ -64,6 +64,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from ledger.errors import ConfigError
 from ledger.governance import CONFIG_ACTIVATION_DELAY
 from ledger.schema import is_name
+from ledger.store import DEFAULT_OPEN_TABLES, MAX_OPEN_TABLES, MIN_OPEN_TABLES
 
 MAX_CONFIG_BYTES = 1024 * 1024
 #: Replica settings the node chooses differently from consensus.ReplicaConfig's
@@ -118,6 +119,9 @@ class _Limits(_Strict):
     tick_ms: int = Field(default=20, ge=1, le=1000)
     nonce_cache: int = Field(default=200_000, ge=100, le=10_000_000)
     status_cache: int = Field(default=200_000, ge=100, le=10_000_000)
+    ledger_open_tables: int = Field(
+        default=DEFAULT_OPEN_TABLES, ge=MIN_OPEN_TABLES, le=MAX_OPEN_TABLES
+    )
 
 
 class _Consensus(_Strict):
@@ -181,6 +185,8 @@ class Limits:
     tick_ms: int = 20
     nonce_cache: int = 200_000
     status_cache: int = 200_000
+    #: LevelDB table files kept open and mapped (ledger.store.DEFAULT_OPEN_TABLES).
+    ledger_open_tables: int = DEFAULT_OPEN_TABLES
 
 
 @dataclass(frozen=True)

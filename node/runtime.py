@@ -172,7 +172,12 @@ class NodeRuntime:
             raise ConfigError(
                 str(config.data_dir), "", f"cannot create data directory ({exc.strerror})"
             ) from None
-        store = BlockStore.open(config.ledger_dir, genesis.hash, create=True)
+        store = BlockStore.open(
+            config.ledger_dir,
+            genesis.hash,
+            create=True,
+            open_tables=config.limits.ledger_open_tables,
+        )
         try:
             return cls(config, genesis, store)
         except BaseException:

@@ -606,3 +606,50 @@ def test_exit_around_the_batch_write(tmp_path: Path, mode: str) -> None:
     assert out.split()[-1] == "6"  # blocks 4..6 acknowledged, then the exit at 7
     expected = 6 if mode == "exit-before" else 7
     assert _check_whole(path, chain.blocks, chain.genesis_hash, chain.validators) == expected
+
+
+# ---------------------------------------------------------------- open table files
+
+
+def _mapped_tables(ledger: Path) -> set[str]:
+    """The ledger's table files this process has mapped (LevelDB maps each open one)."""
+    prefix = str(ledger.resolve()) + "/"
+    with open("/proc/self/maps", encoding="utf-8") as maps:
+        return {
+            line.split()[-1]
+            for line in maps
+            if line.rstrip().endswith(".ldb") and line.split()[-1].startswith(prefix)
+        }
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="needs Linux /proc")
+def test_open_tables_bounds_the_mapped_table_files(tmp_path: Path) -> None:
+    chain = make_chain(1, 1)
+    path = tmp_path / "ledger"
+    with open_store(path, chain.genesis_hash) as store:
+        state_prefix = store._k(CH).state
+    # ~80 tables of 1 MiB (LevelDB's smallest file size) of incompressible state values
+    raw = plyvel.DB(str(path), write_buffer_size=1 << 20, max_file_size=1 << 20)
+    rng = random.Random(7)
+    try:
+        for batch in range(80):
+            with raw.write_batch() as wb:
+                for i in range(1000):
+                    wb.put(state_prefix + b"%03d/%04d" % (batch, i), rng.randbytes(1000))
+    finally:
+        raw.close()
+    files = {f for f in os.listdir(path) if f.endswith(".ldb")}
+    assert len(files) > 64
+
+    counts = {}
+    for open_tables in (64, 1000):
+        with BlockStore.open(path, chain.genesis_hash, create=False, open_tables=open_tables) as s:
+            assert sum(1 for _ in s.iter_state(CH)) == 80_000
+            for key in rng.sample(range(80_000), 2000):  # and point reads all over
+                assert s.get_state(CH, b"%03d/%04d" % divmod(key, 1000))
+            counts[open_tables] = len(_mapped_tables(path))
+        assert not _mapped_tables(path)  # closing the store unmaps them all
+    assert counts[64] <= 64 < counts[1000]
+
+    with pytest.raises(ValueError, match="open_tables"):
+        BlockStore.open(path, chain.genesis_hash, create=False, open_tables=63)

@@ -48,6 +48,7 @@ def test_valid_config_resolves_paths_and_defaults(tmp_path: Path) -> None:
     assert (cfg.host, cfg.port) == ("127.0.0.1", 7101)
     assert cfg.limits.max_body_bytes == 65536
     assert cfg.limits.tick_ms == Limits().tick_ms
+    assert cfg.limits.ledger_open_tables == 64
     assert cfg.consensus == {**NODE_CONSENSUS_DEFAULTS, "base_timeout_ms": 500}
     assert cfg.rules == "channels"
 
@@ -110,6 +111,11 @@ def test_propose_when_idle_is_a_toml_bool_that_reaches_the_replica(tmp_path: Pat
             GOOD.replace("max_body_bytes = 65536", "max_body_bytes = 10"),
             "limits.max_body_bytes",
             "",
+        ),
+        (
+            GOOD.replace("max_body_bytes = 65536", "ledger_open_tables = 32"),
+            "limits.ledger_open_tables",
+            "greater than or equal to 64",
         ),
         (GOOD.replace('"bureau-node"', '"Bad Id"'), "node_id", "identifier"),
         (GOOD.replace("[listen]", '[log]\nformat = "xml"\n[listen]'), "log.format", ""),

@@ -68,6 +68,27 @@ def test_runtime_opens_and_refuses_wrong_identity(tmp_path: Path) -> None:
         NodeRuntime.open(unknown)
 
 
+def test_the_ledger_is_opened_with_the_configured_open_tables(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import dataclasses
+
+    from node.config import Limits
+
+    seen: list[object] = []
+    real_open = BlockStore.open
+
+    def recording_open(*args: object, **kw: object) -> BlockStore:
+        seen.append(kw.get("open_tables"))
+        return real_open(*args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(BlockStore, "open", recording_open)
+    cfg = load_node_config(write_config(tmp_path))
+    cfg = dataclasses.replace(cfg, limits=Limits(ledger_open_tables=200))
+    NodeRuntime.open(cfg).store.close()
+    assert seen == [200]
+
+
 def test_store_of_another_genesis_is_refused(tmp_path: Path) -> None:
     cfg = load_node_config(write_config(tmp_path))
     with BlockStore.open(cfg.ledger_dir, b"\x01" * 32, create=True):
