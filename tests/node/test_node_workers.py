@@ -260,6 +260,21 @@ def test_credit_sync_is_split_to_the_fact_limit() -> None:
     assert all(o[2] == OK for o in rig.h.net.outcomes.values() if o[0] == "credit")
 
 
+def test_the_worker_syncs_fewer_facts_than_the_rule_allows(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from node import workers
+
+    rig = Rig(NetworkParams(credit_sync_max_facts=50_000))
+    for i in range(4):  # 3 admissions, then 2 facts (contract, disbursement) a block
+        rig.h.lend("lender-a", f"a-{i}", 100_000, borrower=i)
+    tip = rig.h.height("supervision")
+    monkeypatch.setattr(workers, "SYNC_FACTS", 5)
+    credit = rig.credit()
+    assert steps(credit, 6) == 3  # as with a rule limit of 5: (0, 4], (4, tip-1], (tip-1, tip]
+    assert synced_height(rig.h.net.states["credit"]) == tip
+
+
 def test_org_workers_follow_the_role_and_check_the_key(tmp_path: Path) -> None:
     genesis = make_local_genesis(tmp_path)
     store = cast(BlockStore, object())
