@@ -20,6 +20,7 @@ from ledger.encoding import encode
 from ledger.errors import ConfigError, CorruptLedgerError
 from ledger.ledger_verify import verify_channel
 from ledger.store import (
+    TABLE_FILE_BYTES,
     BlockCommit,
     BlockRejectedError,
     BlockStore,
@@ -626,26 +627,28 @@ def _mapped_tables(ledger: Path) -> set[str]:
 def test_open_tables_bounds_the_mapped_table_files(tmp_path: Path) -> None:
     chain = make_chain(1, 1)
     path = tmp_path / "ledger"
+    rng = random.Random(7)
     with open_store(path, chain.genesis_hash) as store:
         state_prefix = store._k(CH).state
-    # ~80 tables of 1 MiB (LevelDB's smallest file size) of incompressible state values
-    raw = plyvel.DB(str(path), write_buffer_size=1 << 20, max_file_size=1 << 20)
-    rng = random.Random(7)
-    try:
-        for batch in range(80):
-            with raw.write_batch() as wb:
-                for i in range(1000):
-                    wb.put(state_prefix + b"%03d/%04d" % (batch, i), rng.randbytes(1000))
-    finally:
-        raw.close()
-    files = {f for f in os.listdir(path) if f.endswith(".ldb")}
-    assert len(files) > 64
+        # 100 MB of incompressible state values in random key order (so that compaction
+        # merges tables rather than moving them), written with the store's own options
+        order = list(range(100_000))
+        rng.shuffle(order)
+        for start in range(0, 100_000, 1000):
+            with store._db.write_batch() as wb:
+                for key in order[start : start + 1000]:
+                    wb.put(state_prefix + b"%03d/%04d" % divmod(key, 1000), rng.randbytes(1000))
+        store._db.compact_range()  # as LevelDB does in the background, over time
+    sizes = [f.stat().st_size for f in path.iterdir() if f.suffix == ".ldb"]
+    # compaction writes tables of TABLE_FILE_BYTES (LevelDB's own default: 2 MiB)
+    assert len(sizes) > 64
+    assert sorted(sizes)[len(sizes) // 2] <= TABLE_FILE_BYTES + (64 << 10)
 
     counts = {}
     for open_tables in (64, 1000):
         with BlockStore.open(path, chain.genesis_hash, create=False, open_tables=open_tables) as s:
-            assert sum(1 for _ in s.iter_state(CH)) == 80_000
-            for key in rng.sample(range(80_000), 2000):  # and point reads all over
+            assert sum(1 for _ in s.iter_state(CH)) == 100_000
+            for key in rng.sample(range(100_000), 2000):  # and point reads all over
                 assert s.get_state(CH, b"%03d/%04d" % divmod(key, 1000))
             counts[open_tables] = len(_mapped_tables(path))
         assert not _mapped_tables(path)  # closing the store unmaps them all
