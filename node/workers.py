@@ -74,8 +74,10 @@ MAX_WINDOWS_PER_STEP: Final = 256
 #: written, and writes the block in one LevelDB batch: a 50,000-fact sync (the rule's
 #: limit, ``credit_sync_max_facts``) took ~120 MB of every node's memory at once while
 #: it applied (session 10, 10⁶ records of backlog). The rule's limit is a consensus
-#: parameter and stays; the worker asks for less. Live, each sync follows the commit of
-#: the last (the worker steps every 0.3 s) and covers what arrived meanwhile.
+#: parameter and stays; the worker asks for less — except for a supervision height that
+#: alone holds more (a block of many batch reports; a sync covers whole heights), which
+#: it syncs on its own. Live, each sync follows the commit of the last (the worker steps
+#: every 0.3 s) and covers what arrived meanwhile.
 SYNC_FACTS: Final = 10_000
 ALERT_PREFIX: Final = b"risk/alert/"
 
@@ -267,20 +269,28 @@ class RiskWorker(ChannelWorker):
             self.scanned = max(self.scanned, tag)
 
 
-def sync_target(store: BlockStore, last: int, tip: int, limit: int) -> int | None:
+def sync_target(
+    store: BlockStore, last: int, tip: int, limit: int, hard_limit: int | None = None
+) -> int | None:
     """The supervision height a ``credit_sync`` from ``last`` should name: ``tip`` if
     (last, tip] holds at most ``limit`` facts, else the highest height keeping within
-    ``limit``; None if the range holds no facts (or one height alone exceeds ``limit``)."""
+    ``limit``. A first height holding more than ``limit`` facts alone (a sync covers
+    whole heights) is named on its own if it holds at most ``hard_limit`` (default
+    ``limit``; the rule's own bound). None if the range holds no facts, or its first
+    height more than ``hard_limit``."""
+    hard = limit if hard_limit is None else max(limit, hard_limit)
     view = SupervisionView(StoreState(store, SUPERVISION), tip)
     n = 0
     prev: int | None = None
-    complete: int | None = None  # every fact up to this height counted
+    complete: int | None = None  # every fact up to this height counted, within ``limit``
     for entry in view.facts_in_range(last, tip):
         h = int(entry["h"])
         if prev is not None and h != prev:
+            if n > limit:  # the first height alone: over ``limit``, within ``hard``
+                return prev
             complete = prev
         n += 1
-        if n > limit:
+        if n > hard or (n > limit and complete is not None):
             return complete
         prev = h
     return tip if n else None
@@ -297,8 +307,8 @@ class CreditWorker(ChannelWorker):
         tip = self.store.height(SUPERVISION)
         if tip <= last:
             return None
-        limit = min(SYNC_FACTS, self.params.credit_sync_max_facts)
-        target = sync_target(self.store, last, tip, limit)
+        rule_limit = self.params.credit_sync_max_facts
+        target = sync_target(self.store, last, tip, min(SYNC_FACTS, rule_limit), rule_limit)
         if target is None:
             return None
         return target, [self.org.tx(CREDIT, "credit_sync", {"source_height": target}, now)]

@@ -254,6 +254,9 @@ def test_credit_sync_is_split_to_the_fact_limit() -> None:
     assert sync_target(store, 4, tip, 5) == tip - 1  # two whole blocks
     assert sync_target(store, tip, tip, 5) is None
     assert sync_target(store, 3, tip, 1) is None  # one height alone holds 2 facts
+    assert sync_target(store, 3, tip, 1, 2) == 4  # …named alone within the hard limit
+    assert sync_target(store, 3, tip, 1, 50) == 4
+    assert sync_target(store, 0, tip, 2, 50) == 2  # not a height past the soft limit
     credit = rig.credit()
     assert steps(credit, 6) == 3
     assert synced_height(rig.h.net.states["credit"]) == tip
@@ -273,6 +276,14 @@ def test_the_worker_syncs_fewer_facts_than_the_rule_allows(
     credit = rig.credit()
     assert steps(credit, 6) == 3  # as with a rule limit of 5: (0, 4], (4, tip-1], (tip-1, tip]
     assert synced_height(rig.h.net.states["credit"]) == tip
+    # a height holding more facts than the worker's step (2 > 1) is synced on its own
+    monkeypatch.setattr(workers, "SYNC_FACTS", 1)
+    rig.h.lend("lender-a", "a-8", 100_000, borrower=8)
+    rig.h.lend("lender-a", "a-9", 100_000, borrower=9)
+    assert rig.h.height("supervision") == tip + 2
+    assert steps(rig.credit(), 4) == 2
+    assert synced_height(rig.h.net.states["credit"]) == tip + 2
+    assert all(o[2] == OK for o in rig.h.net.outcomes.values() if o[0] == "credit")
 
 
 def test_org_workers_follow_the_role_and_check_the_key(tmp_path: Path) -> None:
