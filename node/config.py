@@ -67,12 +67,11 @@ from ledger.schema import is_name
 from ledger.store import DEFAULT_OPEN_TABLES, MAX_OPEN_TABLES, MIN_OPEN_TABLES
 
 MAX_CONFIG_BYTES = 1024 * 1024
-#: Replica settings the node chooses differently from consensus.ReplicaConfig's
-#: defaults: a STATUS per channel per second (not four) halves an idle node's CPU; it
-#: only delays noticing that the node fell behind by up to a second.
 #: Consensus defaults of a node that differ from ``consensus.ReplicaConfig``'s (those suit
-#: the simulator): STATUS once a second, and partial batches wait while 2 blocks are in
-#: flight (blocks grow under load instead of many small ones filling the window).
+#: the simulator): STATUS once a second, not four times (halves an idle node's CPU; a
+#: node notices that it fell behind up to a second later), and partial batches wait
+#: while 2 blocks are in flight (blocks grow under load instead of many small ones
+#: filling the window).
 NODE_CONSENSUS_DEFAULTS: dict[str, int] = {
     "status_interval_ms": 1000,
     "partial_batch_inflight": 2,
