@@ -301,6 +301,34 @@ def test_cli_verify_forged_certificate(tmp_path: Path, capsys: pytest.CaptureFix
     assert "'supervision' height 4" in err[0] and "invalid signature" in err[0]
 
 
+def test_cli_verify_finds_the_genesis_through_the_nodes_config(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from node.config import render_node_config
+
+    data, genesis, _ = _network(tmp_path)
+    # the layout of `wulian up`: DIR/nodes/<node>/{node.toml,ledger}, DIR/genesis.json
+    node_dir = tmp_path / "nodes" / "bureau-node"
+    node_dir.mkdir(parents=True)
+    (data / "ledger").rename(node_dir / "ledger")
+    config = render_node_config(
+        node_id="bureau-node", key_file="../../node/keys/bureau-node.key",
+        genesis_file="../../node/genesis.json", data_dir=".", host="127.0.0.1", port=7001,
+    )  # fmt: skip
+    (node_dir / "node.toml").write_text(config)
+    assert main(["ledger", "verify", "--data", str(node_dir)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == len(genesis.channels)
+    assert any(line.startswith("supervision: ok — 6 blocks") for line in out)
+
+    (node_dir / "node.toml").write_text('node_id = "bureau-node"\n')  # not a node config
+    assert main(["ledger", "verify", "--data", str(node_dir)]) == 1
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in captured.err
+    assert "node.toml" in lines[0] and "missing field" in lines[0]
+
+
 def test_cli_verify_bad_data_dirs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     data, genesis, _ = _network(tmp_path)
     genesis_file = str(data / "genesis.json")

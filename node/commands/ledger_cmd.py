@@ -2,10 +2,11 @@
 
 Walks every block of every channel (hash links, transaction roots, indexes, commit
 certificates against the validator set in force at each height, transaction
-signatures). Exit 0 with one summary line per channel when all is well; exit 1 with
-one line naming the channel and height of the first mismatch; exit 1 with one line
-(no traceback) if the data directory is missing, locked by a running node, or not a
-ledger.
+signatures). The genesis is ``--genesis``, ``DATA/genesis.json`` or the one the
+node's ``DATA/node.toml`` names. Exit 0 with one summary line per channel when all is
+well; exit 1 with one line naming the channel and height of the first mismatch; exit 1
+with one line (no traceback) if the data directory is missing, locked by a running
+node, or not a ledger, or its ``node.toml`` is not a valid node config.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 
 from ledger.genesis import load_genesis
 from ledger.ledger_verify import verify_ledger
+from node.config import load_node_config
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -27,7 +29,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="verify every block, certificate and index of a stopped node's ledger",
     )
     v.add_argument("--data", required=True, help="the node's data directory")
-    v.add_argument("--genesis", help="genesis file (default: DATA/genesis.json)")
+    v.add_argument(
+        "--genesis",
+        help="genesis file (default: DATA/genesis.json, else the genesis_file of DATA/node.toml)",
+    )
     v.add_argument(
         "--skip-tx-signatures",
         action="store_true",
@@ -36,9 +41,22 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     v.set_defaults(func=run_verify)
 
 
+def genesis_file_for(data: Path) -> Path:
+    """The genesis file of a node's data directory: ``DATA/genesis.json`` if there is
+    one, else the ``genesis_file`` named by ``DATA/node.toml`` (a node made by ``wulian
+    up`` keeps its config beside its ledger and the genesis two levels up), else
+    ``DATA/genesis.json`` (whose absence :func:`load_genesis` reports). Raises
+    :class:`ConfigError` for a ``node.toml`` that is not a valid node config."""
+    own = data / "genesis.json"
+    config = data / "node.toml"
+    if own.exists() or not config.is_file():
+        return own
+    return load_node_config(config).genesis_file
+
+
 def run_verify(args: argparse.Namespace) -> int:
     data = Path(args.data)
-    genesis_path = Path(args.genesis) if args.genesis else data / "genesis.json"
+    genesis_path = Path(args.genesis) if args.genesis else genesis_file_for(data)
     genesis = load_genesis(genesis_path)
     reports = verify_ledger(data, genesis, tx_signatures=not args.skip_tx_signatures)
     failed = False
