@@ -72,8 +72,10 @@ async def refresh(runtime: NodeRuntime) -> bool:
     links = {pid: link.address for pid, link in runtime.transport.links.items()}
     if keys == dict(runtime.node_keys) and addresses == links:
         return False
-    added = sorted(set(keys) - set(runtime.node_keys))
-    removed = sorted(set(runtime.node_keys) - set(keys))
+    # the genesis keys the runtime starts with include its own node, never a peer
+    me = {runtime.config.node_id}
+    added = sorted(set(keys) - set(runtime.node_keys) - me)
+    removed = sorted(set(runtime.node_keys) - set(keys) - me)
     runtime.node_keys = keys
     await runtime.transport.update_peers(addresses)
     if added or removed:

@@ -277,3 +277,27 @@ def test_a_refused_stream_is_closed_so_the_sender_learns_of_it(tmp_path: Path) -
         server.should_exit = True
         thread.join(timeout=10)
         rt.store.close()
+
+
+def test_the_first_peer_refresh_logs_no_change_of_peers(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    from node.membership import refresh
+
+    async def refresh_once(rt: NodeRuntime) -> None:
+        try:
+            await refresh(rt)
+        finally:
+            await rt.transport.close()
+
+    rt = NodeRuntime.open(load_node_config(write_config(tmp_path)))
+    try:
+        assert "bureau-node" in rt.node_keys  # the genesis keys, its own among them
+        with caplog.at_level(logging.INFO, logger="wulian.peers"):
+            asyncio.run(refresh_once(rt))
+        assert "bureau-node" not in rt.node_keys and len(rt.node_keys) == 4
+        assert not [r for r in caplog.records if "peers changed" in r.getMessage()]
+    finally:
+        rt.store.close()
