@@ -13,9 +13,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
-#: Run in a fresh interpreter (the settings must come before any thread): free a
-#: 4 MiB buffer, allocate another, and report how much of it is its own mapping.
-_PROBE = r"""
+#: What both probes below start with (:func:`_probe` runs it before each, in a fresh
+#: interpreter: the settings must come before any thread): mallinfo2, and
+#: ``tune_malloc()`` when the first argument is "tune".
+_PROBE_SETUP = r"""
 import ctypes, json, sys
 class MallInfo2(ctypes.Structure):
     _fields_ = [(n, ctypes.c_size_t) for n in (
@@ -27,6 +28,10 @@ done = {}
 if sys.argv[1] == "tune":
     from node.malloc_tuning import tune_malloc
     done = tune_malloc()
+"""
+
+#: Free a 4 MiB buffer, allocate another, and report how much of it is its own mapping.
+_PROBE = r"""
 first = bytearray(4 << 20)
 del first  # glibc's dynamic threshold rises to 4 MiB here, unless it was fixed
 before = libc.mallinfo2().hblkhd
@@ -34,21 +39,9 @@ second = bytearray(4 << 20)
 print(json.dumps({"set": done, "mapped": libc.mallinfo2().hblkhd - before}))
 """
 
-
 #: Free a 512 KiB buffer (below the mmap threshold: it comes from the heap) and report
 #: how much the heap shrank.
 _TRIM_PROBE = r"""
-import ctypes, json, sys
-class MallInfo2(ctypes.Structure):
-    _fields_ = [(n, ctypes.c_size_t) for n in (
-        "arena", "ordblks", "smblks", "hblks", "hblkhd",
-        "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
-libc = ctypes.CDLL(None)
-libc.mallinfo2.restype = MallInfo2
-done = {}
-if sys.argv[1] == "tune":
-    from node.malloc_tuning import tune_malloc
-    done = tune_malloc()
 buf = bytearray(512 << 10)
 before = libc.mallinfo2().arena
 del buf
@@ -58,7 +51,7 @@ print(json.dumps({"set": done, "shrunk": before - libc.mallinfo2().arena}))
 
 def _probe(mode: str, script: str = _PROBE, **env: str) -> dict[str, object]:
     out = subprocess.run(
-        [sys.executable, "-c", script, mode],
+        [sys.executable, "-c", _PROBE_SETUP + script, mode],
         cwd=ROOT,
         env={**os.environ, **env},
         capture_output=True,
