@@ -205,19 +205,22 @@ def machine_info() -> dict[str, Any]:
     }
 
 
-def _status_mb(pid: int, field_name: str) -> float | None:
-    """A ``/proc/PID/status`` memory field (``VmHWM:``, ``VmRSS:``) in MB."""
+def _status_mb(pid: int, *field_names: str) -> dict[str, float]:
+    """``/proc/PID/status`` memory fields (``VmHWM:``, ``RssAnon:``…) in MB, from one
+    read; fields not found (or an unreadable file) are left out."""
+    out: dict[str, float] = {}
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith(field_name):
-                return int(line.split()[1]) / 1024
+            name = line.split(maxsplit=1)[0] if line else ""
+            if name in field_names:
+                out[name] = int(line.split()[1]) / 1024
     except (OSError, ValueError):
-        return None
-    return None
+        return {}
+    return out
 
 
 def _peak_rss_mb(pid: int) -> float | None:
-    return _status_mb(pid, "VmHWM:")
+    return _status_mb(pid, "VmHWM:").get("VmHWM:")
 
 
 def _cpu_s(pid: int) -> float | None:
@@ -1043,11 +1046,9 @@ class Bench:
             deadline = time.monotonic() + cfg.memory_hold_s
             while True:
                 for n in net.nodes:
-                    pid = n.proc.pid if n.proc is not None else None
-                    anon_mb = _status_mb(pid, "RssAnon:") if pid is not None else None
-                    file_mb = _status_mb(pid, "RssFile:") if pid is not None else None
-                    if anon_mb is not None and file_mb is not None:
-                        samples[n.node_id].append((anon_mb, file_mb))
+                    mem = _status_mb(n.proc.pid, "RssAnon:", "RssFile:") if n.proc else {}
+                    if len(mem) == 2:
+                        samples[n.node_id].append((mem["RssAnon:"], mem["RssFile:"]))
                 if time.monotonic() >= deadline:
                     break
                 await asyncio.sleep(min(1.0, max(0.0, deadline - time.monotonic())))

@@ -40,11 +40,17 @@ FIGURES = (
 )
 
 
+def _env() -> dict[str, str]:
+    """The environment for a ``wulian bench`` subprocess: this checkout importable."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), *filter(None, [env.get("PYTHONPATH")])])
+    return env
+
+
 @pytest.mark.timeout(900)
 def test_bench_quick_reports_every_figure(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), *filter(None, [env.get("PYTHONPATH")])])
+    env = _env()
     proc = subprocess.run(
         # two kills: the loop (the quick default is one kill)
         [
@@ -150,8 +156,7 @@ def test_memory_phase_seeds_the_ledger_and_reads_each_nodes_peak(tmp_path: Path)
     from ledger.store import BlockStore
 
     out = tmp_path / "bench.json"
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), *filter(None, [env.get("PYTHONPATH")])])
+    env = _env()
     cmd = [sys.executable, "-m", "node.cli", "bench", "--quick", "--phases", "memory"]
     cmd += ["--memory-records", "2000", "--json", str(out), "--keep"]
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=550)
