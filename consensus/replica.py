@@ -317,6 +317,13 @@ class Replica:
         return self._committed_hash
 
     @property
+    def behind_by(self) -> int:
+        """Heights known to be committed beyond this replica's own: the certified
+        anchor's, or what f+1 peers (so at least one honest) claim in STATUS. 0 when
+        level (or nothing is known yet)."""
+        return max(0, self._catchup_target() - self._committed_height)
+
+    @property
     def primary(self) -> str:
         """The primary of the current view for the next height to propose."""
         return self._vset(self._base() + 1).primary(self._view)

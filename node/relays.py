@@ -57,6 +57,11 @@ log = logging.getLogger("wulian.node.relay")
 RELAY_INTERVAL_S = 0.2
 #: Delay between two nodes' turns at the same piece of relay work.
 STAGGER_MS = 1500
+#: A node further behind than this on the target channel (what f+1 peers say they
+#: committed) does not relay into it: what it reads of the target's progress is stale,
+#: so what it would send is mostly duplicates (while it catches up on 10,000 blocks,
+#: a window of them every step). The other nodes relay in the meantime.
+MAX_BEHIND = 4
 #: Unacknowledged supervision blocks looked at to decide whether acks are due.
 MAX_ACK_SCAN = 1024
 
@@ -228,6 +233,8 @@ class NodeRelays:
             svc = self._validates(channel)
             if svc is None:
                 continue
+            if svc.replica is not None and svc.replica.behind_by > MAX_BEHIND:
+                continue  # its view of the chain's progress is stale: the others relay
             # blocking LevelDB reads: keep them off the event loop
             if channel == SOURCE_CHANNEL and not await asyncio.to_thread(self._ack_needed):
                 continue

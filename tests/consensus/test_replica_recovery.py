@@ -6,7 +6,7 @@ from dataclasses import replace
 
 from test_replica_harness import CHANNEL, GENESIS_PREV, Cluster
 
-from consensus import Blocks, Commit, Fetch, Prepare, PrePrepare, ViewChange, sign
+from consensus import Blocks, Commit, Fetch, Prepare, PrePrepare, Status, ViewChange, sign
 from consensus.errors import BAD_CERTIFICATE
 from ledger.blocks import Block, build_block
 from ledger.certificate import Vote
@@ -164,6 +164,25 @@ def test_bad_certificate_in_a_blocks_answer_is_refused_and_counted() -> None:
     c.step("n4", sign(good, c.node_signers["n1"]))
     assert r.committed_height == 5
     assert [b.hash for b, _ in c.apps["n4"].chain] == [b.hash for b, _ in chain]
+
+
+def test_behind_by_counts_only_heights_f_plus_one_peers_claim() -> None:
+    c, chain = _lagging()
+    r = c.replicas["n4"]
+    head = chain[-1][0].hash
+
+    def status(sender: str, height: int) -> None:
+        c.step("n4", sign(Status(CHANNEL, sender, 0, True, height, head), c.node_signers[sender]))
+
+    assert r.behind_by == 0
+    status("n1", 5)
+    assert r.behind_by == 0, "one claim may be a lie (f = 1)"
+    status("n2", 5)
+    assert r.behind_by == 5
+    status("n3", 9)
+    assert r.behind_by == 5, "the (f+1)-th highest claim"
+    c.step("n4", sign(Blocks(CHANNEL, "n1", tuple(chain)), c.node_signers["n1"]))  # type: ignore[arg-type]
+    assert (r.committed_height, r.behind_by) == (5, 0)
 
 
 def test_blocks_with_a_forged_client_signature_are_refused() -> None:

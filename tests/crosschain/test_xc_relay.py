@@ -118,6 +118,19 @@ def test_window_and_step_bounds() -> None:
     assert len(small.step(net.jud.time_ms)) == 2
 
 
+def test_a_default_relay_carries_a_backlog_of_small_blocks_in_one_step() -> None:
+    """One step per judicial commit: the window is the relay's bandwidth in blocks."""
+    net = Network()
+    for _ in range(40):
+        net.report(1, 1)
+    now = net.sup.time_ms + 1000  # the blocks are in the past, as on a live network
+    r = relay(net, "court")
+    assert [tx.payload["header"]["h"] for tx in r.step(now)] == list(range(1, 41))
+    net.jud.commit(time_ms=now + 500)
+    all_anchored(net)
+    assert len(ack_relay(net, "court").step(now + 1000)) == 40
+
+
 def test_a_frozen_link_stops_the_relay() -> None:
     from tests.crosschain.test_xc_anchor_rules import submit
     from tests.crosschain.test_xc_light_client import _fork_at

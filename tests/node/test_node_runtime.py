@@ -32,7 +32,9 @@ from node.peers import (
 from node.runtime import NodeRuntime
 
 
-def write_config(tmp: Path, node: str = "bureau-node", key: str | None = None) -> Path:
+def write_config(
+    tmp: Path, node: str = "bureau-node", key: str | None = None, rules: str = "test"
+) -> Path:
     net = tmp / "net"
     make_local_genesis(net, base_port=17001)
     d = tmp / node
@@ -46,7 +48,7 @@ def write_config(tmp: Path, node: str = "bureau-node", key: str | None = None) -
             data_dir=".",
             host="127.0.0.1",
             port=17001,
-            rules="test",
+            rules=rules,
         )
     )
     return cfg
@@ -299,5 +301,40 @@ def test_the_first_peer_refresh_logs_no_change_of_peers(
             asyncio.run(refresh_once(rt))
         assert "bureau-node" not in rt.node_keys and len(rt.node_keys) == 4
         assert not [r for r in caplog.records if "peers changed" in r.getMessage()]
+    finally:
+        rt.store.close()
+
+
+def test_a_node_behind_on_the_judicial_channel_does_not_relay_anchors(
+    tmp_path: Path,
+) -> None:
+    """Its view of the judicial chain's anchor progress is stale: what it would send is
+    duplicates of anchors the chain already holds (node/relays.py ``MAX_BEHIND``)."""
+    from node.relays import MAX_BEHIND
+
+    rt = NodeRuntime.open(load_node_config(write_config(tmp_path, rules="channels")))
+    try:
+        relays = rt.relays
+        assert relays is not None
+        steps: list[int] = []
+        relays.anchor.step = lambda now: steps.append(now) or []  # type: ignore[method-assign]
+        asyncio.run(relays.step())
+        assert len(steps) == 1  # level, and its turn (rank 0 at height 0): it relays
+        replica = rt.channels["judicial"].replica
+        assert replica is not None
+
+        def status(peer: str, height: int) -> None:
+            signer = load_key_file(tmp_path / "net" / "keys" / f"{peer}.key").signer
+            replica.step(sign(Status("judicial", peer, 0, True, height, b"\x01" * 32), signer))
+
+        status("court-node", MAX_BEHIND + 1)
+        status("risk_centre-node", MAX_BEHIND)
+        assert replica.behind_by == MAX_BEHIND  # the (f+1)-th claim: not too far yet
+        asyncio.run(relays.step())
+        assert len(steps) == 2
+        status("credit_agency-node", 50)
+        assert replica.behind_by == MAX_BEHIND + 1
+        asyncio.run(relays.step())
+        assert len(steps) == 2, "behind: it leaves the anchors to the others"
     finally:
         rt.store.close()
