@@ -22,10 +22,10 @@ process control run):
 6. ``primary_kill``: SIGKILL the supervision primary under a trickle of load; time
    to the next committed block on the survivors; ``primary_kills`` times (3), each
    once the last victim is back and level; the figure is the slowest.
-7. ``catch_up`` (runs last: the relays then anchor its backlog for minutes): the
-   network stopped, four nodes given ``catchup_blocks`` (10,000) more certified
-   supervision blocks of loan reports (:mod:`node.seed`), restarted, then the fifth;
-   blocks/s until it is level.
+7. ``catch_up`` (runs last): the network stopped, four nodes given ``catchup_blocks``
+   (10,000) more certified supervision blocks of loan reports (:mod:`node.seed`),
+   restarted; once their relays and workers are through that backlog (the four
+   quiet: :data:`QUIET_CPU_SHARE`), the fifth is started; blocks/s until it is level.
 8. ``memory`` (only when named in ``--phases``: minutes): every node's ledger seeded
    up to ``memory_records`` (10⁶) loan-event records in certified blocks of one
    ``records_per_tx``-event batch report (:mod:`node.seed`), the network restarted, and
@@ -94,6 +94,11 @@ IDLE_GAP_S: Final = 0.3
 PHASE_NEEDS: Final = {"half_load": "throughput", "evidence": "anchoring"}
 #: Loan reports in each block of the catch-up backlog.
 CATCH_UP_TXS_PER_BLOCK: Final = 2
+#: Catch-up starts once the four up-to-date nodes are done with the seeded backlog: all
+#: of them together below this share of one core over QUIET_SAMPLE_S seconds (four
+#: idle nodes with a peer down use ~17 % here).
+QUIET_CPU_SHARE: Final = 0.25
+QUIET_SAMPLE_S: Final = 2.0
 
 
 @dataclass(frozen=True)
@@ -424,7 +429,7 @@ class Bench:
             ):
                 if cfg.runs(name):
                     await self._aphase(name, fn)
-            # catch-up last: its 10,000 seeded blocks leave the relays anchoring for minutes
+            # catch-up last: it restarts the network on 10,000 seeded blocks
             for name, fn in (
                 ("primary_kill", self._primary_kill),
                 ("catch_up", self._catch_up),
@@ -825,6 +830,25 @@ class Bench:
         await asyncio.gather(*(one(i) for i in indexes))
         return out
 
+    async def _wait_quiet(self, indexes: Sequence[int], timeout_s: float) -> tuple[float, bool]:
+        """Wait until the nodes ``indexes`` together use less than
+        :data:`QUIET_CPU_SHARE` of one core over :data:`QUIET_SAMPLE_S`, at most
+        ``timeout_s``; returns (seconds waited, whether they got quiet)."""
+        assert self.net is not None
+        nodes = [self.net.nodes[i] for i in indexes]
+
+        def cpu() -> float:
+            return sum(_cpu_s(n.proc.pid) or 0.0 for n in nodes if n.proc is not None)
+
+        start = time.monotonic()
+        while True:
+            c0 = cpu()
+            await asyncio.sleep(QUIET_SAMPLE_S)
+            if cpu() - c0 < QUIET_CPU_SHARE * QUIET_SAMPLE_S:
+                return time.monotonic() - start, True
+            if time.monotonic() - start > timeout_s:
+                return time.monotonic() - start, False
+
     def _nodes_cpu_s(self) -> float | None:
         """Total CPU seconds of the network's node processes (None: not ours)."""
         if self.net is None:
@@ -931,8 +955,13 @@ class Bench:
         )
         await asyncio.to_thread(net.start, others)
         await asyncio.to_thread(net.wait_healthy, 90.0, others)
+        # the seeded blocks are new to the four nodes' relays and workers: they anchor,
+        # acknowledge, sync and scan them first, as they would have block by block
+        settle_s, quiet = await self._wait_quiet(others, 30.0 if cfg.quick else 300.0)
         t0 = time.monotonic()
         await asyncio.to_thread(net.start, [lag])
+        proc = net.nodes[lag].proc
+        self.log(f"bench: catching up: {net.nodes[lag].node_id}, pid {proc and proc.pid}")
         await asyncio.to_thread(net.wait_healthy, 90.0, [lag])
         t_healthy = time.monotonic()
         h_lag0 = (await self._heights([lag])).get(lag, 0)
@@ -954,6 +983,8 @@ class Bench:
             "blocks_seeded": cfg.catchup_blocks,
             "txs_per_block": CATCH_UP_TXS_PER_BLOCK,
             "seed_s": round(seed_s, 1),
+            "others_settle_s": round(settle_s, 1),
+            "others_quiet": quiet,
             "note": "blocks/s counted from the restarted node answering /healthz",
         }
 
