@@ -48,6 +48,12 @@ from ledger.errors import LedgerError
 #: carried ~8 blocks/s: a supervision chain committing more small blocks than that
 #: never caught up (10,000 seeded blocks took over 10 minutes to anchor; now ~2).
 DEFAULT_WINDOW: Final = 64
+#: …and at most this many record leaves (the anchors' chunks) a step: a window of
+#: 64 blocks of 1,000 records each would put 64,000 leaves in flight at once — a
+#: 2 MB judicial block whose application, and the acks read back from it, held ~90 MB
+#: more per node working through a backlog of such blocks (10⁶ records: peak RSS
+#: 202–234 → 295–327 MB). Small blocks still go 64 at a time; large ones ~4.
+DEFAULT_MAX_LEAVES_PER_STEP: Final = 4 * CHUNK_LEAVES
 DEFAULT_RESEND_AFTER_MS: Final = 5_000
 #: Well inside the channels' transaction age limit (``tx_max_age_ms``, a day).
 DEFAULT_REBUILD_AFTER_MS: Final = 120_000
@@ -115,6 +121,7 @@ class RelayConfig:
     signer: Signer
     window: int = DEFAULT_WINDOW
     max_txs_per_step: int = DEFAULT_MAX_TXS_PER_STEP
+    max_leaves_per_step: int = DEFAULT_MAX_LEAVES_PER_STEP
     resend_after_ms: int = DEFAULT_RESEND_AFTER_MS
     rebuild_after_ms: int = DEFAULT_REBUILD_AFTER_MS
 
@@ -154,6 +161,11 @@ class _InFlight:
         self.sent = {k: v for k, v in self.sent.items() if k in wanted}
 
 
+def _leaf_count(a: Anchor) -> int:
+    chunk = a.chunk if isinstance(a, HeaderAnchor) else a
+    return 0 if chunk is None else len(chunk.leaves)
+
+
 def _anchor_key(a: Anchor) -> tuple[int, int]:
     return (a.height, -1 if isinstance(a, HeaderAnchor) else a.index)
 
@@ -187,20 +199,27 @@ class AnchorRelay:
         return anchors
 
     def pending(self, progress: AnchorProgress) -> list[Anchor]:
-        """The anchors the judicial chain still needs, in order, within the window."""
+        """The anchors the judicial chain still needs, in order, within the window: at
+        most ``window`` heights ahead, ``max_txs_per_step`` anchors, and whole heights
+        up to ``max_leaves_per_step`` leaves (at least one height)."""
+        cfg = self.config
         out: list[Anchor] = []
         if progress.next_chunk is not None:
             owed = self._anchors(progress.height, progress.chunk_size) or []
             out += [a for a in owed if _anchor_key(a)[1] >= progress.next_chunk]
-        top = min(self.source.height(), progress.height + self.config.window)
+        leaves = sum(map(_leaf_count, out))
+        top = min(self.source.height(), progress.height + cfg.window)
         for h in range(progress.height + 1, top + 1):
+            if out and leaves >= cfg.max_leaves_per_step:
+                break
             block_anchors = self._anchors(h, progress.chunk_size)
             if block_anchors is None:
                 break
             out += block_anchors
-            if len(out) >= self.config.max_txs_per_step:
+            leaves += sum(map(_leaf_count, block_anchors))
+            if len(out) >= cfg.max_txs_per_step:
                 break
-        return out[: self.config.max_txs_per_step]
+        return out[: cfg.max_txs_per_step]
 
     def step(self, now_ms: int) -> list[Transaction]:
         """Submit what the judicial chain needs next; return the transactions sent."""

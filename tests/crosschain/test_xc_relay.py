@@ -131,6 +131,20 @@ def test_a_default_relay_carries_a_backlog_of_small_blocks_in_one_step() -> None
     assert len(ack_relay(net, "court").step(now + 1000)) == 40
 
 
+def test_a_step_carries_whole_blocks_up_to_the_leaf_budget() -> None:
+    """Large blocks go a few at a time (what they put in one judicial block stays
+    bounded), small ones a window at a time; a block above the budget still goes."""
+    net = Network(chunk_size=4)
+    for _ in range(6):
+        net.report(2, 5)  # 10 records: a header anchor with chunk 0, then 2 chunks
+    r = relay(net, "court", max_leaves_per_step=25)
+    sent = r.step(net.jud.time_ms)
+    assert [a.height for a in r.pending(AnchorProgress(0))] == [1] * 3 + [2] * 3 + [3] * 3
+    assert len(sent) == 9  # three whole blocks: 30 leaves, the third one crossing 25
+    lone = relay(net, "relay2", max_leaves_per_step=1)
+    assert {a.height for a in lone.pending(AnchorProgress(0))} == {1}  # never nothing
+
+
 def test_a_frozen_link_stops_the_relay() -> None:
     from tests.crosschain.test_xc_anchor_rules import submit
     from tests.crosschain.test_xc_light_client import _fork_at
