@@ -48,11 +48,12 @@ from ledger.errors import LedgerError
 #: carried ~8 blocks/s: a supervision chain committing more small blocks than that
 #: never caught up (10,000 seeded blocks took over 10 minutes to anchor; now ~2).
 DEFAULT_WINDOW: Final = 64
-#: …and at most this many record leaves (the anchors' chunks) a step: a window of
-#: 64 blocks of 1,000 records each would put 64,000 leaves in flight at once — a
-#: 2 MB judicial block whose application, and the acks read back from it, held ~90 MB
-#: more per node working through a backlog of such blocks (10⁶ records: peak RSS
-#: 202–234 → 295–327 MB). Small blocks still go 64 at a time; large ones ~4.
+#: …and whole blocks up to this many record leaves (the anchors' chunks) a step:
+#: without it, blocks of 1,000 records went 32 at a time (64 anchors, the step's cap),
+#: 32,000 leaves in flight — a 1 MB judicial block whose application, and the acks read
+#: back from it, held ~90 MB more per node working through a backlog of such blocks
+#: (10⁶ records: peak RSS 202–234 → 295–327 MB). Small blocks still go 64 at a time;
+#: 1,000-record blocks 4.
 DEFAULT_MAX_LEAVES_PER_STEP: Final = 4 * CHUNK_LEAVES
 DEFAULT_RESEND_AFTER_MS: Final = 5_000
 #: Well inside the channels' transaction age limit (``tx_max_age_ms``, a day).

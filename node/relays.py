@@ -1,6 +1,7 @@
 """The node's cross-chain relays: :mod:`crosschain.relay` wired to the store and drivers.
 
-Every node runs both relays on a timer (:data:`RELAY_INTERVAL_S`):
+Every node runs both relays on a timer (:data:`RELAY_INTERVAL_S`), and at once after a
+judicial commit (anchors landed: the next window need not wait for the timer):
 
 * :class:`~crosschain.relay.AnchorRelay` — committed supervision blocks → judicial
   ``anchor`` transactions;
@@ -257,11 +258,19 @@ class NodeRelays:
         return sent
 
     async def run(self, interval_s: float = RELAY_INTERVAL_S) -> None:
+        """Step every ``interval_s``, and at once when the judicial channel commits a
+        block since the last step began (an anchor or more landed: the next window can
+        go without waiting for the timer)."""
         while True:
+            judicial = self._validates(TARGET_CHANNEL)
+            seen = judicial.height if judicial is not None else 0
             try:
                 await self.step()
             except asyncio.CancelledError:
                 raise
             except (LedgerError, RuntimeError, ValueError) as exc:
                 log.warning("relay step failed: %s", exc)
-            await asyncio.sleep(interval_s)
+            if judicial is None:
+                await asyncio.sleep(interval_s)
+            else:
+                await judicial.wait_block(seen, interval_s)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import subprocess
 import sys
@@ -336,5 +337,58 @@ def test_a_node_behind_on_the_judicial_channel_does_not_relay_anchors(
         assert replica.behind_by == MAX_BEHIND + 1
         asyncio.run(relays.step())
         assert len(steps) == 2, "behind: it leaves the anchors to the others"
+    finally:
+        rt.store.close()
+
+
+def test_the_relays_step_again_as_soon_as_the_judicial_channel_commits(
+    tmp_path: Path,
+) -> None:
+    """A judicial commit means anchors landed: the next window goes at once, not on the
+    relay's timer (only the fallback) — also when the commit came during the step."""
+    rt = NodeRuntime.open(load_node_config(write_config(tmp_path, rules="channels")))
+    try:
+        relays = rt.relays
+        assert relays is not None
+
+        class Judicial:  # the judicial driver as the relays see it: height, wait_block
+            replica = rt.channels["judicial"].replica
+            failed = None
+            height = 0
+
+            def __init__(self) -> None:
+                self.committed = asyncio.Event()
+
+            async def wait_block(self, after_height: int, timeout_s: float) -> None:
+                if self.height <= after_height:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self.committed.wait(), timeout_s)
+                    self.committed.clear()
+
+        async def main() -> None:
+            judicial = Judicial()
+            relays.channels = {**relays.channels, "judicial": judicial}  # type: ignore[dict-item]
+            steps = 0
+
+            async def step() -> int:
+                nonlocal steps
+                steps += 1
+                if steps == 2:
+                    judicial.height = 2  # a block commits while this step runs
+                return 0
+
+            relays.step = step  # type: ignore[method-assign]
+            task = asyncio.get_running_loop().create_task(relays.run(interval_s=30.0))
+            await asyncio.sleep(0.1)
+            assert steps == 1  # waiting on the 30 s timer or a commit
+            judicial.height = 1
+            judicial.committed.set()
+            await asyncio.sleep(0.1)
+            assert steps == 3, "stepped at once on the commit, and again for the one during it"
+            await asyncio.sleep(0.1)
+            assert steps == 3  # then waits again
+            task.cancel()
+
+        asyncio.run(main())
     finally:
         rt.store.close()
