@@ -79,8 +79,15 @@ class SupervisionView:
         hi = min(hi_inclusive, self.as_of)
         for key, raw in iter_height_range(self.facts, HX_PREFIX, lo_exclusive, hi):
             entry = dict(decode(raw))
-            entry["h"] = int(key[len(HX_PREFIX) : len(HX_PREFIX) + HEIGHT_DIGITS])
+            entry["h"] = _fact_height(key)
             yield entry
+
+    def fact_heights(self, lo_exclusive: int, hi_inclusive: int) -> Iterator[int]:
+        """The height of each fact of :meth:`facts_in_range`, in order (keys only: no
+        entry is decoded)."""
+        hi = min(hi_inclusive, self.as_of)
+        for key, _raw in iter_height_range(self.facts, HX_PREFIX, lo_exclusive, hi):
+            yield _fact_height(key)
 
     def loan_events_in_range(self, lo_exclusive: int, hi_inclusive: int) -> Iterator[EventFact]:
         for entry in self.facts_in_range(lo_exclusive, hi_inclusive):
@@ -91,8 +98,7 @@ class SupervisionView:
         """Number of facts in the range, counting at most ``limit + 1`` (keys only: no
         entry is decoded)."""
         n = 0
-        hi = min(hi_inclusive, self.as_of)
-        for _ in iter_height_range(self.facts, HX_PREFIX, lo_exclusive, hi):
+        for _ in self.fact_heights(lo_exclusive, hi_inclusive):
             n += 1
             if n > limit:
                 break
@@ -199,3 +205,8 @@ class SupervisionView:
         for _ in iter_height_range(self.facts, activity_prefix(lender), lo_exclusive, hi):
             return True
         return False
+
+
+def _fact_height(key: bytes) -> int:
+    """The height stamped in a facts-index key (``HX_PREFIX`` + height + …)."""
+    return int(key[len(HX_PREFIX) : len(HX_PREFIX) + HEIGHT_DIGITS])

@@ -283,8 +283,7 @@ def sync_target(
     n = 0
     prev: int | None = None
     complete: int | None = None  # every fact up to this height counted, within ``limit``
-    for entry in view.facts_in_range(last, tip):
-        h = int(entry["h"])
+    for h in view.fact_heights(last, tip):
         if prev is not None and h != prev:
             if n > limit:  # the first height alone: over ``limit``, within ``hard``
                 return prev
