@@ -216,9 +216,9 @@ def _status_mb(pid: int, *field_names: str) -> dict[str, float]:
     out: dict[str, float] = {}
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            name = line.split(maxsplit=1)[0] if line else ""
-            if name in field_names:
-                out[name] = int(line.split()[1]) / 1024
+            parts = line.split()
+            if parts and parts[0] in field_names:
+                out[parts[0]] = int(parts[1]) / 1024
     except (OSError, ValueError):
         return {}
     return out
@@ -834,26 +834,23 @@ class Bench:
         """Wait until the nodes ``indexes`` together use less than
         :data:`QUIET_CPU_SHARE` of one core over :data:`QUIET_SAMPLE_S`, at most
         ``timeout_s``; returns (seconds waited, whether they got quiet)."""
-        assert self.net is not None
-        nodes = [self.net.nodes[i] for i in indexes]
-
-        def cpu() -> float:
-            return sum(_cpu_s(n.proc.pid) or 0.0 for n in nodes if n.proc is not None)
-
         start = time.monotonic()
         while True:
-            c0 = cpu()
+            c0 = self._nodes_cpu_s(indexes)
             await asyncio.sleep(QUIET_SAMPLE_S)
-            if cpu() - c0 < QUIET_CPU_SHARE * QUIET_SAMPLE_S:
+            c1 = self._nodes_cpu_s(indexes)
+            if c0 is not None and c1 is not None and c1 - c0 < QUIET_CPU_SHARE * QUIET_SAMPLE_S:
                 return time.monotonic() - start, True
             if time.monotonic() - start > timeout_s:
                 return time.monotonic() - start, False
 
-    def _nodes_cpu_s(self) -> float | None:
-        """Total CPU seconds of the network's node processes (None: not ours)."""
+    def _nodes_cpu_s(self, indexes: Sequence[int] | None = None) -> float | None:
+        """Total CPU seconds of the network's node processes, or of the nodes
+        ``indexes`` (None: not ours, or one unreadable)."""
         if self.net is None:
             return None
-        vals = [_cpu_s(n.proc.pid) for n in self.net.nodes if n.proc is not None]
+        nodes = self.net.nodes if indexes is None else [self.net.nodes[i] for i in indexes]
+        vals = [_cpu_s(n.proc.pid) for n in nodes if n.proc is not None]
         return None if not vals or None in vals else sum(v for v in vals if v is not None)
 
     def _primary_index(self, view: int) -> int:
