@@ -76,6 +76,15 @@ class ReplicaConfig:
     #: Catch-up: blocks per FETCH, and how long to wait for the answer.
     fetch_batch: int = 64
     fetch_timeout_ms: int = 1000
+    #: FETCHes in flight at once, to different peers where several are ahead: the
+    #: next answer travels while one is checked and applied. An answer that arrives
+    #: ahead of a gap (an earlier one is late, or was cut short by its size) is held
+    #: until the gap is filled; held answers count against this limit. More than one
+    #: only once the last answer carried at most ``fetch_parallel_bytes`` of
+    #: transactions (large answers are paced by their own checking, and each one in
+    #: flight or held costs memory): the first request goes alone.
+    fetch_parallel: int = 1
+    fetch_parallel_bytes: int = 4 << 20
     #: Period of STATUS broadcasts (which drive catch-up and NEW-VIEW retransmission).
     status_interval_ms: int = 250
     #: FORWARD messages carry at most this many transactions.
@@ -118,6 +127,8 @@ class ReplicaConfig:
             "max_message_bytes",
             "fetch_batch",
             "fetch_timeout_ms",
+            "fetch_parallel",
+            "fetch_parallel_bytes",
             "status_interval_ms",
             "forward_batch_txs",
             "signature_cache_size",

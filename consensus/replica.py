@@ -264,7 +264,12 @@ class Replica:
             -(-config.mempool_max_bytes // config.max_batch_bytes),
             -(-config.mempool_limit // config.max_batch_txs),
         )
-        self._fetch: _FetchState | None = None
+        #: Catch-up requests in flight (at most ``fetch_parallel``), and answers that
+        #: arrived ahead of a gap below them, by first height (counted with them).
+        self._fetches: list[_FetchState] = []
+        self._held: dict[int, Blocks] = {}
+        #: Transaction bytes of the last answer to a request of ours (None: none yet).
+        self._last_answer_bytes: int | None = None
         self._fetch_turn = 0
         self._behind_since: int | None = None
         self._peer_status: dict[str, Status] = {}
@@ -400,11 +405,14 @@ class Replica:
     def pause(self, ms: int) -> None:
         """The node could neither step nor tick this replica for ``ms`` (it was applying
         and storing committed blocks, or waiting for another channel): move the
-        progress and censorship timers and the mempool's arrival times that much later,
-        so the node's own slowness is not taken for a faulty primary. The clock is not
+        progress and censorship timers, the mempool's arrival times and the catch-up
+        requests' deadlines that much later, so the node's own slowness is not taken
+        for a faulty primary or a peer that does not answer. The clock is not
         moved; the next :meth:`tick` brings it to the present."""
         if ms > 0:
             self._shift_blame_timers(ms)
+            for f in self._fetches:  # their answers may be waiting in the node's inbox
+                f.deadline_ms += ms
 
     def _shift_blame_timers(self, ms: int) -> None:
         """Move what measures the primary's delay ``ms`` later: the progress and
@@ -1601,12 +1609,17 @@ class Replica:
 
     def _maybe_fetch(self) -> None:
         now, cfg = self._now, self.config
-        if self._fetch is not None:
-            if now < self._fetch.deadline_ms:
-                return
-            self._count("catchup.timeouts")
-            self._fetch = None
         h = self._committed_height
+        live = []
+        for f in self._fetches:
+            if now >= f.deadline_ms:
+                self._count("catchup.timeouts")
+            elif f.hi > h:
+                live.append(f)
+        self._fetches = live
+        if self._held and min(self._held) <= h + 1:  # consensus committed up to them
+            self._take_held()
+            h = self._committed_height
         anchor = self._anchor
         if self._max_claim <= h and (anchor is None or anchor.height <= h):
             self._behind_since = None
@@ -1615,27 +1628,59 @@ class Replica:
         if target <= h:
             self._behind_since = None
             return
-        urgent = target > h + cfg.window or (self._anchor is not None and self._anchor.height > h)
-        if not urgent:
-            if self._behind_since is None:
-                self._behind_since = now
+        if not self._fetches and not self._held:
+            urgent = target > h + cfg.window or (anchor is not None and anchor.height > h)
+            if not urgent:
+                if self._behind_since is None:
+                    self._behind_since = now
+                    return
+                if now - self._behind_since < cfg.status_interval_ms:
+                    return
+        # More than one request only once answers are known to be small: an answer
+        # that arrives ahead of a gap is held, and large ones are paced by their own
+        # checking (two answers of 32 MiB would be a node's whole memory budget).
+        last = self._last_answer_bytes
+        small = last is not None and last <= cfg.fetch_parallel_bytes
+        parallel = cfg.fetch_parallel if small else 1
+        while len(self._fetches) + len(self._held) < parallel:
+            lo, gap_end = self._next_unrequested(h)
+            if lo > target:
                 return
-            if now - self._behind_since < cfg.status_interval_ms:
+            busy = {f.peer for f in self._fetches}
+            vset = self._vset(h + 1)  # heights further up may have another, not known yet
+            peers = sorted(
+                s
+                for s, st in self._peer_status.items()
+                if st.committed_height >= lo and s in vset.by_id
+            )
+            idle = [s for s in peers if s not in busy]
+            if not peers:
                 return
-        peers = sorted(
-            s
-            for s, st in self._peer_status.items()
-            if st.committed_height > h and s in self._vset(h + 1).by_id
+            pool = idle or peers
+            peer = pool[self._fetch_turn % len(pool)]
+            self._fetch_turn += 1
+            hi = min(
+                lo + cfg.fetch_batch - 1,
+                gap_end,
+                max(target, self._peer_status[peer].committed_height),
+            )
+            self._fetches.append(_FetchState(peer, lo, hi, now + cfg.fetch_timeout_ms))
+            self._count("catchup.fetches")
+            self._send(sign(Fetch(cfg.channel, self.node_id, lo, hi), cfg.signer), peer)
+
+    def _next_unrequested(self, h: int) -> tuple[int, int]:
+        """The lowest height above ``h`` that no request in flight or held answer
+        covers, and the last height before the next covered one (or a large number)."""
+        spans = sorted(
+            [(f.lo, f.hi) for f in self._fetches]
+            + [(k, b.entries[-1][0].height) for k, b in self._held.items()]
         )
-        if not peers:
-            return
-        peer = peers[self._fetch_turn % len(peers)]
-        self._fetch_turn += 1
         lo = h + 1
-        hi = min(lo + cfg.fetch_batch - 1, max(target, self._peer_status[peer].committed_height))
-        self._fetch = _FetchState(peer, lo, hi, now + cfg.fetch_timeout_ms)
-        self._count("catchup.fetches")
-        self._send(sign(Fetch(cfg.channel, self.node_id, lo, hi), cfg.signer), peer)
+        for a, b in spans:
+            if a > lo:
+                return lo, a - 1
+            lo = max(lo, b + 1)
+        return lo, 1 << 62
 
     def _on_fetch(self, f: Fetch) -> None:
         entries: list[tuple[Block, CommitCertificate]] = []
@@ -1656,9 +1701,38 @@ class Replica:
         )
 
     def _on_blocks(self, b: Blocks) -> None:
-        fetch = self._fetch
-        if fetch is not None and fetch.peer == b.sender:
-            self._fetch = None
+        first = b.entries[0][0].height if b.entries else None
+        asked = next(
+            (f for f in self._fetches if f.peer == b.sender and (first is None or f.lo == first)),
+            None,
+        )
+        if asked is not None:
+            self._fetches.remove(asked)
+            self._last_answer_bytes = sum(
+                len(tx.body_bytes) + 96 for blk, _ in b.entries for tx in blk.transactions
+            )
+        if first is not None and first > self._committed_height + 1:
+            if asked is not None:
+                self._held[first] = b  # ahead of a gap that another answer fills
+            else:
+                self._drop("catchup_gap")
+            return
+        self._take_blocks(b)
+        self._take_held()
+
+    def _take_held(self) -> None:
+        """Take the held answers that now start at or below the next height (their
+        blocks already committed are skipped), lowest first; then the slots above."""
+        while self._held:
+            first = min(self._held)
+            if first > self._committed_height + 1:
+                break
+            self._take_blocks(self._held.pop(first))
+        self._commit_ready_slots()  # slots above may have been waiting for these
+
+    def _take_blocks(self, b: Blocks) -> None:
+        """Check and commit ``b``'s blocks above the committed height, in order, up to
+        the first that does not link or check (its sender is reported)."""
         for block, cert in b.entries:
             h = block.height
             if h <= self._committed_height:
@@ -1674,7 +1748,6 @@ class Replica:
                 break
             self._count("catchup.blocks")
             self._commit(block, cert, by_consensus=False)
-        self._commit_ready_slots()  # slots above may have been waiting for these
 
     def _check_fetched(self, block: Block, cert: CommitCertificate) -> None:
         h = block.height

@@ -36,8 +36,8 @@ Example (``wulian up`` writes one per node)::
 
     [consensus]              # every field optional; defaults of consensus.ReplicaConfig,
     window = 8               # except status_interval_ms, partial_batch_inflight,
-                             # timeout_ms_per_mib and unreachable_primary_ms
-                             # (NODE_CONSENSUS_DEFAULTS)
+                             # timeout_ms_per_mib, unreachable_primary_ms and
+                             # fetch_parallel (NODE_CONSENSUS_DEFAULTS)
     max_batch_txs = 500      # (default: the channel's genesis param max_block_txs)
     batch_interval_ms = 20
     propose_when_idle = true # with no block in flight, propose a partial batch at once
@@ -46,6 +46,7 @@ Example (``wulian up`` writes one per node)::
     timeout_ms_per_mib = 4000  # more time for a large block in flight
     unreachable_primary_ms = 500  # view change once the primary's link is broken this long
     status_interval_ms = 1000
+    fetch_parallel = 2       # catch-up requests in flight at once
 
 Errors: :func:`load_node_config` raises :class:`ledger.errors.ConfigError` whose
 ``str()`` is one line ``FILE: FIELD: problem``.
@@ -82,6 +83,9 @@ NODE_CONSENSUS_DEFAULTS: dict[str, int] = {
     # A killed primary's peers see its connection refused at once: half a second
     # later they vote for a new view instead of waiting for a progress timeout.
     "unreachable_primary_ms": 500,
+    # Catch-up keeps two requests in flight: the next answer travels while one is
+    # checked and applied (one at a time left the node idle a quarter of the time).
+    "fetch_parallel": 2,
 }
 #: Largest pipelining window a node may run: a validator-set change committed at ``c``
 #: takes effect after ``c + CONFIG_ACTIVATION_DELAY``, which must cover the window.
@@ -140,6 +144,8 @@ class _Consensus(_Strict):
     max_batch_bytes: int | None = Field(default=None, ge=1024, le=64 * 1024 * 1024)
     status_interval_ms: int | None = Field(default=None, ge=10, le=600_000)
     fetch_batch: int | None = Field(default=None, ge=1, le=1024)
+    fetch_parallel: int | None = Field(default=None, ge=1, le=16)
+    fetch_parallel_bytes: int | None = Field(default=None, ge=1, le=1 << 30)
     forward_batch_txs: int | None = Field(default=None, ge=1, le=20_000)
     recent_committed_limit: int | None = Field(default=None, ge=1, le=10_000_000)
     signature_cache_size: int | None = Field(default=None, ge=1, le=10_000_000)

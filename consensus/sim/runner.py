@@ -161,6 +161,9 @@ class SimConfig:
     #: Every k-th seed (seed % k == 0) sends every message as bytes through
     #: encode_message/decode_message (the others hand the frozen object over); 0 = never.
     wire_every: int = 3
+    #: Every k-th seed (seed % k == 1) catches up in requests of two blocks, two in
+    #: flight (``fetch_batch`` 2, ``fetch_parallel`` 2); 0 = never.
+    parallel_fetch_every: int = 2
 
 
 DEFAULT_CONFIG: Final = SimConfig()
@@ -349,6 +352,8 @@ class _Simulation:
     ) -> None:
         self.factory = replica_factory
         self.seed = seed
+        every = config.parallel_fetch_every
+        self._parallel_fetch = every > 0 and seed % every == 1 % every
         self.kind = kind
         self.cfg = config
         self.root = Prng(seed)
@@ -437,6 +442,8 @@ class _Simulation:
             scheme=self.scheme,
             genesis_prev_hash=self.genesis_prev,
             base_timeout_ms=self.cfg.base_timeout_ms,
+            fetch_batch=2 if self._parallel_fetch else ReplicaConfig.fetch_batch,
+            fetch_parallel=2 if self._parallel_fetch else ReplicaConfig.fetch_parallel,
         )
 
     def _add_host(self, inst: str, node: str, app: SimApplication, skew: int) -> _Host:

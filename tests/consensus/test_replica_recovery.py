@@ -203,3 +203,132 @@ def test_fetch_is_answered_with_bounded_batches() -> None:
     [answer] = [m for src, to, m in c.sent if src == "n0" and to == "n4"]
     assert isinstance(answer, Blocks)
     assert [b.height for b, _ in answer.entries] == [2, 3, 4, 5]
+
+
+# ---------------------------------------------------------------------------------------
+# Catch-up with more than one request in flight (fetch_parallel)
+# ---------------------------------------------------------------------------------------
+
+
+def _cut_off(n: int = 6, **config: object) -> tuple[Cluster, list[tuple[Block, object]]]:
+    """n4 is ``n`` heights behind and cut off: only injected messages reach it, and its
+    own messages are recorded in ``c.sent`` but never delivered."""
+    c = Cluster(5, batch_interval_ms=0, max_batch_txs=1, **config)
+    c.tick(0)
+    c.crash("n4")
+    c.submit("n1", c.clients.txs(n))
+    c.run(100)
+    assert c.apps["n0"].height == n
+    c.down.discard("n4")
+    c.drop = lambda src, dst, m: dst == "n4" or src == "n4"
+    return c, list(c.apps["n0"].chain)  # type: ignore[arg-type]
+
+
+def _claims(c: Cluster, height: int, *senders: str) -> None:
+    """Inject STATUS claims of ``height`` into n4 (f + 1 = 2 claims make a target)."""
+    head = c.apps["n0"].chain[height - 1][0].hash
+    for s in senders:
+        c.step("n4", sign(Status(CHANNEL, s, 0, True, height, head), c.node_signers[s]))
+
+
+def _fetches(c: Cluster) -> list[tuple[str | None, int, int]]:
+    return [
+        (to, m.from_height, m.to_height)
+        for src, to, m in c.sent
+        if src == "n4" and isinstance(m, Fetch)
+    ]
+
+
+def _answer(c: Cluster, chain: list, sender: str, lo: int, hi: int) -> None:
+    entries = tuple(chain[lo - 1 : hi])
+    c.step("n4", sign(Blocks(CHANNEL, sender, entries), c.node_signers[sender]))
+
+
+def _started(c: Cluster, chain: list, n: int) -> tuple[str, str]:
+    """Claims of ``n``; the first request (1..2) goes alone and is answered small, then
+    two are in flight (3..4, 5..6): returns their peers."""
+    _claims(c, n, "n1", "n2")
+    c.run(300)  # not urgent (within the window): it waits a status interval first
+    [(p0, lo, hi)] = _fetches(c)
+    assert (lo, hi) == (1, 2), "the first request goes alone: answer sizes are unknown"
+    c.sent.clear()
+    _answer(c, chain, p0, 1, 2)
+    c.run(300)
+    (p1, lo1, hi1), (p2, lo2, hi2) = _fetches(c)
+    assert (lo1, hi1, lo2, hi2) == (3, 4, 5, 6)
+    return p1, p2
+
+
+def test_two_requests_in_flight_ask_different_peers_for_consecutive_ranges() -> None:
+    c, chain = _cut_off(10, fetch_batch=2, fetch_parallel=2)
+    p1, p2 = _started(c, chain, 10)
+    assert p1 != p2, "two peers, one request each"
+    c.run(200)
+    assert len(_fetches(c)) == 2, "only two in flight until an answer frees a place"
+
+
+def test_an_answer_ahead_of_a_gap_is_held_until_the_gap_is_filled() -> None:
+    c, chain = _cut_off(8, fetch_batch=2, fetch_parallel=2)
+    p1, p2 = _started(c, chain, 8)
+    r = c.replicas["n4"]
+    _answer(c, chain, p2, 5, 6)  # the second range arrives first
+    assert r.committed_height == 2
+    assert "dropped.catchup_gap" not in r.metrics
+    c.sent.clear()
+    _answer(c, chain, p1, 3, 4)
+    assert r.committed_height == 6, "the gap filled, the held answer is taken too"
+    assert [b.hash for b, _ in c.apps["n4"].chain] == [b.hash for b, _ in chain[:6]]
+    # the rest (7..8) is asked for once (a lag within the window waits a status
+    # interval after each commit, as before)
+    c.run(300)
+    assert [(lo, hi) for _, lo, hi in _fetches(c)] == [(7, 8)]
+
+
+def test_an_unasked_answer_ahead_of_the_chain_is_dropped_not_held() -> None:
+    c, chain = _cut_off(fetch_batch=2, fetch_parallel=2)
+    r = c.replicas["n4"]
+    _answer(c, chain, "n3", 3, 4)
+    assert r.metrics["dropped.catchup_gap"] == 1
+    _answer(c, chain, "n3", 1, 2)
+    assert r.committed_height == 2, "nothing of the dropped answer was kept"
+
+
+def test_a_late_first_request_is_asked_again_and_the_held_answer_then_taken() -> None:
+    c, chain = _cut_off(8, fetch_batch=2, fetch_parallel=2, fetch_timeout_ms=500)
+    _p1, p2 = _started(c, chain, 8)
+    _answer(c, chain, p2, 5, 6)
+    c.sent.clear()
+    c.run(600)  # the request for 3..4 times out: that range is the one asked again
+    r = c.replicas["n4"]
+    assert r.metrics["catchup.timeouts"] >= 1
+    again = _fetches(c)
+    assert again and (again[0][1], again[0][2]) == (3, 4)
+    _answer(c, chain, again[0][0], 3, 4)
+    assert r.committed_height == 6
+
+
+def test_large_answers_are_fetched_one_at_a_time() -> None:
+    c, chain = _cut_off(10, fetch_batch=2, fetch_parallel=2, fetch_parallel_bytes=1)
+    _claims(c, 10, "n1", "n2")
+    c.run(300)
+    for lo in (1, 3, 5):
+        [(peer, got_lo, hi)] = _fetches(c)  # one at a time: each answer is "large"
+        assert (got_lo, hi) == (lo, lo + 1)
+        c.sent.clear()
+        _answer(c, chain, peer, lo, lo + 1)
+        c.run(300)
+    assert c.replicas["n4"].committed_height == 6
+
+
+def test_pause_moves_catch_up_deadlines_later() -> None:
+    c, _chain = _cut_off(fetch_batch=2, fetch_timeout_ms=500)
+    _claims(c, 6, "n1", "n2")
+    c.run(300)
+    assert len(_fetches(c)) == 1
+    r = c.replicas["n4"]
+    r.pause(2_000)  # the node was busy: the answer may be waiting in its inbox
+    c.run(1_000)
+    assert "catchup.timeouts" not in r.metrics
+    assert len(_fetches(c)) == 1
+    c.run(1_600)
+    assert r.metrics["catchup.timeouts"] == 1
