@@ -37,7 +37,7 @@ from consensus.messages import Message
 from consensus.replica import Ready, Replica
 from ledger.blocks import Block, Transaction, channel_genesis_hash
 from ledger.certificate import CommitCertificate, ValidatorSet
-from ledger.crypto import ED25519, Signer
+from ledger.crypto import ED25519, SignatureScheme, Signer
 from ledger.encoding import decode, encode
 from ledger.errors import LedgerError
 from ledger.genesis import CONFIG_UPDATE, ChannelConfig, Genesis, Permissions
@@ -166,10 +166,13 @@ class ChannelService:
         consensus_overrides: dict[str, int],
         clock_ms: Callable[[], int],
         follow: bool = False,
+        scheme: SignatureScheme = ED25519,
     ) -> None:
         """``follow``: run a replica even if this node validates the channel neither in
         the genesis nor now (a node joining by governance: it follows the chain by
-        catch-up once the validators know it, and votes from its effective height)."""
+        catch-up once the validators know it, and votes from its effective height).
+        ``scheme``: how the replica verifies signatures (a node passes its one
+        :class:`node.signatures.MemoisedEd25519`, shared with the cross-chain rules)."""
         self.channel = config.channel_id
         self.genesis = genesis
         self.config = config
@@ -182,6 +185,7 @@ class ChannelService:
         self._inbox_limit = inbox_limit
         self._status_cache = status_cache
         self._clock = clock_ms
+        self._scheme = scheme
         self._last_now = 0
         #: Loop time up to which this driver's stalls were already paused.
         self._accounted_to = 0.0
@@ -256,7 +260,7 @@ class ChannelService:
             node_id=self.node_id,
             channel=self.channel,
             signer=signer,
-            scheme=ED25519,
+            scheme=self._scheme,
             genesis_prev_hash=channel_genesis_hash(self.genesis.hash, self.channel),
             overrides=kwargs,
         )

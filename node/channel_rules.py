@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from crosschain.ack import ACK_TX_TYPE
 from ledger.blocks import Block, Transaction
+from ledger.crypto import ED25519, SignatureScheme
 from ledger.errors import ConfigError
 from ledger.genesis import CONFIG_UPDATE, Genesis
 from node.rules import (
@@ -98,14 +99,20 @@ ACK_EXTENSION_POINT = ACK_TX_TYPE
 
 
 def with_crosschain_rules(
-    channel: str, rules: Any, genesis: Genesis, header_hash: HeaderHashFn
+    channel: str,
+    rules: Any,
+    genesis: Genesis,
+    header_hash: HeaderHashFn,
+    scheme: SignatureScheme = ED25519,
 ) -> Any:
     """``rules`` with the cross-chain rules installed: on the judicial channel the
     ``anchor`` rule (light client of supervision) and the case-evidence verifier; on the
     supervision channel the acknowledgement rule at its ``anchor_receipt`` extension
     point, reading block header hashes through ``header_hash(channel, height)`` (the
     channels layer does not keep header hashes in state: a block's hash is only known
-    once it is built). Other channels are returned unchanged."""
+    once it is built). Both rules check certificates with ``scheme`` (a node passes its
+    :class:`node.signatures.MemoisedEd25519`: the votes its replicas verified already).
+    Other channels are returned unchanged."""
     from crosschain.ack import AckRule
     from crosschain.anchor import SOURCE_CHANNEL, TARGET_CHANNEL
     from crosschain.anchor_rules import AnchorRule, case_evidence_verifier
@@ -114,11 +121,12 @@ def with_crosschain_rules(
         from channels.judicial import judicial_rules
 
         base = judicial_rules(case_evidence_verifier())
-        return AnchorRule.from_genesis(genesis).install(base)
+        anchor_rule = dataclasses.replace(AnchorRule.from_genesis(genesis), scheme=scheme)
+        return anchor_rule.install(base)
     if channel == SOURCE_CHANNEL:
         rule = AckRule.from_genesis(genesis)
         rule = dataclasses.replace(
-            rule, header_hash_of=lambda _reader, h: header_hash(SOURCE_CHANNEL, h)
+            rule, header_hash_of=lambda _reader, h: header_hash(SOURCE_CHANNEL, h), scheme=scheme
         )
         return rule.install(rules, name=ACK_EXTENSION_POINT)
     return rules
@@ -131,6 +139,7 @@ def production_logic(
     genesis: Genesis | None = None,
     header_hash: HeaderHashFn | None = None,
     governance: Callable[[], ChannelGovernance] | None = None,
+    scheme: SignatureScheme = ED25519,
 ) -> ProductionLogic:
     """Raises :class:`ConfigError` if the rules are missing or ``params`` are invalid.
 
@@ -143,7 +152,7 @@ def production_logic(
     if rules is None:
         raise ConfigError("genesis", f"channels.{channel}", "no channel rules for this channel")
     if genesis is not None and header_hash is not None:
-        rules = with_crosschain_rules(channel, rules, genesis, header_hash)
+        rules = with_crosschain_rules(channel, rules, genesis, header_hash, scheme)
     if governance is not None and CONFIG_UPDATE in rules.tx_types:
         from node.governance_rule import config_update_tx_type
 

@@ -27,6 +27,7 @@ from node.metrics import NodeMetrics
 from node.peers import FrameError, PeerTransport, SeqTracker, decode_frame
 from node.relays import NodeRelays
 from node.rules import ChannelLogic, channel_logic
+from node.signatures import MemoisedEd25519
 from node.tls import client_context
 from node.workers import ChannelWorker, org_workers
 
@@ -66,6 +67,8 @@ class NodeRuntime:
             flush_ms=lim.frame_flush_ms,
             tls=None if config.tls is None else client_context(config.tls.ca_file, config.tls),
         )
+        #: One memo of verified signatures for the node's replicas and cross-chain rules.
+        self.signatures = MemoisedEd25519()
         self.channels: dict[str, ChannelService] = {}
         for ch in genesis.channels:
             self.channels[ch.channel_id] = ChannelService(
@@ -83,6 +86,7 @@ class NodeRuntime:
                 consensus_overrides=dict(config.consensus),
                 clock_ms=wall_clock_ms,
                 follow=config.joining,
+                scheme=self.signatures,
             )
 
         self.byzantine = install_from_env(
@@ -136,6 +140,7 @@ class NodeRuntime:
             genesis=self.genesis,
             header_hash=header_hash,
             governance=lambda: self.channels[channel].governance,
+            scheme=self.signatures,
         )
 
     # ------------------------------------------------------------------ lifecycle
