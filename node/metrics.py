@@ -250,6 +250,11 @@ class NodeMetrics:
         self.evidence = r.counter(
             "wulian_misbehaviour_total", "Protocol violations reported by the replica", ["channel"]
         )
+        self.signature_memo_hits = r.counter(
+            "wulian_signature_memo_hits_total",
+            "Signature verifications saved by the node's memo of verified signatures "
+            "(node/signatures.py): votes checked again inside certificates",
+        )
 
     def render(self) -> str:
         return self.registry.render()

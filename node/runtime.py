@@ -190,11 +190,18 @@ class NodeRuntime:
             raise
 
     async def _watch_loop_lag(self) -> None:
+        """Every 100 ms: how late the timer fired, and the counts kept outside the
+        metrics (:meth:`refresh_metrics`)."""
         loop = asyncio.get_running_loop()
         while True:
             t0 = loop.time()
             await asyncio.sleep(0.1)
             self.metrics.loop_lag.observe(max(0.0, loop.time() - t0 - 0.1))
+            self.refresh_metrics()
+
+    def refresh_metrics(self) -> None:
+        """Mirror counts kept elsewhere into the metrics (the signature memo's hits)."""
+        self.metrics.signature_memo_hits.set_total(self.signatures.hits)
 
     def start(self) -> None:
         self._lag_task = asyncio.get_running_loop().create_task(self._watch_loop_lag())

@@ -117,5 +117,9 @@ def test_the_runtime_gives_its_replicas_and_cross_chain_rules_one_memo(tmp_path:
         before = len(memo)
         rt.channels["judicial"].replica.step(status)  # type: ignore[union-attr]
         assert len(memo) == before + 1
+        # a second check of the same vote is a hit, and the metrics show it
+        assert memo.verify(signer.public_key, status.tag, status.signing_bytes, status.signature)
+        rt.refresh_metrics()
+        assert "wulian_signature_memo_hits_total 1" in rt.metrics.render()
     finally:
         rt.store.close()
