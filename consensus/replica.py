@@ -142,6 +142,12 @@ class _Anchor:
     cert: CommitCertificate
 
 
+def _txs_bytes(block: Block) -> int:
+    """Approximate wire size of ``block``'s transactions (bodies and signatures): what
+    a catch-up answer is bounded by, and what ``fetch_parallel_bytes`` compares."""
+    return sum(len(tx.body_bytes) + 96 for tx in block.transactions)
+
+
 @dataclass
 class _FetchState:
     peer: str
@@ -1653,10 +1659,9 @@ class Replica:
                 for s, st in self._peer_status.items()
                 if st.committed_height >= lo and s in vset.by_id
             )
-            idle = [s for s in peers if s not in busy]
             if not peers:
                 return
-            pool = idle or peers
+            pool = [s for s in peers if s not in busy] or peers
             peer = pool[self._fetch_turn % len(pool)]
             self._fetch_turn += 1
             hi = min(
@@ -1690,7 +1695,7 @@ class Replica:
             entry = self.app.committed_block(h)
             if entry is None:
                 break
-            size += sum(len(tx.body_bytes) + 96 for tx in entry[0].transactions) + 1024
+            size += _txs_bytes(entry[0]) + 1024
             if entries and size > self.config.max_message_bytes // 2:
                 break
             entries.append(entry)
@@ -1708,9 +1713,7 @@ class Replica:
         )
         if asked is not None:
             self._fetches.remove(asked)
-            self._last_answer_bytes = sum(
-                len(tx.body_bytes) + 96 for blk, _ in b.entries for tx in blk.transactions
-            )
+            self._last_answer_bytes = sum(_txs_bytes(blk) for blk, _ in b.entries)
         if first is not None and first > self._committed_height + 1:
             if asked is not None:
                 self._held[first] = b  # ahead of a gap that another answer fills

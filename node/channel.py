@@ -185,7 +185,6 @@ class ChannelService:
         self._inbox_limit = inbox_limit
         self._status_cache = status_cache
         self._clock = clock_ms
-        self._scheme = scheme
         self._last_now = 0
         #: Loop time up to which this driver's stalls were already paused.
         self._accounted_to = 0.0
@@ -196,7 +195,7 @@ class ChannelService:
         )
         self.replica: Replica | None = None
         if self.is_validator or follow:
-            self.replica = self._build_replica(signer, consensus_overrides)
+            self.replica = self._build_replica(signer, scheme, consensus_overrides)
         #: Consensus votes and proposals, stepped first; then everything else (FORWARD,
         #: STATUS, FETCH, BLOCKS, client submissions) within a time budget, so bulk
         #: transaction traffic never delays a vote (head-of-line blocking).
@@ -248,7 +247,9 @@ class ChannelService:
             self.governance.observe_block(self.store.decode_block(self.channel, raw))
         self.governance.advance(tip)
 
-    def _build_replica(self, signer: Signer, overrides: dict[str, int]) -> Replica:
+    def _build_replica(
+        self, signer: Signer, scheme: SignatureScheme, overrides: dict[str, int]
+    ) -> Replica:
         params = self.config.params
         kwargs: dict[str, Any] = dict(overrides)
         if "max_batch_txs" not in kwargs and isinstance(params.get("max_block_txs"), int):
@@ -260,7 +261,7 @@ class ChannelService:
             node_id=self.node_id,
             channel=self.channel,
             signer=signer,
-            scheme=self._scheme,
+            scheme=scheme,
             genesis_prev_hash=channel_genesis_hash(self.genesis.hash, self.channel),
             overrides=kwargs,
         )
