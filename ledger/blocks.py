@@ -28,8 +28,6 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
-import msgpack
-
 from ledger.crypto import ED25519, SignatureScheme, Signer
 from ledger.encoding import (
     decode,
@@ -37,6 +35,7 @@ from ledger.encoding import (
     encode_list_of_encoded,
     encode_map_of_encoded,
     is_canonical,
+    pack,
 )
 from ledger.errors import SchemaError, SignatureError
 from ledger.hashing import TAG_BLOCK_HEADER, TAG_CHANNEL_GENESIS, TAG_TX, tagged_hash
@@ -97,7 +96,7 @@ def _packed(raw: dict[str, Any]) -> bytes | None:
     """``raw`` packed as-is (no sorting): equal bytes mean an identical map, types
     included (unlike ``==``, which lets ``True == 1``)."""
     try:
-        return bytes(msgpack.packb(raw, use_bin_type=True))
+        return pack(raw)
     except Exception:  # anything unpackable simply misses the memo
         return None
 
@@ -234,7 +233,7 @@ class Transaction:
         if canonical is not None:
             # The body is the wire map without "sig"; its keys, in sorted order:
             body = {k: m[k] for k in _BODY_KEYS_SORTED}
-            tx.__dict__["body_bytes"] = bytes(msgpack.packb(body, use_bin_type=True))
+            tx.__dict__["body_bytes"] = pack(body)
             tx.__dict__["_encoded"] = canonical
         if len(tx.body_bytes) > MAX_TX_PAYLOAD_BYTES:
             raise SchemaError(f"transaction larger than {MAX_TX_PAYLOAD_BYTES} bytes")

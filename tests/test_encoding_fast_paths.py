@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gc
 import secrets
+import threading
 from typing import Any
 
 import msgpack
@@ -31,12 +32,14 @@ from ledger.crypto import Ed25519Signer
 from ledger.encoding import (
     INT_MAX,
     INT_MIN,
+    _normalise,
     decode,
     encode,
     encode_byte_pairs_and_names,
     encode_list_of_encoded,
     encode_map_of_encoded,
     is_canonical,
+    pack,
 )
 from ledger.errors import EncodingError, LedgerError
 
@@ -150,6 +153,70 @@ def test_is_canonical_refuses_what_encode_changes_or_refuses() -> None:
     ):  # fmt: skip
         assert not is_canonical(bad), bad
     assert is_canonical({"a": [1, True, None, b"x", "é"], "b": {}})
+
+
+@settings(max_examples=80, deadline=None)
+@given(values)
+def test_a_canonical_value_is_packed_as_it_is(v: Any) -> None:
+    canonical = decode(encode(v))
+    assert _normalise(canonical, 0) is canonical  # walked, not copied
+    assert encode(canonical) == encode(v)
+
+
+def test_a_value_out_of_order_is_copied_and_the_callers_value_left_alone() -> None:
+    inner = {"b": 1, "a": 2}
+    v: dict[str, Any] = {"x": [inner, (1, 2), {"c": 3}], "a": "k"}
+    out = _normalise(v, 0)
+    assert out is not v and list(v) == ["x", "a"] and list(inner) == ["b", "a"]
+    assert list(out) == ["a", "x"] and list(out["x"][0]) == ["a", "b"]
+    assert out["x"][2] is v["x"][2]  # members that needed nothing are shared
+    assert encode(v) == encode({"a": "k", "x": [{"a": 2, "b": 1}, [1, 2], {"c": 3}]})
+    assert encode(v) == msgpack.packb(
+        {"a": "k", "x": [{"a": 2, "b": 1}, [1, 2], {"c": 3}]}, use_bin_type=True
+    )
+
+
+@settings(max_examples=60, deadline=None)
+@given(values | st.tuples(values, values))
+def test_pack_is_packb(v: Any) -> None:
+    assert pack(v) == msgpack.packb(v, use_bin_type=True)
+
+
+def test_pack_from_many_threads_at_once() -> None:
+    values = [{"i": i, "b": bytes([i % 256]) * (i % 700), "s": "x" * (i % 50)} for i in range(400)]
+    expected = [msgpack.packb(v, use_bin_type=True) for v in values]
+    wrong: list[int] = []
+
+    def work() -> None:
+        for _ in range(20):
+            for i, v in enumerate(values):
+                if pack(v) != expected[i]:
+                    wrong.append(i)
+
+    threads = [threading.Thread(target=work) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert wrong == []
+
+
+def test_a_packer_that_raised_is_not_reused() -> None:
+    for _ in range(3):
+        with pytest.raises(TypeError):
+            pack({"a": [1, 2, object()]})
+        assert pack({"a": [1, 2]}) == msgpack.packb({"a": [1, 2]}, use_bin_type=True)
+        assert pack("z") == b"\xa1z"
+
+
+def test_a_packer_grown_by_a_large_value_is_not_kept() -> None:
+    from ledger import encoding
+
+    encoding._PACKERS.clear()
+    assert pack(b"x" * (200 * 1024))[:3] == b"\xc6\x00\x03"  # bin 32, 204,800 bytes
+    assert encoding._PACKERS == []  # its buffer grew to 200 KiB: dropped
+    pack(b"x")
+    assert len(encoding._PACKERS) == 1
 
 
 def _tx(signer: Ed25519Signer, payload: dict[str, Any]) -> Transaction:
