@@ -14,7 +14,7 @@ value, so one value has exactly one encoding and a hash names one value.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, TypeAlias
 
 import msgpack
@@ -72,26 +72,20 @@ def _normalise(value: Any, depth: int) -> Any:
 
     Exact built-in types take the fast path (``type(v) is …``: no isinstance chain; ASCII
     strings need no UTF-8 check; code-point order of valid strings *is* their UTF-8 byte
-    order, so keys compare and sort as plain ``str``); scalar members are checked inline,
-    with no call each. A container whose keys are in order and whose members need no
-    change is returned as it is (msgpack packs a tuple as it packs a list), so the
-    usual value — a map built in key order — is walked once and not copied.
-    Subclasses and everything else go through :func:`_normalise_slow`, which has the
-    same rules.
+    order, so keys compare and sort as plain ``str``); a container's members are
+    checked by :func:`_changed_members`, with no call per scalar. A container whose
+    keys are in order and whose members need no change is returned as it is (msgpack
+    packs a tuple as it packs a list), so the usual value — a map built in key order —
+    is walked once and not copied. Subclasses and everything else go through
+    :func:`_normalise_slow`, which has the same rules.
     """
     if depth > MAX_DEPTH:
         raise EncodingError(f"value nested deeper than {MAX_DEPTH} levels")
     t = type(value)
     if t is dict:
-        if not value:
-            return value
-        d = depth + 1
-        if d > MAX_DEPTH:
-            raise EncodingError(f"value nested deeper than {MAX_DEPTH} levels")
         prev = ""
         ordered = True
-        changed: dict[str, Any] | None = None
-        for k, v in value.items():
+        for k in value:
             if type(k) is not str:
                 return _normalise_slow(value, depth)
             if not k.isascii():
@@ -99,44 +93,17 @@ def _normalise(value: Any, depth: int) -> Any:
             if k < prev:  # keys are distinct; "" is the least of all
                 ordered = False
             prev = k
-            tv = type(v)
-            if tv is str:
-                if not v.isascii():
-                    _check_utf8(v)
-            elif tv is int:
-                if not INT_MIN <= v <= INT_MAX:
-                    raise EncodingError(f"integer {v} outside the 64-bit range")
-            elif tv is not bytes and tv is not bool and v is not None:
-                nv = _normalise(v, d)
-                if nv is not v:
-                    if changed is None:
-                        changed = {}
-                    changed[k] = nv
+        changed = _changed_members(value.items(), len(value), depth + 1)
         if ordered and changed is None:
             return value
         if changed is None:
             return {k: value[k] for k in sorted(value)}
         return {k: changed.get(k, value[k]) for k in sorted(value)}
     if t is list or t is tuple:
-        d = depth + 1
-        if value and d > MAX_DEPTH:
-            raise EncodingError(f"value nested deeper than {MAX_DEPTH} levels")
-        out: list[Any] | None = None
-        for i, v in enumerate(value):
-            tv = type(v)
-            if tv is str:
-                if not v.isascii():
-                    _check_utf8(v)
-            elif tv is int:
-                if not INT_MIN <= v <= INT_MAX:
-                    raise EncodingError(f"integer {v} outside the 64-bit range")
-            elif tv is not bytes and tv is not bool and v is not None:
-                nv = _normalise(v, d)
-                if nv is not v:
-                    if out is None:
-                        out = list(value)
-                    out[i] = nv
-        return value if out is None else out
+        changed_at = _changed_members(enumerate(value), len(value), depth + 1)
+        if changed_at is None:
+            return value
+        return [changed_at.get(i, v) for i, v in enumerate(value)]
     if t is str:
         if not value.isascii():
             _check_utf8(value)
@@ -148,6 +115,30 @@ def _normalise(value: Any, depth: int) -> Any:
     if t is bytes or t is bool or value is None:
         return value
     return _normalise_slow(value, depth)
+
+
+def _changed_members(items: Iterable[tuple[Any, Any]], n: int, depth: int) -> dict[Any, Any] | None:
+    """Check the ``n`` members ``(key or index, value)`` of a container, each at nesting
+    ``depth``; returns the normalised copies of those that needed one (None if none
+    did). Raises :class:`EncodingError` like :func:`encode`."""
+    if n and depth > MAX_DEPTH:
+        raise EncodingError(f"value nested deeper than {MAX_DEPTH} levels")
+    changed: dict[Any, Any] | None = None
+    for k, v in items:
+        tv = type(v)
+        if tv is str:
+            if not v.isascii():
+                _check_utf8(v)
+        elif tv is int:
+            if not INT_MIN <= v <= INT_MAX:
+                raise EncodingError(f"integer {v} outside the 64-bit range")
+        elif tv is not bytes and tv is not bool and v is not None:
+            nv = _normalise(v, depth)
+            if nv is not v:
+                if changed is None:
+                    changed = {}
+                changed[k] = nv
+    return changed
 
 
 def _normalise_slow(value: Any, depth: int) -> Any:
