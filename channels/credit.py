@@ -45,7 +45,7 @@ from channels.loans import LoanSummary, fold_event
 from channels.roles import CREDIT_AGENCY, LENDER
 from channels.state import StateReader, WriteSet, height_part, read_value, seq_part
 from channels.supervision_view import SupervisionView
-from ledger.encoding import decode
+from ledger.encoding import decode_own
 from ledger.errors import CorruptLedgerError, SchemaError
 
 CHANNEL: Final = "credit"
@@ -312,7 +312,7 @@ def credit_answer(
     counts = {"open": 0, "overdue": 0, "collection": 0, "written_off": 0}
     outstanding = 0
     for _, raw in state.iter_prefix(record_prefix(borrower_ref)):
-        loan = LoanSummary.from_wire(decode(raw))
+        loan = LoanSummary.from_wire(decode_own(raw))
         if loan.is_open:
             open_lenders.add(loan.lender)
             counts["open"] += 1
@@ -321,12 +321,12 @@ def credit_answer(
             counts[loan.state] += 1
     entries: dict[str, int] = {}
     for _, raw in state.iter_prefix(borrower_entry_prefix(borrower_ref)):
-        e = decode(raw)
+        e = decode_own(raw)
         if not e["revoked"]:
             entries[e["kind"]] = entries.get(e["kind"], 0) + 1
     recent = 0
     for _, raw in state.iter_prefix(query_log_prefix(borrower_ref)):
-        q = decode(raw)
+        q = decode_own(raw)
         if q["lender"] != asker and q["t"] >= now_ms - window_ms:
             recent += 1
     return {

@@ -25,7 +25,7 @@ import bisect
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Final, Protocol
 
-from ledger.encoding import decode, encode, encode_byte_pairs_and_names
+from ledger.encoding import decode_own, encode, encode_byte_pairs_and_names
 from ledger.hashing import TAG_STATE, tagged_hash
 
 #: Width of a zero-padded decimal height inside a key.
@@ -211,9 +211,10 @@ class WriteSet:
             stop = own
 
     def get_value(self, key: bytes) -> Any:
-        """Decoded value at ``key`` or ``None`` if absent."""
+        """Decoded value at ``key`` or ``None`` if absent (:func:`~ledger.encoding.decode_own`:
+        state values are this node's own encodings)."""
         raw = self.get(key)
-        return None if raw is None else decode(raw)
+        return None if raw is None else decode_own(raw)
 
     # -- writes ------------------------------------------------------------------
     def put(self, key: bytes, value: bytes) -> None:
@@ -249,9 +250,10 @@ class WriteSet:
 
 
 def read_value(reader: StateReader, key: bytes) -> Any:
-    """Decoded value at ``key`` of any reader, or ``None``."""
+    """Decoded value at ``key`` of any reader, or ``None`` (readers hold this node's
+    own state: :func:`~ledger.encoding.decode_own`)."""
     raw = reader.get(key)
-    return None if raw is None else decode(raw)
+    return None if raw is None else decode_own(raw)
 
 
 def state_root_after(

@@ -32,7 +32,7 @@ from channels.supervision import (
     lender_loans_prefix,
     lender_log_prefix,
 )
-from ledger.encoding import decode
+from ledger.encoding import decode_own
 from ledger.errors import CorruptLedgerError
 
 
@@ -78,7 +78,7 @@ class SupervisionView:
         """Index entries (``k`` = ``loan`` or ``lender``) of heights in (lo, min(hi, as_of)]."""
         hi = min(hi_inclusive, self.as_of)
         for key, raw in iter_height_range(self.facts, HX_PREFIX, lo_exclusive, hi):
-            entry = dict(decode(raw))
+            entry = dict(decode_own(raw))
             entry["h"] = _fact_height(key)
             yield entry
 
@@ -109,12 +109,12 @@ class SupervisionView:
         raw = self.facts.get(event_prefix(lender, loan_id) + b"%06d" % seq)
         if raw is None:
             raise self._corrupt(f"missing event {lender}/{loan_id}/{seq}")
-        return EventFact.from_wire(decode(raw))
+        return EventFact.from_wire(decode_own(raw))
 
     def loan_history(self, lender: str, loan_id: str) -> list[EventFact]:
         out = []
         for _, raw in self.facts.iter_prefix(event_prefix(lender, loan_id)):
-            fact = EventFact.from_wire(decode(raw))
+            fact = EventFact.from_wire(decode_own(raw))
             if fact.height > self.as_of:
                 break
             out.append(fact)
@@ -138,7 +138,7 @@ class SupervisionView:
         prefix = borrower_prefix(borrower_ref)
         out = []
         for key, raw in self.facts.iter_prefix(prefix):
-            if decode(raw)["h"] <= self.as_of:
+            if decode_own(raw)["h"] <= self.as_of:
                 lender, loan_id = key[len(prefix) :].decode().split("/", 1)
                 out.append((lender, loan_id))
         return out
@@ -148,7 +148,7 @@ class SupervisionView:
         return [
             key[len(prefix) :].decode()
             for key, raw in self.facts.iter_prefix(prefix)
-            if decode(raw)["h"] <= self.as_of
+            if decode_own(raw)["h"] <= self.as_of
         ]
 
     def lender_loan_ids(self, lender: str) -> list[str]:
@@ -156,24 +156,24 @@ class SupervisionView:
         return [
             key[len(prefix) :].decode()
             for key, raw in self.facts.iter_prefix(prefix)
-            if decode(raw)["h"] <= self.as_of
+            if decode_own(raw)["h"] <= self.as_of
         ]
 
     # -- lenders ------------------------------------------------------------------
     def book(self, lender: str) -> LenderBook:
         item = last_at_or_below(self.facts, book_prefix(lender), self.as_of)
-        b = EMPTY_BOOK if item is None else decode(item[1])
+        b = EMPTY_BOOK if item is None else decode_own(item[1])
         return LenderBook(b["out"], b["dout"], b["open"], b["dlq"])
 
     def lender_status(self, lender: str) -> str | None:
         """``admitted`` / ``suspended`` as of ``as_of``, or ``None`` if not yet registered."""
         item = last_at_or_below(self.facts, lender_log_prefix(lender), self.as_of)
-        return None if item is None else str(decode(item[1])["status"])
+        return None if item is None else str(decode_own(item[1])["status"])
 
     def lender_admitted_time(self, lender: str) -> int | None:
         """Block time of the lender's first admission, if by ``as_of``."""
         for _, raw in self.facts.iter_prefix(lender_log_prefix(lender)):
-            fact = decode(raw)
+            fact = decode_own(raw)
             if fact["h"] > self.as_of:
                 return None
             t: int = fact["t"]
@@ -187,7 +187,7 @@ class SupervisionView:
         last = None
         for key, raw in self.facts.iter_prefix(prefix):
             org = key[len(prefix) :].split(b"/", 1)[0].decode()
-            if org != last and decode(raw)["h"] <= self.as_of:
+            if org != last and decode_own(raw)["h"] <= self.as_of:
                 seen.append(org)
                 last = org
         return seen
@@ -197,7 +197,7 @@ class SupervisionView:
         item = last_at_or_below(self.facts, activity_prefix(lender), self.as_of)
         if item is None:
             return None
-        a = decode(item[1])
+        a = decode_own(item[1])
         return self.event(lender, a["loan"], a["seq"])
 
     def activity_in_range(self, lender: str, lo_exclusive: int, hi_inclusive: int) -> bool:

@@ -34,6 +34,7 @@ from ledger.encoding import (
     INT_MIN,
     _normalise,
     decode,
+    decode_own,
     encode,
     encode_byte_pairs_and_names,
     encode_list_of_encoded,
@@ -217,6 +218,38 @@ def test_a_packer_grown_by_a_large_value_is_not_kept() -> None:
     assert encoding._PACKERS == []  # its buffer grew to 200 KiB: dropped
     pack(b"x")
     assert len(encoding._PACKERS) == 1
+
+
+@settings(max_examples=60, deadline=None)
+@given(values)
+def test_decode_own_reads_back_what_encode_wrote(v: Any) -> None:
+    data = encode(v)
+    assert decode_own(data) == decode(data)
+    assert encode(decode_own(data)) == data
+
+
+def test_decode_own_refuses_what_is_not_messagepack_but_skips_the_canonical_walk() -> None:
+    for bad in (b"", b"\xc1", b"\x81\xa1a", b"\x01\x02", b"\xd4\x01\x00"):  # ext, trailing…
+        with pytest.raises(EncodingError):
+            decode_own(bad)
+    unsorted = msgpack.packb({"b": 1, "a": 2})
+    with pytest.raises(EncodingError):
+        decode(unsorted)  # bytes from outside: refused
+    assert decode_own(unsorted) == {"b": 1, "a": 2}  # own state: never written this way
+
+
+def test_state_reads_go_through_decode_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    from channels import state as state_mod
+
+    calls: list[bytes] = []
+    monkeypatch.setattr(state_mod, "decode_own", lambda b: calls.append(b) or decode(b))
+    mem = state_mod.MemoryState()
+    ws = state_mod.WriteSet(mem)
+    ws.put_value(b"k", {"a": 1})
+    assert ws.get_value(b"k") == {"a": 1}
+    mem.apply_writes(ws.writes())
+    assert state_mod.read_value(mem, b"k") == {"a": 1}
+    assert calls == [encode({"a": 1})] * 2
 
 
 def _tx(signer: Ed25519Signer, payload: dict[str, Any]) -> Transaction:
