@@ -82,6 +82,23 @@ DEFAULT_OPEN_TABLES: Final = 64
 #: 2 MiB). With 10⁶ records on the ledger: peak RSS 229–280 MB per node with 2 MiB
 #: tables, 202–234 MB with 1 MiB; catch-up and throughput unchanged (session 10).
 TABLE_FILE_BYTES: Final = 1 << 20
+#: LevelDB's write buffer (its memtable): writes gather here, then go to a level-0
+#: table and are compacted down the levels. With LevelDB's default (4 MiB) its
+#: background compactions took about a quarter of each node's CPU under load — a
+#: native thread no Python profiler sees — rewriting every byte ~7 times: each of the
+#: many reads of keys that do not exist yet (a new transaction, report or loan id)
+#: probes a level-0 or level-1 table and one below it, and LevelDB compacts a table
+#: once it has been probed past so often ("seek compaction": file size / 16 KiB times,
+#: at least 100); so each flushed table went down at once, and a level-1 table holding
+#: one flush's random keys spans the whole key space: merging it rewrites a share of
+#: level 2 that grows with the ledger. Bytes rewritten per byte written go as (level-2
+#: size) / (write buffer). 90 s of full load (BENCHMARKS.md): 4 MiB 4.3 ms of node CPU
+#: per transaction, 8 MiB 3.6, 16 MiB 3.2 — but 16 MiB took one node to 275 MB at 10⁶
+#: records (8 MiB: 215–235 MB, as 4 MiB). LevelDB holds up to two buffers (a full one
+#: while it is written out) and writes a level-0 table of about this size.
+DEFAULT_WRITE_BUFFER_BYTES: Final = 8 << 20
+MIN_WRITE_BUFFER_BYTES: Final = 1 << 20
+MAX_WRITE_BUFFER_BYTES: Final = 256 << 20
 #: LevelDB's own bounds on ``max_open_files`` (it keeps 10 for its log and manifest).
 _LEVELDB_NON_TABLE_FILES: Final = 10
 MIN_OPEN_TABLES: Final = 64
@@ -238,10 +255,12 @@ class BlockStore:
         verify_recent: int = DEFAULT_VERIFY_RECENT,
         verify_recent_txs: int = DEFAULT_VERIFY_RECENT_TXS,
         open_tables: int = DEFAULT_OPEN_TABLES,
+        write_buffer_bytes: int = DEFAULT_WRITE_BUFFER_BYTES,
     ) -> BlockStore:
         """Open (or with ``create=True`` create) the ledger database at ``path``,
         keeping at most ``open_tables`` LevelDB table files open (and mapped; see
-        :data:`DEFAULT_OPEN_TABLES`).
+        :data:`DEFAULT_OPEN_TABLES`) and a write buffer of ``write_buffer_bytes``
+        (:data:`DEFAULT_WRITE_BUFFER_BYTES`).
 
         Raises :class:`StoreError` if the database is missing (and ``create`` is false),
         locked by another process or not LevelDB; :class:`ConfigError` if it was made
@@ -250,13 +269,16 @@ class BlockStore:
         if they hold over ``verify_recent_txs`` transactions; see :meth:`check_recent`)
         are inconsistent or LevelDB reports damaged files. ``verify_recent=0`` skips
         the check (the verifier walks all). ValueError for a genesis hash that is not
-        32 bytes or ``open_tables`` outside 64–49,990 (LevelDB's range).
+        32 bytes, ``open_tables`` outside 64–49,990 (LevelDB's range) or
+        ``write_buffer_bytes`` outside 1–256 MiB.
         """
         p = Path(path)
         if len(genesis_hash) != HASH_SIZE:
             raise ValueError("genesis hash must be 32 bytes")
         if not MIN_OPEN_TABLES <= open_tables <= MAX_OPEN_TABLES:
             raise ValueError(f"open_tables must be {MIN_OPEN_TABLES} to {MAX_OPEN_TABLES}")
+        if not MIN_WRITE_BUFFER_BYTES <= write_buffer_bytes <= MAX_WRITE_BUFFER_BYTES:
+            raise ValueError("write_buffer_bytes must be 1 to 256 MiB")
         if not create and not p.is_dir():
             raise StoreError(f"no ledger database at {p}")
         if create:
@@ -281,6 +303,7 @@ class BlockStore:
                 bloom_filter_bits=10,
                 max_open_files=open_tables + _LEVELDB_NON_TABLE_FILES,
                 max_file_size=TABLE_FILE_BYTES,
+                write_buffer_size=write_buffer_bytes,
             )
         except plyvel.CorruptionError as exc:
             raise _corrupt_db(p, exc) from None

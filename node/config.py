@@ -33,6 +33,8 @@ Example (``wulian up`` writes one per node)::
     frame_max_bytes = 2097152
     frame_flush_ms = 2
     tick_ms = 20
+    ledger_open_tables = 64  # LevelDB table files kept open (and mapped)
+    ledger_write_buffer_mb = 8  # LevelDB's write buffer (up to two in memory)
 
     [consensus]              # every field optional; defaults of consensus.ReplicaConfig,
     window = 8               # except status_interval_ms, partial_batch_inflight,
@@ -65,7 +67,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from ledger.errors import ConfigError
 from ledger.governance import CONFIG_ACTIVATION_DELAY
 from ledger.schema import is_name
-from ledger.store import DEFAULT_OPEN_TABLES, MAX_OPEN_TABLES, MIN_OPEN_TABLES
+from ledger.store import (
+    DEFAULT_OPEN_TABLES,
+    DEFAULT_WRITE_BUFFER_BYTES,
+    MAX_OPEN_TABLES,
+    MAX_WRITE_BUFFER_BYTES,
+    MIN_OPEN_TABLES,
+    MIN_WRITE_BUFFER_BYTES,
+)
 
 MAX_CONFIG_BYTES = 1024 * 1024
 #: Consensus defaults of a node that differ from ``consensus.ReplicaConfig``'s (those suit
@@ -124,6 +133,11 @@ class _Limits(_Strict):
     status_cache: int = Field(default=200_000, ge=100, le=10_000_000)
     ledger_open_tables: int = Field(
         default=DEFAULT_OPEN_TABLES, ge=MIN_OPEN_TABLES, le=MAX_OPEN_TABLES
+    )
+    ledger_write_buffer_mb: int = Field(
+        default=DEFAULT_WRITE_BUFFER_BYTES >> 20,
+        ge=MIN_WRITE_BUFFER_BYTES >> 20,
+        le=MAX_WRITE_BUFFER_BYTES >> 20,
     )
 
 
@@ -192,6 +206,8 @@ class Limits:
     status_cache: int = 200_000
     #: LevelDB table files kept open and mapped (ledger.store.DEFAULT_OPEN_TABLES).
     ledger_open_tables: int = DEFAULT_OPEN_TABLES
+    #: LevelDB's write buffer in MiB (ledger.store.DEFAULT_WRITE_BUFFER_BYTES).
+    ledger_write_buffer_mb: int = DEFAULT_WRITE_BUFFER_BYTES >> 20
 
 
 @dataclass(frozen=True)

@@ -182,6 +182,7 @@ class NodeRuntime:
             genesis.hash,
             create=True,
             open_tables=config.limits.ledger_open_tables,
+            write_buffer_bytes=config.limits.ledger_write_buffer_mb << 20,
         )
         try:
             return cls(config, genesis, store)

@@ -20,6 +20,7 @@ from ledger.encoding import encode
 from ledger.errors import ConfigError, CorruptLedgerError
 from ledger.ledger_verify import verify_channel
 from ledger.store import (
+    DEFAULT_WRITE_BUFFER_BYTES,
     TABLE_FILE_BYTES,
     BlockCommit,
     BlockRejectedError,
@@ -628,7 +629,10 @@ def test_open_tables_bounds_the_mapped_table_files(tmp_path: Path) -> None:
     chain = make_chain(1, 1)
     path = tmp_path / "ledger"
     rng = random.Random(7)
-    with open_store(path, chain.genesis_hash) as store:
+    # 1 MiB write buffer: level-0 tables (one per buffer) as small as the compacted ones
+    with BlockStore.open(
+        path, chain.genesis_hash, create=True, write_buffer_bytes=1 << 20
+    ) as store:
         state_prefix = store._k(CH).state
         # 100 MB of incompressible state values in random key order (so that compaction
         # merges tables rather than moving them), written with the store's own options
@@ -656,3 +660,40 @@ def test_open_tables_bounds_the_mapped_table_files(tmp_path: Path) -> None:
 
     with pytest.raises(ValueError, match="open_tables"):
         BlockStore.open(path, chain.genesis_hash, create=False, open_tables=63)
+
+
+# ---------------------------------------------------------------- write buffer
+
+
+def _tables(ledger: Path) -> int:
+    return sum(1 for f in ledger.iterdir() if f.suffix == ".ldb")
+
+
+def test_write_buffer_holds_writes_until_it_is_full(tmp_path: Path) -> None:
+    """A level-0 table is written when the buffer fills: 5 MiB of WAL entries make
+    tables with a 1 MiB buffer and none with the default 8 MiB (still in the log)."""
+    chain = make_chain(1, 1)
+    rng = random.Random(3)
+    blobs = [rng.randbytes(64 << 10) for _ in range(80)]  # 5 MiB, incompressible
+    tables = {}
+    for buffer in (1 << 20, DEFAULT_WRITE_BUFFER_BYTES):
+        path = tmp_path / f"ledger-{buffer}"
+        with BlockStore.open(
+            path, chain.genesis_hash, create=True, write_buffer_bytes=buffer
+        ) as store:
+            for i, blob in enumerate(blobs):
+                store.put_wal(CH, {f"e{i}": blob})
+            time.sleep(0.5)  # LevelDB writes level-0 tables in its background thread
+            tables[buffer] = _tables(path)
+        with BlockStore.open(path, chain.genesis_hash, create=False) as store:
+            assert store.get_wal(CH, "e79") == blobs[79]  # nothing lost either way
+    assert DEFAULT_WRITE_BUFFER_BYTES == 8 << 20
+    assert tables[1 << 20] >= 3 and tables[DEFAULT_WRITE_BUFFER_BYTES] == 0
+
+
+def test_write_buffer_bounds(tmp_path: Path) -> None:
+    chain = make_chain(1, 1)
+    for bad in ((1 << 20) - 1, (256 << 20) + 1):
+        with pytest.raises(ValueError, match="write_buffer_bytes"):
+            BlockStore.open(tmp_path / "l", chain.genesis_hash, create=True, write_buffer_bytes=bad)
+    assert not (tmp_path / "l").exists()  # refused before anything was created

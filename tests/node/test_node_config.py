@@ -49,6 +49,7 @@ def test_valid_config_resolves_paths_and_defaults(tmp_path: Path) -> None:
     assert cfg.limits.max_body_bytes == 65536
     assert cfg.limits.tick_ms == Limits().tick_ms
     assert cfg.limits.ledger_open_tables == 64
+    assert cfg.limits.ledger_write_buffer_mb == 8
     assert cfg.consensus == {**NODE_CONSENSUS_DEFAULTS, "base_timeout_ms": 500}
     assert cfg.rules == "channels"
 
@@ -116,6 +117,16 @@ def test_propose_when_idle_is_a_toml_bool_that_reaches_the_replica(tmp_path: Pat
             GOOD.replace("max_body_bytes = 65536", "ledger_open_tables = 32"),
             "limits.ledger_open_tables",
             "greater than or equal to 64",
+        ),
+        (
+            GOOD.replace("max_body_bytes = 65536", "ledger_write_buffer_mb = 0"),
+            "limits.ledger_write_buffer_mb",
+            "greater than or equal to 1",
+        ),
+        (
+            GOOD.replace("max_body_bytes = 65536", "ledger_write_buffer_mb = 257"),
+            "limits.ledger_write_buffer_mb",
+            "less than or equal to 256",
         ),
         (GOOD.replace('"bureau-node"', '"Bad Id"'), "node_id", "identifier"),
         (GOOD.replace("[listen]", '[log]\nformat = "xml"\n[listen]'), "log.format", ""),

@@ -71,7 +71,7 @@ def test_runtime_opens_and_refuses_wrong_identity(tmp_path: Path) -> None:
         NodeRuntime.open(unknown)
 
 
-def test_the_ledger_is_opened_with_the_configured_open_tables(
+def test_the_ledger_is_opened_with_the_configured_table_and_buffer_limits(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import dataclasses
@@ -82,14 +82,14 @@ def test_the_ledger_is_opened_with_the_configured_open_tables(
     real_open = BlockStore.open
 
     def recording_open(*args: object, **kw: object) -> BlockStore:
-        seen.append(kw.get("open_tables"))
+        seen.append((kw.get("open_tables"), kw.get("write_buffer_bytes")))
         return real_open(*args, **kw)  # type: ignore[arg-type]
 
     monkeypatch.setattr(BlockStore, "open", recording_open)
     cfg = load_node_config(write_config(tmp_path))
-    cfg = dataclasses.replace(cfg, limits=Limits(ledger_open_tables=200))
+    cfg = dataclasses.replace(cfg, limits=Limits(ledger_open_tables=200, ledger_write_buffer_mb=8))
     NodeRuntime.open(cfg).store.close()
-    assert seen == [200]
+    assert seen == [(200, 8 << 20)]
 
 
 def test_store_of_another_genesis_is_refused(tmp_path: Path) -> None:
