@@ -73,7 +73,8 @@ DEFAULT_VERIFY_RECENT_TXS: Final = 20_000
 #: 1,000 of them) and every page read stays in the process's resident set until the
 #: table is closed: with its default (1,000 files) a node's RSS grows with its ledger —
 #: 178–313 MB of mapped tables per node at 10⁶ records (469 MB of ledger each; session
-#: 10). 64 open tables of ≤ 1 MiB (:data:`TABLE_FILE_BYTES`) bound that to 64 MiB; a
+#: 10). 64 open tables of ≤ 1 MiB (:data:`TABLE_FILE_BYTES`) bound that to 64 MiB (plus
+#: the few level-0 tables, each about :data:`DEFAULT_WRITE_BUFFER_BYTES`); a
 #: table read after it was closed is opened again (its index and filter blocks read
 #: anew). Tables written before with LevelDB's 2 MiB stay so until compaction rewrites
 #: them.
