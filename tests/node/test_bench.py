@@ -83,6 +83,8 @@ def test_bench_quick_reports_every_figure(tmp_path: Path) -> None:
     # sane relations, whatever the speed
     assert f["latency_full_p50_ms"] <= f["latency_full_p95_ms"] <= f["latency_full_p99_ms"]
     assert f["latency_half_p50_ms"] <= f["latency_half_p99_ms"]
+    half = doc["details"]["half_load"]  # the requests the percentiles rest on
+    assert half["requests"] >= 1 and half["worst_request_ms"] >= f["latency_half_p99_ms"]
     for size in ("1", "10", "100"):  # every idle request committed, min ≤ p50 ≤ max
         idle = doc["details"]["idle_latency"]["sizes"][size]
         assert idle["committed"] == idle["requests"] == 3, idle
