@@ -313,18 +313,7 @@ def decode(data: bytes, *, max_size: int = MAX_ENCODED_SIZE) -> Any:
         raise EncodingError("expected bytes")
     if len(data) > max_size:
         raise EncodingError(f"encoded value is {len(data)} bytes, limit {max_size}")
-    try:
-        value = msgpack.unpackb(
-            data,
-            raw=False,
-            use_list=True,
-            strict_map_key=True,
-            ext_hook=_refuse_ext,
-        )
-    except EncodingError:
-        raise
-    except Exception as exc:  # msgpack raises several unrelated types
-        raise EncodingError(f"not valid MessagePack: {exc}") from None
+    value = _unpack(data)
     _check_decoded(value, 0)
     # With every map's keys already in canonical order (checked above), the decoded
     # value packs exactly as encode(value) would: re-packing it compares the shortest
@@ -344,6 +333,12 @@ def decode_own(data: bytes) -> Any:
     Raises :class:`EncodingError` if ``data`` is not MessagePack or uses extension
     types.
     """
+    return _unpack(data)
+
+
+def _unpack(data: bytes) -> Any:
+    """MessagePack → value (lists, string map keys, no extension types): the first
+    step of :func:`decode` and all of :func:`decode_own`. Raises :class:`EncodingError`."""
     try:
         return msgpack.unpackb(
             data, raw=False, use_list=True, strict_map_key=True, ext_hook=_refuse_ext
