@@ -65,6 +65,7 @@ from ledger.genesis import Genesis, load_genesis
 from ledger.hashing import TAG_TX
 from ledger.keyfile import load_key_file
 from ledger.request_auth import sign_request
+from node.config import DEFAULT_ACK_DELAY_MS
 from node.localnet import DEMO_LENDER, LocalNetwork, add_lender_orgs, admit_lenders, free_base_port
 from node.seed import level_nodes
 
@@ -91,6 +92,9 @@ OPT_IN_PHASES: Final = frozenset({"memory"})
 IDLE_SIZES: Final = (1, 10, 100)
 IDLE_REQUESTS: Final = 10
 IDLE_GAP_S: Final = 0.3
+#: The mempools stay empty this long before a phase counts the network as idle: longer
+#: than acknowledgements wait before they are sent (node.config.DEFAULT_ACK_DELAY_MS).
+SETTLE_HOLD_S: Final = DEFAULT_ACK_DELAY_MS / 1000 + 1.0
 #: A phase that needs another's results.
 PHASE_NEEDS: Final = {"half_load": "throughput", "evidence": "anchoring"}
 #: Loan reports in each block of the catch-up backlog.
@@ -807,10 +811,12 @@ class Bench:
                 await t
 
     async def _settle(self, timeout_s: float) -> tuple[float, bool]:
-        """Wait until no node holds a pending transaction on any channel (the previous
-        phase's work — acks, anchors, credit syncs — is done), at most ``timeout_s``;
-        returns (seconds waited, whether the network got idle)."""
+        """Wait until no node has held a pending transaction on any channel for
+        :data:`SETTLE_HOLD_S` (the previous phase's work — anchors, credit syncs, and
+        the acknowledgements that wait ``[relay] ack_delay_ms`` — is done), at most
+        ``timeout_s``; returns (seconds waited, whether the network got idle)."""
         start = time.monotonic()
+        empty_since: float | None = None
         http = self._lenders.http
 
         async def pending(url: str) -> float:
@@ -824,8 +830,13 @@ class Bench:
 
         while True:
             counts = await asyncio.gather(*(pending(u) for u in self._urls))
-            waited = time.monotonic() - start
-            if not any(counts):
+            now = time.monotonic()
+            waited = now - start
+            if any(counts):
+                empty_since = None
+            elif empty_since is None:
+                empty_since = now
+            elif now - empty_since >= SETTLE_HOLD_S:
                 return waited, True
             if waited > timeout_s:
                 self.log(f"bench: network not idle after {timeout_s:.0f} s: {counts}")

@@ -50,6 +50,9 @@ Example (``wulian up`` writes one per node)::
     status_interval_ms = 1000
     fetch_parallel = 2       # catch-up requests in flight at once
 
+    [relay]                  # optional
+    ack_delay_ms = 2000      # acknowledgements wait this long, then go together
+
 Errors: :func:`load_node_config` raises :class:`ledger.errors.ConfigError` whose
 ``str()`` is one line ``FILE: FIELD: problem``.
 """
@@ -96,6 +99,14 @@ NODE_CONSENSUS_DEFAULTS: dict[str, int] = {
     # checked and applied (one at a time left the node idle a quarter of the time).
     "fetch_parallel": 2,
 }
+#: Acknowledgements of anchored supervision blocks (``node.relays``) wait until the
+#: oldest block they are due for was proposed this long ago, then one ack transaction
+#: covers every block anchored meanwhile. Acked at once, each block of lender reports
+#: brought an ack-only supervision block and the court block anchoring that: at half
+#: load 84 % of the network's blocks were that cascade; with the delay, supervision and
+#: judicial blocks halved and the nodes' CPU fell by a sixth (BENCHMARKS.md, session 14).
+DEFAULT_ACK_DELAY_MS = 2000
+MAX_ACK_DELAY_MS = 60_000
 #: Largest pipelining window a node may run: a validator-set change committed at ``c``
 #: takes effect after ``c + CONFIG_ACTIVATION_DELAY``, which must cover the window.
 MAX_WINDOW = CONFIG_ACTIVATION_DELAY
@@ -166,6 +177,10 @@ class _Consensus(_Strict):
     tx_cache_size: int | None = Field(default=None, ge=1, le=10_000_000)
 
 
+class _Relay(_Strict):
+    ack_delay_ms: int = Field(default=DEFAULT_ACK_DELAY_MS, ge=0, le=MAX_ACK_DELAY_MS)
+
+
 class _NodeConfigDoc(_Strict):
     node_id: str
     key_file: str
@@ -180,6 +195,7 @@ class _NodeConfigDoc(_Strict):
     tls: _Tls | None = None
     limits: _Limits = _Limits()
     consensus: _Consensus = _Consensus()
+    relay: _Relay = _Relay()
 
 
 @dataclass(frozen=True)
@@ -239,6 +255,8 @@ class NodeConfig:
     source: Path | None = None
     #: TLS files (``[tls]``), or None to serve plain HTTP.
     tls: TlsFiles | None = None
+    #: ``[relay] ack_delay_ms`` (:data:`DEFAULT_ACK_DELAY_MS`).
+    ack_delay_ms: int = DEFAULT_ACK_DELAY_MS
 
     @property
     def ledger_dir(self) -> Path:
@@ -319,6 +337,7 @@ def parse_node_config(doc: Any, path: str | os.PathLike[str]) -> NodeConfig:
             absolute(model.tls.key_file),
             absolute(model.tls.ca_file),
         ),
+        ack_delay_ms=model.relay.ack_delay_ms,
     )
 
 

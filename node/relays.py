@@ -22,6 +22,13 @@ some unacknowledged supervision block holds another transaction; ack-only blocks
 acknowledged together with the next block that carries real records (acks must come
 in height order, so they are never skipped, only deferred).
 
+Batching: the ack leg also waits until the oldest block it is due for was proposed
+``ack_delay_ms`` ago (``[relay] ack_delay_ms``, :data:`node.config.DEFAULT_ACK_DELAY_MS`),
+or until :data:`ACK_BACKLOG_BLOCKS` blocks wait, and then acknowledges every anchored
+block in one go. Acked at once, each block of lender reports brought an ack-only
+block and the court block anchoring it. Evidence codes do not wait for acks: a node
+reads them from the court chain.
+
 Staggering: every node relays, but not all at once. For each piece of work (the judicial
 chain's anchor progress, the supervision chain's last ack) the nodes take turns by rank
 ``(height + node index) mod n``: rank 0 acts at once, rank ``k`` only if the work is
@@ -50,6 +57,7 @@ from ledger.genesis import Genesis
 from ledger.store import BlockStore
 from node.channel import ChannelService
 from node.channel_rules import ACK_EXTENSION_POINT
+from node.config import DEFAULT_ACK_DELAY_MS
 from node.rules import StoreState
 
 log = logging.getLogger("wulian.node.relay")
@@ -65,6 +73,9 @@ STAGGER_MS = 1500
 MAX_BEHIND = 4
 #: Unacknowledged supervision blocks looked at to decide whether acks are due.
 MAX_ACK_SCAN = 1024
+#: Acks are due at once, whatever the delay, when a block due for one has this many
+#: blocks after it (the ack relay's window: one step acknowledges that many).
+ACK_BACKLOG_BLOCKS = 64
 
 
 class StoreBlockSource:
@@ -162,8 +173,14 @@ class NodeRelays:
         signer: Signer,
         channels: dict[str, ChannelService],
         clock_ms: Callable[[], int],
+        ack_delay_ms: int = DEFAULT_ACK_DELAY_MS,
     ) -> None:
+        """Raises ValueError for a negative ``ack_delay_ms``."""
         from crosschain.ack import AckRule
+
+        if ack_delay_ms < 0:
+            raise ValueError("ack_delay_ms must not be negative")
+        self.ack_delay_ms = ack_delay_ms
 
         self.channels = channels
         self.store = store
@@ -172,9 +189,10 @@ class NodeRelays:
         self._n = max(1, len(ids))
         self._seen: dict[str, tuple[object, int]] = {}
         self.clock_ms = clock_ms
-        #: Unacknowledged supervision heights already looked at: True if the block holds
-        #: a transaction other than an ack (committed blocks never change).
-        self._needs_ack: dict[int, bool] = {}
+        #: Unacknowledged supervision heights already looked at: the block's time if it
+        #: holds a transaction other than an ack, else None (committed blocks never
+        #: change).
+        self._needs_ack: dict[int, int | None] = {}
         #: Test-only hook (node/byzantine.py ``bad-anchors``): the anchor transactions
         #: → the ones to submit. None in production.
         self.tamper_anchors: Callable[[list[Transaction]], list[Transaction]] | None = None
@@ -200,22 +218,26 @@ class NodeRelays:
         acked = self.ack_sink.ack_state().acked
         return self._my_turn(channel, acked, acked, now)
 
-    def _ack_needed(self) -> bool:
-        """True if an unacknowledged supervision block holds a non-ack transaction."""
+    def _ack_needed(self, now: int) -> bool:
+        """True if the oldest unacknowledged supervision block that holds a non-ack
+        transaction was proposed at least :attr:`ack_delay_ms` before ``now`` (ms), or
+        has :data:`ACK_BACKLOG_BLOCKS` blocks after it."""
         acked = self.ack_sink.ack_state().acked
         tip = self.store.height(SOURCE_CHANNEL)
         for h in [h for h in self._needs_ack if h <= acked]:
             del self._needs_ack[h]
         for h in range(acked + 1, min(tip, acked + MAX_ACK_SCAN) + 1):
-            needs = self._needs_ack.get(h)
-            if needs is None:
+            if h in self._needs_ack:
+                time_ms = self._needs_ack[h]
+            else:
                 block = self.store.block(SOURCE_CHANNEL, h)
                 if block is None:
                     return False
                 needs = any(tx.type != ACK_EXTENSION_POINT for tx in block.transactions)
-                self._needs_ack[h] = needs
-            if needs:
-                return True
+                time_ms = block.header.time_ms if needs else None
+                self._needs_ack[h] = time_ms
+            if time_ms is not None:
+                return time_ms <= now - self.ack_delay_ms or tip - h >= ACK_BACKLOG_BLOCKS
         # a backlog longer than the scan: acknowledge rather than stall behind it
         return tip > acked + MAX_ACK_SCAN
 
@@ -237,7 +259,7 @@ class NodeRelays:
             if svc.replica is not None and svc.replica.behind_by > MAX_BEHIND:
                 continue  # its view of the chain's progress is stale: the others relay
             # blocking LevelDB reads: keep them off the event loop
-            if channel == SOURCE_CHANNEL and not await asyncio.to_thread(self._ack_needed):
+            if channel == SOURCE_CHANNEL and not await asyncio.to_thread(self._ack_needed, now):
                 continue
             if not await asyncio.to_thread(self._turn, channel, now):
                 continue

@@ -101,6 +101,7 @@ class NodeRuntime:
                 signer=self.signer,
                 channels=self.channels,
                 clock_ms=wall_clock_ms,
+                ack_delay_ms=config.ack_delay_ms,
             )
             if self.byzantine is not None and self.byzantine.mode == "bad-anchors":
                 self.relays.tamper_anchors = self.byzantine.relay_anchors

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -51,12 +51,14 @@ class Chain:
         self.prev = svc.store.last_hash(CH)
         self.height = svc.store.height(CH)
 
-    def block(self, keys: Sequence[str]) -> tuple[Block, CommitCertificate]:
+    def block(
+        self, keys: Sequence[str], tx_type: str = "loan_event"
+    ) -> tuple[Block, CommitCertificate]:
         signer = self.signers[self.sender]
         h = self.height + 1
         txs = tuple(
             Transaction(
-                network=self.svc.genesis.hash, channel=CH, type="loan_event",
+                network=self.svc.genesis.hash, channel=CH, type=tx_type,
                 sender=self.sender, public_key=signer.public_key,
                 nonce=secrets.randbits(62), time_ms=1_700_000_000_000 + h, payload={"k": k},
             ).signed(signer)
@@ -74,15 +76,6 @@ class Chain:
         )
         self.prev, self.height = block.hash, h
         return block, CommitCertificate(CH, h, 0, block.hash, votes)
-
-
-@pytest.fixture
-def runtime(tmp_path: Path) -> Iterator[NodeRuntime]:
-    rt = NodeRuntime.open(load_node_config(write_config(tmp_path)))
-    try:
-        yield rt
-    finally:
-        rt.store.close()
 
 
 def commit(svc: ChannelService, blocks: Sequence[tuple[Block, CommitCertificate]]) -> None:

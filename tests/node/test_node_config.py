@@ -9,6 +9,7 @@ import pytest
 from ledger.errors import ConfigError
 from node.commands import node_cmd
 from node.config import (
+    DEFAULT_ACK_DELAY_MS,
     NODE_CONSENSUS_DEFAULTS,
     Limits,
     load_node_config,
@@ -52,6 +53,12 @@ def test_valid_config_resolves_paths_and_defaults(tmp_path: Path) -> None:
     assert cfg.limits.ledger_write_buffer_mb == 8
     assert cfg.consensus == {**NODE_CONSENSUS_DEFAULTS, "base_timeout_ms": 500}
     assert cfg.rules == "channels"
+    assert cfg.ack_delay_ms == DEFAULT_ACK_DELAY_MS == 2000
+
+
+def test_relay_ack_delay_is_read(tmp_path: Path) -> None:
+    cfg = load_node_config(write(tmp_path, GOOD + "\n[relay]\nack_delay_ms = 0\n"))
+    assert cfg.ack_delay_ms == 0
 
 
 def test_rendered_config_round_trips(tmp_path: Path) -> None:
@@ -128,6 +135,8 @@ def test_propose_when_idle_is_a_toml_bool_that_reaches_the_replica(tmp_path: Pat
             "limits.ledger_write_buffer_mb",
             "less than or equal to 256",
         ),
+        (GOOD + "[relay]\nack_delay_ms = -1\n", "relay.ack_delay_ms", "greater than or equal"),
+        (GOOD + "[relay]\nack_delay_ms = 60001\n", "relay.ack_delay_ms", "less than or equal"),
         (GOOD.replace('"bureau-node"', '"Bad Id"'), "node_id", "identifier"),
         (GOOD.replace("[listen]", '[log]\nformat = "xml"\n[listen]'), "log.format", ""),
         (

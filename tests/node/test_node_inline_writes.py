@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,19 +23,8 @@ from node.channel import (
     ChannelService,
     _commit_bytes,
 )
-from node.config import load_node_config
 from node.runtime import NodeRuntime
 from tests.node.test_node_commit_batches import CH, Chain, commit
-from tests.node.test_node_runtime import write_config
-
-
-@pytest.fixture
-def runtime(tmp_path: Path) -> Iterator[NodeRuntime]:
-    rt = NodeRuntime.open(load_node_config(write_config(tmp_path)))
-    try:
-        yield rt
-    finally:
-        rt.store.close()
 
 
 class Clock:

@@ -35,6 +35,7 @@ import pytest
 
 from clients import Client, LoanEvent, PseudonymKey, TransactionInvalid, write_pseudonym_key_file
 from ledger.genesis import Genesis, genesis_document, genesis_from_document, write_genesis
+from node.config import DEFAULT_ACK_DELAY_MS
 from node.localnet import admit_lenders
 from tests.channels.helpers import id_number
 from tests.node.netfixture import (
@@ -417,8 +418,11 @@ def test_credit_answers_show_the_multi_lender_borrower(month: Month) -> None:
     assert "lender-" not in repr(after)
 
 
-def quiet_heights(net: TestNetwork, *, still_s: float = 2.0) -> dict[str, int]:
-    """Wait until no channel's height changes for ``still_s`` seconds; the heights."""
+def quiet_heights(
+    net: TestNetwork, *, still_s: float = DEFAULT_ACK_DELAY_MS / 1000 + 2.0
+) -> dict[str, int]:
+    """Wait until no channel's height changes for ``still_s`` seconds (longer than
+    acknowledgements wait: ``[relay] ack_delay_ms``); the heights."""
     channels = ("supervision", "risk", "judicial", "credit", "service")
 
     def snap() -> dict[str, int]:

@@ -85,8 +85,16 @@ def next_relayer(net: TestNetwork) -> str:
     return ids[-last % len(ids)]
 
 
-def wait_idle_and_anchored(net: TestNetwork, timeout_s: float) -> tuple[int, int]:
-    """Wait until the supervision tip is anchored and both chains stop growing."""
+def acked_heights(net: TestNetwork, i: int) -> list[int]:
+    return [
+        EvidenceAck.from_payload(tx.payload).source_height
+        for tx in valid_txs(net, i, "supervision", ACK_TX_TYPE)
+    ]
+
+
+def wait_idle_and_anchored(net: TestNetwork, timeout_s: float, acked_to: int) -> tuple[int, int]:
+    """Wait until the supervision tip is anchored, its blocks up to ``acked_to``
+    acknowledged (acks wait ``[relay] ack_delay_ms``) and both chains stop growing."""
     probe = net.client(0, "bureau")
     deadline = time.monotonic() + timeout_s
     last = (-1, -1)
@@ -94,7 +102,8 @@ def wait_idle_and_anchored(net: TestNetwork, timeout_s: float) -> tuple[int, int
         now = (probe.height("supervision"), probe.height("judicial"))
         if now == last:  # stable: is the supervision tip anchored? (scans the blocks)
             anchored = header_anchor_heights(net, 0)
-            if anchored and anchored[-1] >= now[0]:
+            acked = acked_heights(net, 0)
+            if anchored and anchored[-1] >= now[0] and acked and acked[-1] >= acked_to:
                 return now
         assert time.monotonic() < deadline, f"not settled: heights {now}"
         last = now
@@ -139,24 +148,21 @@ def stream_with_relay_kill(
         # every record gets its evidence code (the last one waited for end to end)
         c.evidence(sent[-1], index=1)
         times["last_code"] = time.monotonic() - t0
-        sup_tip, jud_tip = wait_idle_and_anchored(net, timeout_s=180)
-        times["settled"] = time.monotonic() - t0
         record_heights = []
         for tx_id in sent:
             st = c.status(tx_id)
             assert len(st.evidence_codes) == 2 and len(set(st.evidence_codes)) == 2, st
             assert st.height is not None
             record_heights.append(st.height)
+        sup_tip, jud_tip = wait_idle_and_anchored(net, 180, acked_to=max(record_heights))
+        times["settled"] = time.monotonic() - t0
 
     net.wait_heights("judicial", jud_tip, timeout_s=120, indexes=[killed])
     net.wait_heights("supervision", sup_tip, timeout_s=120, indexes=[killed])
     for i in (0, killed):  # the restarted node caught up and agrees
         heights = header_anchor_heights(net, i)
         assert heights == list(range(1, sup_tip + 1)), (i, heights)
-        acked = [
-            EvidenceAck.from_payload(tx.payload).source_height
-            for tx in valid_txs(net, i, "supervision", ACK_TX_TYPE)
-        ]
+        acked = acked_heights(net, i)
         assert acked == list(range(1, len(acked) + 1)), (i, acked)
         # every block with records is acknowledged (ack-only blocks may wait: deferred)
         assert acked and acked[-1] >= max(record_heights), (acked[-3:], record_heights)
