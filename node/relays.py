@@ -25,9 +25,11 @@ in height order, so they are never skipped, only deferred).
 Batching: the ack leg also waits until the oldest block it is due for was proposed
 ``ack_delay_ms`` ago (``[relay] ack_delay_ms``, :data:`node.config.DEFAULT_ACK_DELAY_MS`),
 or until :data:`ACK_BACKLOG_BLOCKS` blocks wait, and then acknowledges every anchored
-block in one go. Acked at once, each block of lender reports brought an ack-only
-block and the court block anchoring it. Evidence codes do not wait for acks: a node
-reads them from the court chain.
+block in one go (block times are the proposer's clock: a skewed clock shifts the wait
+by its skew). Acked at once, each block of lender reports brought an ack-only block and
+the court block anchoring it. Evidence codes do not wait for acks on a node that holds
+the court chain (it reads the anchor there, ``node.evidence_routes``); a node that does
+not validate the court channel shows them once the ack lands.
 
 Staggering: every node relays, but not all at once. For each piece of work (the judicial
 chain's anchor progress, the supervision chain's last ack) the nodes take turns by rank
