@@ -52,9 +52,9 @@ def event(client: Client, loan: str) -> LoanEvent:
     )  # fmt: skip
 
 
-def valid_txs(net: TestNetwork, i: int, channel: str, tx_type: str) -> list[Transaction]:
-    """The VALID transactions of ``tx_type`` in every committed block of ``channel``,
-    in chain order (read from node ``i`` as msgpack block views)."""
+def block_txs(net: TestNetwork, i: int, channel: str) -> list[tuple[int, Transaction, str]]:
+    """``(height, tx, outcome code)`` of every transaction in every committed block of
+    ``channel``, in chain order (read from node ``i`` as msgpack block views)."""
     client = net.client(i, "bureau")
     out = []
     for h in range(1, client.height(channel) + 1):
@@ -62,10 +62,15 @@ def valid_txs(net: TestNetwork, i: int, channel: str, tx_type: str) -> list[Tran
         r.raise_for_status()
         view: dict[str, Any] = decode(r.content)
         for item in view["txs"]:
-            tx = Transaction.from_wire(item["tx"])
-            if tx.type == tx_type and item["outcome"]["code"] == "ok":
-                out.append(tx)
+            out.append((h, Transaction.from_wire(item["tx"]), item["outcome"]["code"]))
     return out
+
+
+def valid_txs(net: TestNetwork, i: int, channel: str, tx_type: str) -> list[Transaction]:
+    """The VALID transactions of ``tx_type`` in every committed block of ``channel``."""
+    return [
+        tx for _h, tx, code in block_txs(net, i, channel) if tx.type == tx_type and code == "ok"
+    ]
 
 
 def header_anchor_heights(net: TestNetwork, i: int) -> list[int]:
@@ -92,18 +97,21 @@ def acked_heights(net: TestNetwork, i: int) -> list[int]:
     ]
 
 
-def wait_idle_and_anchored(net: TestNetwork, timeout_s: float, acked_to: int) -> tuple[int, int]:
-    """Wait until the supervision tip is anchored, its blocks up to ``acked_to``
-    acknowledged (acks wait ``[relay] ack_delay_ms``) and both chains stop growing."""
+def wait_idle_and_anchored(net: TestNetwork, timeout_s: float) -> tuple[int, int]:
+    """Wait until the supervision tip is anchored, every block holding anything but
+    acks is acknowledged (acks wait ``[relay] ack_delay_ms``; ack-only blocks wait for
+    the next block of records) and both chains stop growing."""
     probe = net.client(0, "bureau")
     deadline = time.monotonic() + timeout_s
     last = (-1, -1)
     while True:
         now = (probe.height("supervision"), probe.height("judicial"))
-        if now == last:  # stable: is the supervision tip anchored? (scans the blocks)
+        if now == last:  # stable: anchored and acknowledged? (scans the blocks)
             anchored = header_anchor_heights(net, 0)
+            sup = block_txs(net, 0, "supervision")
+            due = max((h for h, tx, _c in sup if tx.type != ACK_TX_TYPE), default=0)
             acked = acked_heights(net, 0)
-            if anchored and anchored[-1] >= now[0] and acked and acked[-1] >= acked_to:
+            if anchored and anchored[-1] >= now[0] and (acked[-1] if acked else 0) >= due:
                 return now
         assert time.monotonic() < deadline, f"not settled: heights {now}"
         last = now
@@ -154,7 +162,7 @@ def stream_with_relay_kill(
             assert len(st.evidence_codes) == 2 and len(set(st.evidence_codes)) == 2, st
             assert st.height is not None
             record_heights.append(st.height)
-        sup_tip, jud_tip = wait_idle_and_anchored(net, 180, acked_to=max(record_heights))
+        sup_tip, jud_tip = wait_idle_and_anchored(net, timeout_s=180)
         times["settled"] = time.monotonic() - t0
 
     net.wait_heights("judicial", jud_tip, timeout_s=120, indexes=[killed])
