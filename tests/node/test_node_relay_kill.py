@@ -90,10 +90,12 @@ def next_relayer(net: TestNetwork) -> str:
     return ids[-last % len(ids)]
 
 
-def acked_heights(net: TestNetwork, i: int) -> list[int]:
+def acked_heights(supervision: list[tuple[int, Transaction, str]]) -> list[int]:
+    """The source heights of the VALID acks among ``block_txs(…, "supervision")``."""
     return [
         EvidenceAck.from_payload(tx.payload).source_height
-        for tx in valid_txs(net, i, "supervision", ACK_TX_TYPE)
+        for _h, tx, code in supervision
+        if tx.type == ACK_TX_TYPE and code == "ok"
     ]
 
 
@@ -110,7 +112,7 @@ def wait_idle_and_anchored(net: TestNetwork, timeout_s: float) -> tuple[int, int
             anchored = header_anchor_heights(net, 0)
             sup = block_txs(net, 0, "supervision")
             due = max((h for h, tx, _c in sup if tx.type != ACK_TX_TYPE), default=0)
-            acked = acked_heights(net, 0)
+            acked = acked_heights(sup)
             if anchored and anchored[-1] >= now[0] and (acked[-1] if acked else 0) >= due:
                 return now
         assert time.monotonic() < deadline, f"not settled: heights {now}"
@@ -170,7 +172,7 @@ def stream_with_relay_kill(
     for i in (0, killed):  # the restarted node caught up and agrees
         heights = header_anchor_heights(net, i)
         assert heights == list(range(1, sup_tip + 1)), (i, heights)
-        acked = acked_heights(net, i)
+        acked = acked_heights(block_txs(net, i, "supervision"))
         assert acked == list(range(1, len(acked) + 1)), (i, acked)
         # every block with records is acknowledged (ack-only blocks may wait: deferred)
         assert acked and acked[-1] >= max(record_heights), (acked[-3:], record_heights)
