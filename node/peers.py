@@ -98,6 +98,11 @@ MESSAGE_TTL_S: Final = 10.0
 FRAME_GIVE_UP_S: Final = MESSAGE_TTL_S
 BACKOFF_MIN_S: Final = 0.05
 BACKOFF_MAX_S: Final = 2.0
+#: A link waiting to reconnect tries again at once when the peer is heard from (an
+#: authentic frame arrived from it: it is up again), but not sooner than this after its
+#: last attempt: a peer whose frames reach us while ours cannot reach it (a one-way
+#: firewall) costs at most a few connection attempts a second.
+REVIVE_MIN_S: Final = 0.25
 
 _FRAME_KEYS: Final = frozenset({"v", "from", "net", "seq", "msgs", "sig"})
 
@@ -261,6 +266,8 @@ class PeerLink:
         self._queue: deque[_Item] = deque()
         self._essential_count = 0
         self._wakeup = asyncio.Event()
+        #: Set by :meth:`heard_from` while the link is broken: cut the backoff short.
+        self._revive = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         #: The frame being written when a stream broke: (bytes, messages, first try).
         self._retry: tuple[bytes, int, float] | None = None
@@ -367,18 +374,36 @@ class PeerLink:
             self._task = None
         await self._client.aclose()
 
+    def heard_from(self) -> None:
+        """The peer sent us an authentic frame: if this link is waiting to reconnect
+        after a failure, it tries again now (see :data:`REVIVE_MIN_S`) instead of at
+        the end of its backoff (up to :data:`BACKOFF_MAX_S`). A restarted node then
+        hears its peers' STATUS, and starts catching up, without waiting for them."""
+        if self.broken:
+            self._revive.set()
+
+    async def _pause(self, backoff: float) -> None:
+        """Wait ``backoff`` seconds before the next attempt, or less once the peer is
+        heard from (at least :data:`REVIVE_MIN_S`)."""
+        self._revive.clear()
+        first = min(backoff, REVIVE_MIN_S)
+        await asyncio.sleep(first)
+        if backoff > first and not self._revive.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._revive.wait(), backoff - first)
+
     async def _run(self) -> None:
         backoff = BACKOFF_MIN_S
         while True:
             if self._retry is None:
                 await self._wakeup.wait()  # open a stream only when there is traffic
             elif not await self._post_retry():
-                await asyncio.sleep(backoff)
+                await self._pause(backoff)
                 backoff = min(backoff * 2, BACKOFF_MAX_S)
                 continue
             if await self._stream():
                 backoff = BACKOFF_MIN_S
-            await asyncio.sleep(backoff)
+            await self._pause(backoff)
             backoff = min(backoff * 2, BACKOFF_MAX_S)
 
     async def _post_retry(self) -> bool:
@@ -593,6 +618,12 @@ class PeerTransport:
             else:
                 for data in self.tamper(pid, channel, payload):
                     link.enqueue(channel, data, kind, essential, urgent)
+
+    def heard_from(self, peer_id: str) -> None:
+        """An authentic frame arrived from ``peer_id``: see :meth:`PeerLink.heard_from`."""
+        link = self.links.get(peer_id)
+        if link is not None:
+            link.heard_from()
 
     def connected(self) -> dict[str, bool]:
         return {pid: link.up for pid, link in self.links.items()}

@@ -262,6 +262,7 @@ class NodeRuntime:
             self.metrics.rejected_frames.inc(1, "replayed")
             return frame.sender, 0, True
         self.metrics.frames_received.inc(1, frame.sender)
+        self.transport.heard_from(frame.sender)
         delivered = 0
         for channel, payload in frame.msgs:
             svc = self.channels.get(channel)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 from collections.abc import Callable
 from typing import Any
 
@@ -13,6 +14,7 @@ import pytest
 from ledger.crypto import Ed25519Signer
 from ledger.encoding import decode, encode
 from ledger.hashing import sha256
+from node import peers
 from node.metrics import NodeMetrics
 from node.peers import (
     FRAME_PATH,
@@ -304,5 +306,95 @@ def test_urgent_messages_leave_first_and_are_dropped_last() -> None:
         assert metrics.dropped_outbound.value("b-node", "forward") == 1
         assert link._take_frame() == [("ch", b"vote"), ("ch", b"vote2"), ("ch", b"fwd2")]
         await link.close()
+
+    asyncio.run(main())
+
+
+def _down_then_up(attempts: list[float], up: dict[str, bool]) -> Callable[..., Any]:
+    """A peer that refuses connections until ``up["now"]``, then takes one frame."""
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        attempts.append(asyncio.get_running_loop().time())
+        if not up["now"]:
+            raise httpx.ConnectError("down")
+        await _read_frames(request, 1)
+        return httpx.Response(200)
+
+    return handler
+
+
+def test_a_broken_link_reconnects_at_once_when_the_peer_is_heard_from(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The backoff after a failure is long (as after a peer was down for minutes); the
+    # peer comes back and sends us a frame: the link tries again without waiting it out.
+    monkeypatch.setattr(peers, "BACKOFF_MIN_S", 30.0)
+    attempts: list[float] = []
+    up = {"now": False}
+
+    async def main() -> None:
+        link, _metrics = make_link(_down_then_up(attempts, up), queue_limit=100)
+        link.start()
+        link.enqueue("ch", b"status", "status", False)
+        await _until(lambda: link.broken)
+        assert link.broken and len(attempts) == 1
+        up["now"] = True
+        await asyncio.sleep(0.5)
+        assert len(attempts) == 1, "without news of the peer the backoff runs its course"
+        t = asyncio.get_running_loop().time()
+        link.heard_from()
+        await _until(lambda: link.up)
+        took = asyncio.get_running_loop().time() - t
+        await link.close()
+        assert link.up and not link.broken
+        assert len(attempts) == 2
+        assert took < 2.0, f"reconnected {took:.2f} s after hearing from the peer"
+
+    asyncio.run(main())
+
+
+def test_hearing_from_an_unreachable_peer_is_rate_limited(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Its frames reach us but our connections to it fail (a one-way firewall): each
+    # frame it sends must not become a connection attempt.
+    monkeypatch.setattr(peers, "BACKOFF_MIN_S", 30.0)
+    attempts: list[float] = []
+
+    async def main() -> None:
+        link, _metrics = make_link(_down_then_up(attempts, {"now": False}), queue_limit=100)
+        link.start()
+        link.enqueue("ch", b"status", "status", False)
+        await _until(lambda: link.broken)
+        for _ in range(100):  # a frame from it every 10 ms for a second
+            link.heard_from()
+            await asyncio.sleep(0.01)
+        await link.close()
+        # the first attempt, then at most one per REVIVE_MIN_S of that second
+        assert 2 <= len(attempts) <= 1 + int(1.0 / peers.REVIVE_MIN_S) + 1, attempts
+        gaps = [b - a for a, b in itertools.pairwise(attempts)]
+        assert min(gaps) >= peers.REVIVE_MIN_S * 0.9, gaps
+
+    asyncio.run(main())
+
+
+def test_hearing_from_a_healthy_peer_opens_nothing() -> None:
+    calls = {"n": 0}
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        calls["n"] += 1
+        await _read_frames(request, 1)
+        return httpx.Response(200)
+
+    async def main() -> None:
+        link, _metrics = make_link(handler, queue_limit=100)
+        link.start()
+        link.enqueue("ch", b"status", "status", False)
+        await _until(lambda: link.up)
+        for _ in range(20):
+            link.heard_from()
+        await asyncio.sleep(0.3)
+        await link.close()
+        assert link.up and calls["n"] == 1
 
     asyncio.run(main())

@@ -184,6 +184,8 @@ def test_peer_frames_are_authenticated_before_delivery(tmp_path: Path) -> None:
 
     status = sign(Status("supervision", "court-node", 0, True, 0, b"\x00" * 32), court)
     msg = encode_message(status)
+    heard: list[str] = []  # an authentic frame tells the link to that peer it is up
+    rt.transport.heard_from = heard.append  # type: ignore[method-assign]
 
     async def main() -> None:
         transport = httpx.ASGITransport(app=create_asgi(rt))
@@ -211,6 +213,7 @@ def test_peer_frames_are_authenticated_before_delivery(tmp_path: Path) -> None:
             r = await c.post(FRAME_PATH, content=good, headers={"content-type": "text/plain"})
             assert r.status_code == 415
             assert len(svc._inbox) + len(svc._urgent) == 1
+            assert heard == ["court-node"], "neither the replay nor the forgery counts"
             text = (await c.get("/metrics")).text
             assert 'wulian_peer_rejected_frames_total{reason="signature"} 1' in text
             assert 'wulian_peer_rejected_frames_total{reason="replayed"} 1' in text
