@@ -39,7 +39,7 @@ API extensions beyond the contract (all compatible):
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from consensus.app import Application
 from consensus.config import ReplicaConfig
@@ -154,6 +154,23 @@ class _FetchState:
     lo: int
     hi: int
     deadline_ms: int
+
+
+#: Earlier views whose PRE-PREPAREs are kept per height for learning (the latest ones).
+OBSERVED_VIEWS_PER_HEIGHT = 2
+
+
+@dataclass
+class _Observed:
+    """PRE-PREPAREs and COMMITs of views this replica has left, at one height: a
+    replica that moved to a view the others never joined still learns, from these, the
+    blocks they commit (a quorum of COMMITs for the PRE-PREPARE's block is a commit
+    certificate), without waiting for STATUS and a FETCH."""
+
+    #: view → the PRE-PREPARE of that view's primary
+    preprepares: dict[int, PrePrepare] = field(default_factory=dict)
+    #: (view, block hash) → sender → COMMIT
+    commits: dict[tuple[int, bytes], dict[str, Commit]] = field(default_factory=dict)
 
 
 class Replica:
@@ -273,6 +290,8 @@ class Replica:
         #: Catch-up requests in flight (at most ``fetch_parallel``), and answers that
         #: arrived ahead of a gap below them, by first height (counted with them).
         self._fetches: list[_FetchState] = []
+        #: Messages of views this replica left, by height (see :class:`_Observed`).
+        self._observed: dict[int, _Observed] = {}
         self._held: dict[int, Blocks] = {}
         #: Transaction bytes of the last answer to a request of ours (None: none yet).
         self._last_answer_bytes: int | None = None
@@ -698,7 +717,8 @@ class Replica:
             self._drop("stale_height")
             return
         if v < self._view:
-            self._drop("old_view")
+            if not (isinstance(msg, PrePrepare | Commit) and self._observe(msg)):
+                self._drop("old_view")
             return
         if v > self._view + self.config.max_future_views:
             self._drop("future_view")
@@ -718,6 +738,79 @@ class Replica:
             self._on_prepare(msg)
         else:
             self._on_commit(msg)
+
+    def _observe(self, msg: PrePrepare | Commit) -> bool:
+        """Keep a verified PRE-PREPARE (from its view's primary) or COMMIT of a view
+        below ours, for a height in the window above the committed one, then commit
+        what they certify (:meth:`_commit_observed`). False if not kept.
+
+        Safe: committing a block under a valid commit certificate is what catch-up
+        does; nothing is sent, so no promise of the VIEW-CHANGE this replica sent is
+        broken. The block is checked as a fetched one is (:meth:`_check_fetched`)."""
+        h, v = msg.height, msg.view
+        if not self._committed_height < h <= self._committed_height + self.config.window:
+            return False
+        obs = self._observed.get(h)
+        if obs is None:
+            for old in [k for k in self._observed if k <= self._committed_height]:
+                del self._observed[old]
+            obs = self._observed[h] = _Observed()
+        if isinstance(msg, PrePrepare):
+            if v in obs.preprepares or msg.sender != self._primary_of(v, h):
+                return False
+            obs.preprepares[v] = msg
+            while len(obs.preprepares) > OBSERVED_VIEWS_PER_HEIGHT:
+                gone = min(obs.preprepares)
+                del obs.preprepares[gone]
+                for key in [k for k in obs.commits if k[0] == gone]:
+                    del obs.commits[key]
+        else:
+            if v < min(obs.preprepares, default=v):
+                return False  # older than every view kept here
+            votes = obs.commits.setdefault((v, msg.block_hash), {})
+            if msg.sender in votes:
+                return False
+            votes[msg.sender] = msg
+        self._count("observed.old_view")
+        self._commit_observed()
+        return True
+
+    def _commit_observed(self) -> None:
+        """Commit, in height order, each next height whose observed PRE-PREPARE has a
+        quorum of observed COMMITs; stop at the first that has none or does not check."""
+        while True:
+            h = self._committed_height + 1
+            obs = self._observed.get(h)
+            if obs is None:
+                return
+            vset = self._vset(h)
+            found: tuple[PrePrepare, list[Commit]] | None = None
+            for (v, block_hash), votes in obs.commits.items():
+                pp = obs.preprepares.get(v)
+                if pp is None or pp.block_hash != block_hash:
+                    continue
+                signers = [c for c in votes.values() if c.sender in vset.by_id]
+                if len(signers) >= vset.quorum:
+                    found = pp, signers[: vset.quorum]
+                    break
+            if found is None:
+                return
+            pp, quorum = found
+            cert = CommitCertificate(
+                channel=self.config.channel,
+                height=h,
+                view=pp.view,
+                block_hash=pp.block_hash,
+                votes=tuple(c.vote() for c in quorum),
+            )
+            del self._observed[h]
+            try:
+                self._check_fetched(pp.block, cert)
+            except ProtocolViolation:
+                self._count("observed.bad_block")
+                return  # catch-up fetches it from a peer instead
+            self._count("committed.by_observation")
+            self._commit(pp.block, cert, by_consensus=False)
 
     def _slot(self, height: int) -> Slot:
         slot = self._slots.get(height)

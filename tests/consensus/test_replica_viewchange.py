@@ -577,6 +577,64 @@ def test_one_backup_that_cannot_reach_the_primary_does_not_change_the_view() -> 
     assert c.check_chains(["n0", "n1", "n2", "n4"]) >= 2
 
 
+def _strand_n3(status_interval_ms: int) -> Cluster:
+    """n3 alone leaves view 0 (for a while it hears nothing from the primary, while
+    its own transactions wait); the others stay in view 0. STATUS comes only every
+    ``status_interval_ms``."""
+    c = Cluster(5, max_batch_txs=5, base_timeout_ms=500, status_interval_ms=status_interval_ms)
+    c.tick(0)
+    c.drop = lambda src, dst, m: src == "n0" and dst == "n3"
+    c.submit("n3", c.clients.txs(5))
+    c.run_until(lambda: c.replicas["n3"].view >= 1, 5000)
+    c.drop = None
+    assert not c.replicas["n3"].view_active
+    assert {c.replicas[n].view for n in ("n0", "n1", "n2", "n4")} == {0}
+    # the block it missed comes by catch-up, after the next STATUS
+    c.run_until(lambda: c.apps["n3"].height == c.apps["n0"].height >= 1, 3 * status_interval_ms)
+    return c
+
+
+def test_a_replica_alone_in_a_later_view_commits_what_the_others_certify_at_once() -> None:
+    # Its lenders wait for it to commit their transactions. Catch-up would bring the
+    # blocks only after the next STATUS (every 2 s here); the PRE-PREPAREs and COMMITs
+    # of view 0, which still reach it, certify them as soon as a quorum has voted.
+    c = _strand_n3(status_interval_ms=2000)
+    others = ("n0", "n1", "n2", "n4")
+    n3 = c.replicas["n3"]
+    for _ in range(3):
+        start, h = c.now, c.apps["n0"].height
+        c.submit("n0", c.clients.txs(5))
+        c.run_until(lambda: c.apps["n0"].height > h, 2000)
+        committed = c.now
+        c.run_until(lambda: c.apps["n3"].height == c.apps["n0"].height, 2000)
+        assert c.now - committed <= 20, "n3 commits within a round of the others"
+        assert c.now - start < 1000
+    assert c.check_chains() >= 4  # n3's chain is the others' (certificates checked)
+    assert n3.metrics["committed.by_observation"] >= 3
+    assert n3.view >= 1, "it learned from view 0 without taking part in it"
+    assert {c.replicas[n].view for n in others} == {0}
+    sent_by_n3 = {m.kind for src, _to, m in c.sent if src == "n3"}
+    assert not sent_by_n3 & {"prepare", "commit"}, "it voted in no view it left"
+
+
+def test_observed_messages_commit_nothing_without_a_quorum_for_the_primary_block() -> None:
+    c = _strand_n3(status_interval_ms=2000)
+    n3 = c.replicas["n3"]
+    h = c.apps["n3"].height
+    # Only two of the COMMITs for the next block reach n3, and a PRE-PREPARE signed by
+    # a replica that is not view 0's primary: nothing is committed from them.
+    c.drop = lambda src, dst, m: dst == "n3" and m.kind == "commit" and src not in ("n1", "n2")
+    c.submit("n0", c.clients.txs(5))
+    c.run_until(lambda: c.apps["n0"].height > h, 2000)
+    c.run(200)
+    assert c.apps["n3"].height == h
+    block = c.apps["n0"].chain[h][0]
+    fake = sign(PrePrepare(CHANNEL, "n1", 0, block), c.node_signers["n1"])
+    c.step("n3", fake)
+    assert c.apps["n3"].height == h
+    assert n3.metrics.get("committed.by_observation", 0) == 0
+
+
 def test_without_the_hint_a_crashed_primary_waits_for_the_progress_timeout() -> None:
     c = Cluster(5, max_batch_txs=5, base_timeout_ms=2000)
     crashed = _crash_primary_with_work(c)
