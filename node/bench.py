@@ -612,11 +612,18 @@ class Bench:
         stop_at = start + cfg.half_duration_s
 
         request_s: list[float] = []
+        # per request: seconds into the window it left, its latency (ms), the node it
+        # went to (index into the network's nodes): a node slower than the others
+        # shows as its lenders' requests (how a node left alone in a view was found)
+        trace: list[tuple[float, float, int]] = []
+        nodes = len(self._urls)
 
-        async def one(client: AsyncClient, batch: list[PreparedTransaction]) -> None:
+        async def one(k: int, client: AsyncClient, batch: list[PreparedTransaction]) -> None:
             nonlocal committed
+            sent = time.monotonic() - start
             statuses, dt = await _timed_submit(client, batch, 300.0)
             request_s.append(dt)
+            trace.append((round(sent, 3), round(dt * 1000, 1), k % nodes))
             for st in statuses:
                 if st.status == "committed":
                     committed += 1
@@ -627,7 +634,7 @@ class Bench:
             while nxt < stop_at:
                 batch = await lenders.prepare_single(client, per_req)
                 await asyncio.sleep(max(0.0, nxt - time.monotonic()))
-                tasks.append(asyncio.create_task(one(client, batch)))
+                tasks.append(asyncio.create_task(one(k, client, batch)))
                 nxt += interval
 
         await asyncio.gather(*(lender(k, c) for k, c in enumerate(lenders.clients)))
@@ -646,6 +653,7 @@ class Bench:
             "txs_per_request": per_req,
             "window_s": cfg.half_duration_s,
             "worst_request_ms": _ms(max(request_s, default=None)),
+            "trace": sorted(trace),
         }
 
     async def _anchoring(self) -> None:

@@ -85,6 +85,11 @@ def test_bench_quick_reports_every_figure(tmp_path: Path) -> None:
     assert f["latency_half_p50_ms"] <= f["latency_half_p99_ms"]
     half = doc["details"]["half_load"]  # the requests the percentiles rest on
     assert half["requests"] >= 1 and half["worst_request_ms"] >= f["latency_half_p99_ms"]
+    trace = half["trace"]  # one [s into the window, ms, node index] per request, in order
+    assert len(trace) == half["requests"]
+    assert [t[0] for t in trace] == sorted(t[0] for t in trace)
+    assert max(t[1] for t in trace) == half["worst_request_ms"]
+    assert {t[2] for t in trace} <= set(range(5))
     for size in ("1", "10", "100"):  # every idle request committed, min ≤ p50 ≤ max
         idle = doc["details"]["idle_latency"]["sizes"][size]
         assert idle["committed"] == idle["requests"] == 3, idle
