@@ -604,7 +604,7 @@ def test_a_replica_alone_in_a_later_view_commits_what_the_others_certify_at_once
     for _ in range(3):
         start, h = c.now, c.apps["n0"].height
         c.submit("n0", c.clients.txs(5))
-        c.run_until(lambda: c.apps["n0"].height > h, 2000)
+        c.run_until(lambda h=h: c.apps["n0"].height > h, 2000)
         committed = c.now
         c.run_until(lambda: c.apps["n3"].height == c.apps["n0"].height, 2000)
         assert c.now - committed <= 20, "n3 commits within a round of the others"
