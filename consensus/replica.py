@@ -156,7 +156,8 @@ class _FetchState:
     deadline_ms: int
 
 
-#: Earlier views whose PRE-PREPAREs are kept per height for learning (the latest ones).
+#: Earlier views whose PRE-PREPAREs and COMMITs are kept per height for learning (the
+#: latest ones); with one COMMIT per sender and view, what a height keeps is bounded.
 OBSERVED_VIEWS_PER_HEIGHT = 2
 
 
@@ -169,8 +170,21 @@ class _Observed:
 
     #: view → the PRE-PREPARE of that view's primary
     preprepares: dict[int, PrePrepare] = field(default_factory=dict)
-    #: (view, block hash) → sender → COMMIT
-    commits: dict[tuple[int, bytes], dict[str, Commit]] = field(default_factory=dict)
+    #: view → sender → its COMMIT (one per sender and view: a second is equivocation)
+    commits: dict[int, dict[str, Commit]] = field(default_factory=dict)
+
+    def make_room(self, view: int) -> bool:
+        """Keep at most :data:`OBSERVED_VIEWS_PER_HEIGHT` views here, the latest: False
+        if ``view`` is older than all of a full set, else drop the oldest for it."""
+        views = set(self.preprepares) | set(self.commits)
+        if view in views or len(views) < OBSERVED_VIEWS_PER_HEIGHT:
+            return True
+        oldest = min(views)
+        if view < oldest:
+            return False
+        self.preprepares.pop(oldest, None)
+        self.commits.pop(oldest, None)
+        return True
 
 
 class Replica:
@@ -758,19 +772,13 @@ class Replica:
         if isinstance(msg, PrePrepare):
             if v in obs.preprepares or msg.sender != self._primary_of(v, h):
                 return False
-            obs.preprepares[v] = msg
-            while len(obs.preprepares) > OBSERVED_VIEWS_PER_HEIGHT:
-                gone = min(obs.preprepares)
-                del obs.preprepares[gone]
-                for key in [k for k in obs.commits if k[0] == gone]:
-                    del obs.commits[key]
-        else:
-            if v < min(obs.preprepares, default=v):
-                return False  # older than every view kept here
-            votes = obs.commits.setdefault((v, msg.block_hash), {})
-            if msg.sender in votes:
+            if not obs.make_room(v):
                 return False
-            votes[msg.sender] = msg
+            obs.preprepares[v] = msg
+        else:
+            if msg.sender in obs.commits.get(v, ()) or not obs.make_room(v):
+                return False
+            obs.commits.setdefault(v, {})[msg.sender] = msg
         self._count("observed.old_view")
         self._commit_observed()
         return True
@@ -785,11 +793,11 @@ class Replica:
                 return
             vset = self._vset(h)
             found: tuple[PrePrepare, list[Commit]] | None = None
-            for (v, block_hash), votes in obs.commits.items():
-                pp = obs.preprepares.get(v)
-                if pp is None or pp.block_hash != block_hash:
-                    continue
-                signers = [c for c in votes.values() if c.sender in vset.by_id]
+            for v, pp in obs.preprepares.items():
+                votes = obs.commits.get(v, {}).values()
+                signers = [
+                    c for c in votes if c.block_hash == pp.block_hash and c.sender in vset.by_id
+                ]
                 if len(signers) >= vset.quorum:
                     found = pp, signers[: vset.quorum]
                     break

@@ -635,6 +635,22 @@ def test_observed_messages_commit_nothing_without_a_quorum_for_the_primary_block
     assert n3.metrics.get("committed.by_observation", 0) == 0
 
 
+def test_what_a_replica_keeps_of_earlier_views_is_bounded() -> None:
+    # A faulty validator signs COMMITs of view 0 for a hundred different blocks at the
+    # next height: one COMMIT per sender and view is kept, the rest dropped.
+    c = _strand_n3(status_interval_ms=2000)
+    n3 = c.replicas["n3"]
+    h = c.apps["n3"].height + 1
+    before = n3.metrics.get("dropped.old_view", 0)
+    for i in range(100):
+        vote = Commit(CHANNEL, "n1", 0, h, i.to_bytes(32, "big"))
+        c.step("n3", sign(vote, c.node_signers["n1"]))
+    kept = n3._observed[h]
+    assert sum(len(v) for v in kept.commits.values()) == 1
+    assert n3.metrics["dropped.old_view"] - before == 99
+    assert len(set(kept.preprepares) | set(kept.commits)) <= 2
+
+
 def test_without_the_hint_a_crashed_primary_waits_for_the_progress_timeout() -> None:
     c = Cluster(5, max_batch_txs=5, base_timeout_ms=2000)
     crashed = _crash_primary_with_work(c)
