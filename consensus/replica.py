@@ -286,6 +286,9 @@ class Replica:
         #: How long this node takes to apply a MiB of blocks (:meth:`note_apply`).
         self._apply_ms_per_mib = 0
         self._progress_deadline: int | None = None
+        #: The (view, height) whose progress timeout was already extended once because
+        #: its block was prepared here (:meth:`_prepared_grace`).
+        self._graced: tuple[int, int] | None = None
         self._censor_deadline: int | None = None
         #: Peers the transport reports unreachable, and since when (our clock).
         self._unreachable: dict[str, int] = {}
@@ -1343,11 +1346,32 @@ class Replica:
         if not self._is_validator(self._base() + 1):
             return
         if self._progress_deadline is not None and now >= self._progress_deadline:
+            if self._prepared_grace():
+                self._count("timeouts.prepared_grace")
+                self._progress_deadline = now + self._timeout()
+                return
             self._count("timeouts.progress")
             self._start_view_change(self._view + 1)
         elif self._censor_deadline is not None and now >= self._censor_deadline:
             self._count("timeouts.censorship")
             self._start_view_change(self._view + 1)
+
+    def _prepared_grace(self) -> bool:
+        """True (once per view and height) if the next block to commit is prepared
+        here: the primary proposed it and a quorum endorsed it, so the view is working
+        and what is late is a COMMIT — under overload, one vote behind the others.
+        Blaming the primary then would leave this replica alone in the next view while
+        the others commit (every one of them then needed for a quorum until the network
+        changes view). One more timeout lets the vote arrive, or the peers' STATUS show
+        the block committed so catch-up fetches it. A primary gains no delay it could
+        not already cause: once a quorum prepared, the honest replicas' COMMITs follow
+        without it."""
+        h = self._committed_height + 1
+        slot = self._slots.get(h)
+        if slot is None or not slot.prepared or self._graced == (self._view, h):
+            return False
+        self._graced = (self._view, h)
+        return True
 
     def _earn_back_quietly(self) -> None:
         """An active view with nothing to judge — no blame timer armed, nothing
