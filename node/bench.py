@@ -173,6 +173,16 @@ class BenchReport:
         }
 
 
+TIMEOUTS_METRIC = "wulian_view_change_timeouts_total"
+
+
+def _label(sample: str, name: str) -> str:
+    """The value of label ``name`` in a Prometheus sample's ``name{a="x",…}`` part
+    ("" if absent)."""
+    _, found, rest = sample.partition(f'{name}="')
+    return rest.split('"', 1)[0] if found else ""
+
+
 def _pct(values: Sequence[float], p: float) -> float | None:
     if not values:
         return None
@@ -399,6 +409,7 @@ class Bench:
     async def _aphase(self, name: str, fn: Callable[[], Awaitable[None]]) -> None:
         self.log(f"bench: {name}…")
         t = time.monotonic()
+        before, pids = await self._timeouts(), self._pids()
         try:
             await fn()
         except Exception as exc:  # recorded; the run goes on
@@ -406,6 +417,48 @@ class Bench:
             self.log(f"bench: {name} failed: {exc}")
         phase_s = self.report.details.setdefault("phase_s", {})
         phase_s[name] = round(time.monotonic() - t, 2)
+        after = await self._timeouts()
+        # view changes the nodes started in the phase (and prepared-grace waits), by
+        # "node index/channel/timer": a phase's tail often is one (BENCHMARKS.md)
+        restarted = {i for i, pid in self._pids().items() if pids.get(i) != pid}
+        delta = {
+            k: int(v - before.get(k, 0))
+            for k, v in after.items()
+            if v > before.get(k, 0) and int(k.split("/", 1)[0]) not in restarted
+        }
+        timeouts = self.report.details.setdefault("view_change_timeouts", {})
+        timeouts[name] = dict(sorted(delta.items()))
+
+    def _pids(self) -> dict[int, int | None]:
+        """Each local node's process id (None if not running); {} for a target network."""
+        if self.net is None:
+            return {}
+        return {
+            i: n.proc.pid if n.running and n.proc is not None else None
+            for i, n in enumerate(self.net.nodes)
+        }
+
+    async def _timeouts(self) -> dict[str, float]:
+        """Every reachable node's ``wulian_view_change_timeouts_total`` samples, keyed
+        ``"<node index>/<channel>/<timer>"``; a node that does not answer is left out.
+        (:meth:`_aphase` also leaves out a node whose process changed in the phase: its
+        counters started again from zero.)"""
+        out: dict[str, float] = {}
+
+        async def one(i: int, url: str) -> None:
+            try:
+                r = await self._lenders.http.get(url + "/metrics", timeout=10.0)
+                r.raise_for_status()
+            except httpx.HTTPError:
+                return
+            for line in r.text.splitlines():
+                if line.startswith(TIMEOUTS_METRIC + "{"):
+                    labels, _, value = line.rpartition(" ")
+                    ch = _label(labels, "channel")
+                    out[f"{i}/{ch}/{_label(labels, 'timer')}"] = float(value)
+
+        await asyncio.gather(*(one(i, u) for i, u in enumerate(self._urls)))
+        return out
 
     async def _run_async(
         self, genesis: Genesis, data: Path, lender_ids: list[str], urls: list[str]

@@ -239,7 +239,9 @@ class NodeMetrics:
         self.timeouts = r.counter(
             "wulian_view_change_timeouts_total",
             "View changes this node started, by the timer that expired: progress (a "
-            "block in flight took too long) or censorship (a transaction waited too long)",
+            "block in flight took too long), censorship (a transaction waited too long) "
+            "or primary_unreachable; prepared_grace counts progress timeouts that waited "
+            "once more instead (the next block was prepared: only a COMMIT was late)",
             ["channel", "timer"],
         )
         self.loop_lag = r.histogram(

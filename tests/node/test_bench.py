@@ -105,6 +105,16 @@ def test_bench_quick_reports_every_figure(tmp_path: Path) -> None:
     kills = doc["details"]["primary_kill"]["runs"]  # the figure is the slowest of the kills
     assert f["primary_kill_runs"] == len(kills) == 2
     assert f["primary_kill_to_commit_ms"] == max(k["ms"] for k in kills)
+    # the view changes each phase saw, by node/channel/timer: killing the primary made
+    # survivors start some on the supervision channel
+    vct = doc["details"]["view_change_timeouts"]
+    assert set(vct) == set(doc["details"]["phase_s"])
+    started = {
+        k: n
+        for k, n in vct["primary_kill"].items()
+        if k.split("/")[1] == "supervision" and k.split("/")[2] != "prepared_grace"
+    }
+    assert started and all(n >= 1 for n in started.values()), vct
     assert f["records_reported"] > f["anchored_records"] > 0
     assert f["ledger_bytes"] > f["records_reported"]  # each record costs bytes
     # every evidence item that did not verify is accounted for by what it answered
