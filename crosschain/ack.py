@@ -39,6 +39,7 @@ from channels.errors import TxRejected
 from channels.state import StateReader, WriteSet, height_part, read_value
 from crosschain.anchor import SOURCE_CHANNEL, TARGET_CHANNEL, anchor_record_leaf
 from crosschain.errors import AckRejected
+from crosschain.last_decoded import LastDecoded
 from crosschain.validator_history import (
     MAX_CONFIG_TXS,
     MAX_PROOF_HASHES,
@@ -159,7 +160,12 @@ class AckState:
 
     @staticmethod
     def decode(data: bytes) -> AckState:
-        return AckState.from_wire(decode(data))
+        """Decode (raises like :meth:`from_wire`); the last bytes decoded are
+        remembered (:class:`~crosschain.last_decoded.LastDecoded`)."""
+        return _decode_state(data)
+
+
+_decode_state = LastDecoded(lambda data: AckState.from_wire(decode(data)))
 
 
 def check_ack(

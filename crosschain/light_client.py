@@ -43,6 +43,7 @@ from typing import Any, Final
 from crosschain.anchor import Anchor, HeaderAnchor, LeafChunk
 from crosschain.chunks import CHUNK_LEAVES, chunk_count, verify_chunk
 from crosschain.errors import AnchorRejected
+from crosschain.last_decoded import LastDecoded
 from crosschain.validator_history import ConfigStepError, ValidatorHistory, verify_config_txs
 from ledger.blocks import BlockHeader, channel_genesis_hash
 from ledger.certificate import CommitCertificate, ValidatorSet, verify_certificate
@@ -208,7 +209,12 @@ class LightClientState:
 
     @staticmethod
     def decode(data: bytes) -> LightClientState:
-        return LightClientState.from_wire(decode(data))
+        """Decode (raises like :meth:`from_wire`); the last bytes decoded are
+        remembered (:class:`~crosschain.last_decoded.LastDecoded`)."""
+        return _decode_state(data)
+
+
+_decode_state = LastDecoded(lambda data: LightClientState.from_wire(decode(data)))
 
 
 def _verify_cert(
