@@ -380,6 +380,39 @@ class Replica:
         return len(self._mempool)
 
     @property
+    def next_status_ms(self) -> int:
+        """When (this replica's clock, as given to :meth:`tick`) its next STATUS is
+        due."""
+        return self._next_status
+
+    def quiescent(self) -> bool:
+        """True if no timer of this replica can fire before its next STATUS is due
+        (:attr:`next_status_ms`) unless an input arrives first: the view is active,
+        nothing is proposed, voted for or buffered above the committed height, the
+        mempool and the FORWARD queue are empty, no catch-up request is out and
+        nothing says we are behind, and no blame timer or timeout doubling is pending.
+        A host may then tick at that time instead of every few milliseconds (an input
+        — a message, a transaction — is stepped at once and may end it). Ticking more
+        often is never wrong."""
+        return (
+            self._ticked
+            and self._active
+            and not self._failed
+            and self._progress_deadline is None
+            and self._censor_deadline is None
+            and not self._mempool
+            and not self._forward_queue
+            and not self._fetches
+            and not self._held
+            and not self._buffer
+            and not self._slots
+            and self._anchor is None
+            and not self._pending_work()
+            and not self._behind()
+            and not self.has_ready()
+        )
+
+    @property
     def evidence_count(self) -> int:
         return sum(v for k, v in self.metrics.items() if k.startswith("evidence."))
 

@@ -164,6 +164,9 @@ class SimConfig:
     #: Every k-th seed (seed % k == 1) catches up in requests of two blocks, two in
     #: flight (``fetch_batch`` 2, ``fetch_parallel`` 2); 0 = never.
     parallel_fetch_every: int = 2
+    #: Every k-th seed (seed % k == 0) ticks a quiescent replica only when its STATUS
+    #: is due, as the node's driver does (``Replica.quiescent``); 0 = never.
+    quiet_ticks_every: int = 2
 
 
 DEFAULT_CONFIG: Final = SimConfig()
@@ -369,6 +372,7 @@ class _Simulation:
         )
         self.scheme: SignatureScheme = ED25519 if use_ed25519 else FastScheme()
         self.wire = config.wire_every > 0 and seed % config.wire_every == 0
+        self.quiet_ticks = config.quiet_ticks_every > 0 and seed % config.quiet_ticks_every == 0
         self.reconfig = config.reconfig_every > 0 and seed % config.reconfig_every == 2
         # With a reconfiguration, replica v{n} starts outside the set and replaces v0
         # from reconfig_height on (v0 then follows the chain without voting).
@@ -705,7 +709,15 @@ class _Simulation:
         self.sched.after(self.cfg.tick_ms, event)
         if host.replica is None:
             return
-        self._guard(host, "tick", _ticker(EPOCH_MS + now + host.skew_ms))
+        clock = EPOCH_MS + now + host.skew_ms
+        r = host.replica
+        if not (
+            self.quiet_ticks
+            and isinstance(r, Replica)
+            and r.quiescent()
+            and clock < r.next_status_ms
+        ):
+            self._guard(host, "tick", _ticker(clock))
         if host.adversary is not None and host.replica is not None:
             for to, msg in host.adversary.inject(now):
                 self._send(host, to, msg)
@@ -955,6 +967,8 @@ class _Simulation:
             )
         if self.reconfig:
             detail += f"; validator set changes at height {self.cfg.reconfig_height}"
+        if self.quiet_ticks:
+            detail += "; quiet ticks"
         return SeedResult(
             seed=self.seed,
             faults=self.kind,

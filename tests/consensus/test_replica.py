@@ -301,3 +301,30 @@ def test_mempool_bookkeeping_stays_consistent() -> None:
     pool.committed([t.tx_id for t in txs[2:9]])  # the memory of committed ids is bounded
     assert not pool.is_committed(txs[0].tx_id)
     check()
+
+
+def test_a_replica_is_quiescent_only_with_nothing_a_timer_could_judge() -> None:
+    c = Cluster(5, max_batch_txs=5, status_interval_ms=1000)
+    assert not any(r.quiescent() for r in c.replicas.values())  # no clock yet
+    c.tick(0)
+    assert all(r.quiescent() for r in c.replicas.values())
+    assert all(r.next_status_ms == 1000 for r in c.replicas.values())
+    c.replicas["n2"].submit(c.clients.txs(3))  # queued at n2, not yet forwarded
+    assert not c.replicas["n2"].quiescent()
+    c.drop = lambda src, dst, m: m.kind == "commit"  # proposed and endorsed, not committed
+    c.run(100)
+    assert all(c.apps[n].height == 0 for n in c.names)
+    assert not any(r.quiescent() for r in c.replicas.values())
+    c.drop = None
+    c.run_until(lambda: all(c.apps[n].height == 1 for n in c.names), 5000)
+    c.run(50)
+    assert all(r.quiescent() for r in c.replicas.values())
+    # a replica that left the view alone (its own transaction waited too long) is not
+    # quiescent even once its mempool is empty: its view-change timer runs
+    c.drop = lambda src, dst, m: "n3" in (src, dst)
+    (tx,) = c.clients.txs(1)
+    c.submit("n3", [tx])
+    c.run_until(lambda: not c.replicas["n3"].view_active, 10_000)
+    c.replicas["n3"]._mempool.committed([tx.tx_id])
+    assert c.replicas["n3"].mempool_size == 0
+    assert not c.replicas["n3"].quiescent()

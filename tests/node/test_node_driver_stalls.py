@@ -32,6 +32,9 @@ def test_a_blocked_event_loop_moves_the_replicas_timers(tmp_path: Path) -> None:
     for name, svc in runtime.channels.items():
         assert svc.replica is not None
         svc.replica.pause = paused[name].append  # type: ignore[method-assign,assignment]
+        # as if work were in flight: a quiescent replica is ticked only when its STATUS
+        # is due, and has no timer to pause (test_node_quiet_ticks.py)
+        svc.replica.quiescent = lambda: False  # type: ignore[method-assign]
 
     async def scenario() -> tuple[dict[str, int], dict[str, int]]:
         runtime.start()
