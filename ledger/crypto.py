@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Final, Protocol
 
+import nacl.bindings
 import nacl.exceptions
 import nacl.signing
 
@@ -81,6 +82,24 @@ class Ed25519Signer:
     @staticmethod
     def generate() -> Ed25519Signer:
         return Ed25519Signer(bytes(nacl.signing.SigningKey.generate()))
+
+    def shared_key(self, peer_public_key: bytes, context: bytes) -> bytes:
+        """A 32-byte key that only this key's holder and the holder of the ed25519
+        key ``peer_public_key`` can compute: X25519 (RFC 7748) of both keys mapped to
+        Curve25519 as libsodium does, hashed with ``context`` (keyed BLAKE2b).
+        The same for both sides; ``context`` makes keys for different uses (and
+        directions) independent. Raises :class:`SignatureError` if the public key is
+        malformed or of small order."""
+        try:
+            peer = nacl.bindings.crypto_sign_ed25519_pk_to_curve25519(peer_public_key)
+            _pk, secret_key = nacl.bindings.crypto_sign_seed_keypair(self.seed)
+            mine = nacl.bindings.crypto_sign_ed25519_sk_to_curve25519(secret_key)
+            secret = nacl.bindings.crypto_scalarmult(mine, peer)
+        except (nacl.exceptions.CryptoError, RuntimeError, TypeError, ValueError) as exc:
+            raise SignatureError(f"cannot agree a key with this public key: {exc}") from None
+        if not any(secret):
+            raise SignatureError("public key of small order")
+        return hashlib.blake2b(context, key=secret, digest_size=32).digest()
 
 
 @lru_cache(maxsize=256)

@@ -23,7 +23,6 @@ TAG_RECORD: Final = "record/v1"
 TAG_CONSENSUS_MSG: Final = "consensus-msg/v1"
 TAG_REQUEST: Final = "request/v1"
 TAG_GOVERNANCE: Final = "governance/v1"
-TAG_PEER_FRAME: Final = "peer-frame/v1"
 
 
 def tagged_hash(tag: str, data: bytes) -> bytes:

@@ -1,20 +1,29 @@
-"""Peer transport: batched, signed frames of consensus messages over one long-lived
-HTTP request per peer link.
+"""Peer transport: batched, authenticated frames of consensus messages over one
+long-lived HTTP request per peer link.
 
-Wire format — a frame is the canonical encoding (:mod:`ledger.encoding`) of::
+Wire format — a frame is ``0xc1 ‖ mac ‖ body``: the byte 0xc1 (never used by
+MessagePack, so a version 1 frame is refused as an encoding error), a 32-byte MAC, and
+the canonical encoding (:mod:`ledger.encoding`) of::
 
-    {"v": 1, "from": <sender node id>, "net": <genesis hash>, "seq": <int>,
-     "msgs": [[<channel>, <encoded consensus message>], ...],
-     "sig": <ed25519 signature by the sender's node key>}
+    {"v": 2, "from": <sender node id>, "to": <receiver node id>,
+     "net": <genesis hash>, "seq": <int>,
+     "msgs": [[<channel>, <encoded consensus message>], ...]}
 
-``sig`` covers ``encode(frame without "sig")`` under the tag ``TAG_PEER_FRAME``. The
-receiver checks, before anything reaches consensus: the frame decodes canonically and
-within size, ``net`` is our genesis hash, ``from`` is a known peer other than us (the
-validators per genesis and governance, :mod:`node.membership`), the signature verifies
-with that node's key, and ``seq`` is greater than the
-last accepted from that sender (frames from one sender are sent one at a time, in
-order; ``seq`` starts at the sender's boot time in ms × 2**20, so it keeps growing
-across restarts). A retried frame (same ``seq``) is acknowledged as a duplicate.
+``mac`` is keyed BLAKE2b-256 (personalisation ``wulian/frame/v2``) of the body bytes
+under the link's key for that direction: both nodes' ed25519 keys, mapped to X25519,
+agree a secret, hashed with the genesis hash, sender and receiver
+(:meth:`ledger.crypto.Ed25519Signer.shared_key`, :class:`FrameAuth`). Only the two
+nodes of a link hold the key. Version 1 signed each frame with ed25519 instead: a
+signature and a verification per frame (and a re-encoding of its body) for what a MAC
+between two parties does at a keyed hash's cost; the consensus messages inside are
+still signed by their senders, and certificates still carry those signatures. The
+receiver checks, before anything reaches consensus: the frame decodes within size,
+``net`` is our genesis hash, ``from`` is a known peer other than us (the validators
+per genesis and governance, :mod:`node.membership`), ``to`` is us, the MAC verifies,
+and ``seq`` is greater than the last accepted from that sender (frames from one sender
+are sent one at a time, in order; ``seq`` starts at the sender's boot time in ms ×
+2**20, so it keeps growing across restarts). A retried frame (same ``seq``) is
+acknowledged as a duplicate.
 
 Frames travel in the body of one streaming ``POST /v1/peer/stream`` per link
 (``Content-Type: application/x-wulian-frames``, chunked): each frame is preceded by its
@@ -53,6 +62,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import hmac
 import logging
 import ssl
 import sys
@@ -65,10 +76,9 @@ from typing import Any, Final
 import httpx
 import msgpack
 
-from ledger.crypto import ED25519, SignatureScheme, Signer
+from ledger.crypto import Ed25519Signer, Signer
 from ledger.encoding import encode
-from ledger.errors import LedgerError
-from ledger.hashing import TAG_PEER_FRAME
+from ledger.errors import LedgerError, SignatureError
 from ledger.schema import as_map, check_keys, get_bytes, get_int, get_list, get_str
 from node.metrics import NodeMetrics
 from node.tls import node_tls_name
@@ -104,7 +114,12 @@ BACKOFF_MAX_S: Final = 2.0
 #: firewall) costs at most a few connection attempts a second.
 REVIVE_MIN_S: Final = 0.25
 
-_FRAME_KEYS: Final = frozenset({"v", "from", "net", "seq", "msgs", "sig"})
+_FRAME_KEYS: Final = frozenset({"v", "from", "to", "net", "seq", "msgs"})
+#: The first byte of a frame: 0xc1, which MessagePack never uses, then the MAC.
+FRAME_MAGIC: Final = b"\xc1"
+MAC_BYTES: Final = 32
+#: The BLAKE2b personalisation of frame MACs and of their keys' derivation.
+_MAC_PERSON: Final = b"wulian/frame/v2"
 
 
 class FrameError(LedgerError):
@@ -123,87 +138,125 @@ class Frame:
     network: bytes
     seq: int
     msgs: tuple[tuple[str, bytes], ...]
-    signature: bytes = b""
-
-    def body(self) -> dict[str, Any]:
-        return {
-            "v": 1,
-            "from": self.sender,
-            "net": self.network,
-            "seq": self.seq,
-            "msgs": [[ch, m] for ch, m in self.msgs],
-        }
-
-    def signing_bytes(self) -> bytes:
-        return encode(self.body())
 
 
-def encode_frame(
-    signer: Signer, sender: str, network: bytes, seq: int, msgs: Sequence[tuple[str, bytes]]
-) -> bytes:
-    """Build and sign a frame; return its wire bytes."""
-    frame = Frame(sender, network, seq, tuple(msgs))
-    body = frame.body()
-    body["sig"] = signer.sign(TAG_PEER_FRAME, frame.signing_bytes())
-    return encode(body)
+class FrameAuth:
+    """Seals and opens this node's frames: a BLAKE2b MAC under a key per link and
+    direction, agreed from the two nodes' keys (:meth:`Ed25519Signer.shared_key`,
+    context: genesis hash, sender, receiver), derived once per peer key.
 
+    ``node_keys()`` gives the current peers' public keys (genesis and governance:
+    :mod:`node.membership`); a peer's new key gets a new link key. Only the two nodes
+    of a link can make or check its MACs, so a frame names its sender as a signature
+    did, at a keyed hash's cost instead of an ed25519 signature and verification per
+    frame, and a frame for one peer cannot be replayed to another (``to``, and the
+    key).
+    """
 
-def decode_frame(
-    data: bytes,
-    *,
-    network: bytes,
-    self_id: str,
-    node_keys: Mapping[str, bytes],
-    scheme: SignatureScheme = ED25519,
-) -> Frame:
-    """Decode and authenticate a frame. Raises :class:`FrameError` (with a ``reason``:
-    ``encoding``, ``schema``, ``network``, ``unknown_sender``, ``signature``)."""
-    if len(data) > MAX_FRAME_BYTES:
-        raise FrameError("encoding", f"frame larger than {MAX_FRAME_BYTES} bytes")
-    try:
-        # Not checked for canonical form: the signature is verified over the canonical
-        # re-encoding of the decoded body, which is what the sender signed.
-        raw = msgpack.unpackb(
-            data, raw=False, strict_map_key=True, ext_hook=_refuse_ext, use_list=True
+    def __init__(
+        self,
+        signer: Signer,
+        self_id: str,
+        network: bytes,
+        node_keys: Callable[[], Mapping[str, bytes]],
+    ) -> None:
+        if not isinstance(signer, Ed25519Signer):
+            raise TypeError("frame keys need an ed25519 node key")
+        self._signer = signer
+        self.self_id = self_id
+        self.network = network
+        self._node_keys = node_keys
+        self._keys: dict[tuple[str, str, bytes], bytes] = {}
+
+    def _key(self, sender: str, receiver: str, peer_key: bytes) -> bytes:
+        k = (sender, receiver, peer_key)
+        key = self._keys.get(k)
+        if key is None:
+            context = encode(["frame-mac/v2", self.network, sender, receiver])
+            key = self._signer.shared_key(peer_key, context)
+            if len(self._keys) >= 4096:  # peers come and go with governance: bounded
+                self._keys.clear()
+            self._keys[k] = key
+        return key
+
+    def seal(self, to: str, seq: int, msgs: Sequence[tuple[str, bytes]]) -> bytes:
+        """The wire bytes of a frame from us to ``to``. Raises :class:`FrameError`
+        (``unknown_peer``) if ``to`` has no key here."""
+        peer_key = self._node_keys().get(to)
+        if peer_key is None or to == self.self_id:
+            raise FrameError("unknown_peer", f"no key for node {to!r}")
+        body = encode(
+            {
+                "v": 2,
+                "from": self.self_id,
+                "to": to,
+                "net": self.network,
+                "seq": seq,
+                "msgs": [[ch, m] for ch, m in msgs],
+            }
         )
-    except Exception as exc:  # msgpack raises several unrelated types
-        raise FrameError("encoding", f"frame: not valid MessagePack: {exc}") from None
-    try:
-        m = as_map(raw, "frame")
-        check_keys(m, _FRAME_KEYS, "frame")
-        if get_int(m, "v") != 1:
-            raise FrameError("schema", "frame: unsupported version")
-        sender = get_str(m, "from", name=True)
-        net = get_bytes(m, "net", 32)
-        seq = get_int(m, "seq")
-        sig = get_bytes(m, "sig", 64)
-        msgs: list[tuple[str, bytes]] = []
-        for item in get_list(m, "msgs", max_len=MAX_MSGS_PER_FRAME):
-            if (
-                not isinstance(item, list)
-                or len(item) != 2
-                or not isinstance(item[0], str)
-                or not isinstance(item[1], bytes)
-            ):
-                raise FrameError("schema", "frame: each message must be [channel, bytes]")
-            msgs.append((item[0], item[1]))
-    except LedgerError as exc:
-        if isinstance(exc, FrameError):
-            raise
-        raise FrameError("schema", str(exc)) from None
-    if net != network:
-        raise FrameError("network", "frame is for another network (genesis hash differs)")
-    key = node_keys.get(sender)
-    if key is None or sender == self_id:
-        raise FrameError("unknown_sender", f"frame from unknown node {sender!r}")
-    frame = Frame(sender, net, seq, tuple(msgs), sig)
-    try:
-        signed = frame.signing_bytes()
-    except LedgerError as exc:
-        raise FrameError("schema", f"frame: {exc}") from None
-    if not scheme.verify(key, TAG_PEER_FRAME, signed, sig):
-        raise FrameError("signature", f"frame from {sender!r} has an invalid signature")
-    return frame
+        mac = _mac(self._key(self.self_id, to, peer_key), body)
+        return FRAME_MAGIC + mac + body
+
+    def open(self, data: bytes) -> Frame:
+        """Decode and authenticate a frame for us. Raises :class:`FrameError` (with a
+        ``reason``: ``encoding``, ``schema``, ``network``, ``unknown_sender``,
+        ``signature`` — a MAC that does not verify keeps the label of the signatures
+        it replaced)."""
+        if len(data) > MAX_FRAME_BYTES:
+            raise FrameError("encoding", f"frame larger than {MAX_FRAME_BYTES} bytes")
+        head = len(FRAME_MAGIC) + MAC_BYTES
+        if len(data) <= head or data[:1] != FRAME_MAGIC:
+            raise FrameError("encoding", "frame: not a version 2 frame (magic byte 0xc1)")
+        mac, body = bytes(data[1:head]), bytes(data[head:])
+        try:
+            # Not checked for canonical form: the MAC covers these exact bytes.
+            raw = msgpack.unpackb(
+                body, raw=False, strict_map_key=True, ext_hook=_refuse_ext, use_list=True
+            )
+        except Exception as exc:  # msgpack raises several unrelated types
+            raise FrameError("encoding", f"frame: not valid MessagePack: {exc}") from None
+        try:
+            m = as_map(raw, "frame")
+            check_keys(m, _FRAME_KEYS, "frame")
+            if get_int(m, "v") != 2:
+                raise FrameError("schema", "frame: unsupported version")
+            sender = get_str(m, "from", name=True)
+            to = get_str(m, "to", name=True)
+            net = get_bytes(m, "net", 32)
+            seq = get_int(m, "seq")
+            msgs: list[tuple[str, bytes]] = []
+            for item in get_list(m, "msgs", max_len=MAX_MSGS_PER_FRAME):
+                if (
+                    not isinstance(item, list)
+                    or len(item) != 2
+                    or not isinstance(item[0], str)
+                    or not isinstance(item[1], bytes)
+                ):
+                    raise FrameError("schema", "frame: each message must be [channel, bytes]")
+                msgs.append((item[0], item[1]))
+        except LedgerError as exc:
+            if isinstance(exc, FrameError):
+                raise
+            raise FrameError("schema", str(exc)) from None
+        if net != self.network:
+            raise FrameError("network", "frame is for another network (genesis hash differs)")
+        peer_key = self._node_keys().get(sender)
+        if peer_key is None or sender == self.self_id:
+            raise FrameError("unknown_sender", f"frame from unknown node {sender!r}")
+        if to != self.self_id:
+            raise FrameError("unknown_sender", f"frame for node {to!r}, not for us")
+        try:
+            key = self._key(sender, self.self_id, peer_key)
+        except SignatureError:
+            raise FrameError("signature", f"no link key with {sender!r}'s key") from None
+        if not hmac.compare_digest(mac, _mac(key, body)):
+            raise FrameError("signature", f"frame from {sender!r} has an invalid MAC")
+        return Frame(sender, net, seq, tuple(msgs))
+
+
+def _mac(key: bytes, body: bytes) -> bytes:
+    return hashlib.blake2b(body, key=key, digest_size=MAC_BYTES, person=_MAC_PERSON).digest()
 
 
 def _refuse_ext(code: int, data: bytes) -> Any:
@@ -240,9 +293,7 @@ class PeerLink:
         *,
         peer_id: str,
         address: str,
-        self_id: str,
-        network: bytes,
-        signer: Signer,
+        auth: FrameAuth,
         metrics: NodeMetrics,
         queue_limit: int,
         frame_max_bytes: int,
@@ -253,9 +304,7 @@ class PeerLink:
     ) -> None:
         self.peer_id = peer_id
         self.address = address.rstrip("/")
-        self._self_id = self_id
-        self._network = network
-        self._signer = signer
+        self._auth = auth
         self._metrics = metrics
         self._limit = queue_limit
         self._frame_max = frame_max_bytes
@@ -468,8 +517,12 @@ class PeerLink:
                 continue
             if self.queued:
                 self._wakeup.set()
+            try:
+                frame = self._auth.seal(self.peer_id, self._seq + 1, msgs)
+            except FrameError:  # the peer left (governance) before its link was closed
+                self._metrics.dropped_outbound.inc(len(msgs), self.peer_id, "unknown_peer")
+                continue
             self._seq += 1
-            frame = encode_frame(self._signer, self._self_id, self._network, self._seq, msgs)
             self._retry = (frame, len(msgs), time.monotonic())
             yield len(frame).to_bytes(LENGTH_PREFIX, "big") + frame
             self._retry = None
@@ -527,9 +580,7 @@ class PeerTransport:
     def __init__(
         self,
         *,
-        self_id: str,
-        network: bytes,
-        signer: Signer,
+        auth: FrameAuth,
         peers: Mapping[str, str],
         metrics: NodeMetrics,
         queue_limit: int,
@@ -538,9 +589,8 @@ class PeerTransport:
         client_factory: Callable[[str], httpx.AsyncClient] | None = None,
         tls: ssl.SSLContext | None = None,
     ) -> None:
-        self._self_id = self_id
-        self._network = network
-        self._signer = signer
+        self._auth = auth
+        self._self_id = auth.self_id
         self._metrics = metrics
         self._queue_limit = queue_limit
         self._frame_max_bytes = frame_max_bytes
@@ -550,7 +600,9 @@ class PeerTransport:
         self._started = False
         self._seq_start = int(time.time() * 1000) << 20
         self.links: dict[str, PeerLink] = {
-            pid: self._link(pid, addr) for pid, addr in sorted(peers.items()) if pid != self_id
+            pid: self._link(pid, addr)
+            for pid, addr in sorted(peers.items())
+            if pid != self._self_id
         }
         #: Test-only hook (node/byzantine.py): ``tamper(peer, channel, payload)`` gives
         #: the payloads actually queued for that peer. Always None in production.
@@ -561,9 +613,7 @@ class PeerTransport:
         return PeerLink(
             peer_id=peer_id,
             address=address,
-            self_id=self._self_id,
-            network=self._network,
-            signer=self._signer,
+            auth=self._auth,
             metrics=self._metrics,
             queue_limit=self._queue_limit,
             frame_max_bytes=self._frame_max_bytes,

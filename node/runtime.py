@@ -24,7 +24,7 @@ from node.byzantine import install_from_env
 from node.channel import ChannelService
 from node.config import NodeConfig
 from node.metrics import NodeMetrics
-from node.peers import FrameError, PeerTransport, SeqTracker, decode_frame
+from node.peers import FrameAuth, FrameError, PeerTransport, SeqTracker
 from node.relays import NodeRelays
 from node.rules import ChannelLogic, channel_logic
 from node.signatures import MemoisedEd25519
@@ -56,10 +56,10 @@ class NodeRuntime:
         )
         lim = config.limits
         peers = {n.node_id: n.address for n in genesis.nodes if n.node_id != config.node_id}
+        #: Seals and opens peer frames (a MAC per link; keys from genesis/governance).
+        self.frames = FrameAuth(self.signer, config.node_id, genesis.hash, lambda: self.node_keys)
         self.transport = PeerTransport(
-            self_id=config.node_id,
-            network=genesis.hash,
-            signer=self.signer,
+            auth=self.frames,
             peers=peers,
             metrics=self.metrics,
             queue_limit=lim.peer_queue_messages,
@@ -249,12 +249,7 @@ class NodeRuntime:
         """Authenticate a frame and route its messages. Returns ``(sender, delivered,
         duplicate)``. Raises :class:`FrameError` (nothing delivered) if not authentic."""
         try:
-            frame = decode_frame(
-                data,
-                network=self.genesis.hash,
-                self_id=self.config.node_id,
-                node_keys=self.node_keys,
-            )
+            frame = self.frames.open(data)
         except FrameError as exc:
             self.metrics.rejected_frames.inc(1, exc.reason)
             raise

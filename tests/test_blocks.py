@@ -26,7 +26,7 @@ from ledger.blocks import (
 from ledger.crypto import ED25519, Ed25519Signer
 from ledger.encoding import decode, encode
 from ledger.errors import EncodingError, SchemaError, SignatureError
-from ledger.hashing import TAG_TX, tagged_hash
+from ledger.hashing import TAG_TX, sha256, tagged_hash
 from ledger.merkle import EMPTY_ROOT, merkle_root
 
 NETWORK = bytes(range(32))
@@ -582,3 +582,14 @@ def test_malformed_records_are_refused_on_every_call(signer: Ed25519Signer) -> N
     for _ in range(2):
         with pytest.raises(SchemaError, match=r"records\[1\]\.c"):
             record_leaves(tx)
+
+
+def test_two_keys_agree_a_shared_key_that_no_third_key_computes() -> None:
+    a, b, c = (Ed25519Signer(sha256(bytes([i]))) for i in range(3))
+    k = a.shared_key(b.public_key, b"ctx")
+    assert len(k) == 32 and k == b.shared_key(a.public_key, b"ctx")
+    assert k != a.shared_key(b.public_key, b"other context")
+    assert k not in {c.shared_key(a.public_key, b"ctx"), c.shared_key(b.public_key, b"ctx")}
+    for bad in (bytes(32), b"\x01" + bytes(31), b"short"):  # small order / not a key
+        with pytest.raises(SignatureError):
+            a.shared_key(bad, b"ctx")

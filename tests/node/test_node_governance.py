@@ -47,9 +47,8 @@ from node.peers import (
     FRAME_PATH,
     LENGTH_PREFIX,
     STREAM_PATH,
+    FrameAuth,
     PeerTransport,
-    decode_frame,
-    encode_frame,
 )
 from tests.node.netfixture import TestNetwork, start_network
 
@@ -152,7 +151,9 @@ def _advance_to(net: TestNetwork, height: int) -> None:
 
 def _post_frame(net: TestNetwork, i: int, signer: Ed25519Signer) -> httpx.Response:
     seq = (time.time_ns() // 1000) << 8
-    frame = encode_frame(signer, SIXTH, net.genesis.hash, seq, [])
+    keys = {n.node_id: n.public_key for n in net.genesis.nodes}
+    auth = FrameAuth(signer, SIXTH, net.genesis.hash, lambda: keys)
+    frame = auth.seal(net.nodes[i].node_id, seq, [])
     with httpx.Client(timeout=10.0) as http:
         return http.post(
             net.nodes[i].url + FRAME_PATH,
@@ -196,7 +197,7 @@ def test_validator_added_then_removed_by_governance(net: TestNetwork) -> None:
         while len(senders) < 4:
             for raw in list(_Sink.frames):
                 keys = {n.node_id: n.public_key for n in net.genesis.nodes}
-                frame = decode_frame(raw, network=net.genesis.hash, self_id=SIXTH, node_keys=keys)
+                frame = FrameAuth(sixth, SIXTH, net.genesis.hash, lambda k=keys: k).open(raw)
                 if any(ch == CH for ch, _ in frame.msgs):
                     senders.add(frame.sender)
             if len(senders) >= 4:
@@ -271,7 +272,7 @@ def test_transport_update_peers_opens_and_closes_links() -> None:
     async def main() -> None:
         signer = Ed25519Signer.generate()
         t = PeerTransport(
-            self_id="a", network=b"\0" * 32, signer=signer,
+            auth=FrameAuth(signer, "a", b"\0" * 32, dict),
             peers={"a": "http://127.0.0.1:1", "b": "http://127.0.0.1:2"},
             metrics=NodeMetrics(), queue_limit=100, frame_max_bytes=1 << 20, flush_ms=1,
         )  # fmt: skip
@@ -293,11 +294,12 @@ def test_transport_update_peers_opens_and_closes_links() -> None:
 def test_frame_from_unknown_sender_is_refused() -> None:
     signer = Ed25519Signer.generate()
     net_id = secrets.token_bytes(32)
-    frame = encode_frame(signer, SIXTH, net_id, 1, [])
+    a = Ed25519Signer.generate()
+    frame = FrameAuth(signer, SIXTH, net_id, lambda: {"a": a.public_key}).seal("a", 1, [])
     keys = {SIXTH: signer.public_key}
-    assert decode_frame(frame, network=net_id, self_id="a", node_keys=keys).sender == SIXTH
+    assert FrameAuth(a, "a", net_id, lambda: keys).open(frame).sender == SIXTH
     with pytest.raises(Exception, match="unknown node"):
-        decode_frame(frame, network=net_id, self_id="a", node_keys={})
+        FrameAuth(a, "a", net_id, dict).open(frame)
 
 
 @pytest.mark.network

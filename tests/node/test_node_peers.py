@@ -17,15 +17,16 @@ from ledger.hashing import sha256
 from node import peers
 from node.metrics import NodeMetrics
 from node.peers import (
+    FRAME_MAGIC,
     FRAME_PATH,
     LENGTH_PREFIX,
+    MAC_BYTES,
     STREAM_CONTENT_TYPE,
     STREAM_PATH,
+    FrameAuth,
     FrameError,
     PeerLink,
     SeqTracker,
-    decode_frame,
-    encode_frame,
 )
 
 NET = sha256(b"net")
@@ -33,42 +34,78 @@ A = Ed25519Signer(sha256(b"a"))
 B = Ed25519Signer(sha256(b"b"))
 KEYS = {"a-node": A.public_key, "b-node": B.public_key}
 MSGS = [("supervision", b"\x01\x02"), ("judicial", b"\x03")]
-DECODE: dict[str, Any] = {"network": NET, "self_id": "b-node", "node_keys": KEYS}
+AUTH_A = FrameAuth(A, "a-node", NET, lambda: KEYS)
+AUTH_B = FrameAuth(B, "b-node", NET, lambda: KEYS)
+HEAD = len(FRAME_MAGIC) + MAC_BYTES
+
+
+def _rebody(data: bytes, **changes: Any) -> bytes:
+    """The frame with its body changed and its MAC left as it was."""
+    return data[:HEAD] + encode({**decode(data[HEAD:]), **changes})
 
 
 def test_frame_round_trip() -> None:
-    data = encode_frame(A, "a-node", NET, 7, MSGS)
-    frame = decode_frame(data, network=NET, self_id="b-node", node_keys=KEYS)
+    data = AUTH_A.seal("b-node", 7, MSGS)
+    frame = AUTH_B.open(data)
     assert (frame.sender, frame.seq, list(frame.msgs)) == ("a-node", 7, MSGS)
+    assert data[:1] == FRAME_MAGIC
+
+
+def test_both_ends_of_a_link_agree_on_its_key_and_directions_differ() -> None:
+    a_to_b = AUTH_A._key("a-node", "b-node", B.public_key)
+    assert a_to_b == AUTH_B._key("a-node", "b-node", A.public_key)
+    assert a_to_b != AUTH_A._key("b-node", "a-node", B.public_key)
+    other_net = FrameAuth(A, "a-node", sha256(b"other"), lambda: KEYS)
+    assert other_net._key("a-node", "b-node", B.public_key) != a_to_b
 
 
 @pytest.mark.parametrize(
     ("mutate", "reason"),
     [
         (lambda d: d + b"\x00", "encoding"),
-        (lambda d: encode({**decode(d), "extra": 1}), "schema"),
-        (lambda d: encode({**decode(d), "msgs": [["ch", "not bytes"]]}), "schema"),
-        (lambda d: encode({**decode(d), "net": sha256(b"other")}), "network"),
-        (lambda d: encode({**decode(d), "from": "mallory"}), "unknown_sender"),
-        (lambda d: encode({**decode(d), "seq": 8}), "signature"),
-        (lambda d: encode({**decode(d), "msgs": []}), "signature"),
+        (lambda d: d[HEAD:], "encoding"),  # a version 1 frame (no magic byte, no MAC)
+        (lambda d: d[: HEAD - 1], "encoding"),
+        (lambda d: _rebody(d, extra=1), "schema"),
+        (lambda d: _rebody(d, v=1), "schema"),
+        (lambda d: _rebody(d, msgs=[["ch", "not bytes"]]), "schema"),
+        (lambda d: _rebody(d, net=sha256(b"other")), "network"),
+        (lambda d: _rebody(d, **{"from": "mallory"}), "unknown_sender"),
+        (lambda d: _rebody(d, to="c-node"), "unknown_sender"),
+        (lambda d: _rebody(d, seq=8), "signature"),
+        (lambda d: d[:1] + bytes(MAC_BYTES) + d[HEAD:], "signature"),
     ],
 )
-def test_bad_frames_are_refused(mutate: object, reason: str) -> None:
-    data = encode_frame(A, "a-node", NET, 7, MSGS)
+def test_tampered_frames_are_refused_with_a_reason(
+    mutate: Callable[[bytes], bytes], reason: str
+) -> None:
+    data = AUTH_A.seal("b-node", 7, MSGS)
     with pytest.raises(FrameError) as err:
-        decode_frame(mutate(data), network=NET, self_id="b-node", node_keys=KEYS)  # type: ignore[operator]
+        AUTH_B.open(mutate(data))
     assert err.value.reason == reason
 
 
-def test_frame_signed_by_another_node_key_is_refused() -> None:
-    forged = encode_frame(B, "a-node", NET, 1, MSGS)  # b signs, claims to be a
+def test_frame_made_with_another_node_key_is_refused() -> None:
+    # b makes a frame claiming to be from a (to itself, or to c, who shares a's key
+    # with b): the MAC is under a key only a and the receiver hold
+    c = Ed25519Signer(sha256(b"c"))
+    keys = {**KEYS, "c-node": c.public_key}
+    forged = FrameAuth(B, "a-node", NET, lambda: keys).seal("c-node", 1, MSGS)
     with pytest.raises(FrameError) as err:
-        decode_frame(forged, network=NET, self_id="b-node", node_keys=KEYS)
+        FrameAuth(c, "c-node", NET, lambda: keys).open(forged)
     assert err.value.reason == "signature"
-    own = encode_frame(B, "b-node", NET, 1, MSGS)  # our own id echoed back
+    own = FrameAuth(B, "a-node", NET, lambda: KEYS).seal("b-node", 1, MSGS)
+    with pytest.raises(FrameError):  # our own key, another's name: the MAC is wrong
+        AUTH_B.open(own)
+    # a frame for a, replayed to b: refused (addressed to a, and under a's key)
+    to_c = FrameAuth(A, "a-node", NET, lambda: keys).seal("c-node", 1, MSGS)
     with pytest.raises(FrameError):
-        decode_frame(own, network=NET, self_id="b-node", node_keys=KEYS)
+        AUTH_B.open(to_c)
+
+
+def test_a_peer_with_no_key_gets_no_frame() -> None:
+    with pytest.raises(FrameError) as err:
+        AUTH_A.seal("mallory", 1, MSGS)
+    assert err.value.reason == "unknown_peer"
 
 
 def test_seq_tracker_refuses_replays() -> None:
@@ -98,7 +135,7 @@ def make_link(
     metrics = NodeMetrics()
     client = httpx.AsyncClient(base_url="http://peer", transport=_StreamingMock(handler))
     link = PeerLink(
-        peer_id="b-node", address="http://peer", self_id="a-node", network=NET, signer=A,
+        peer_id="b-node", address="http://peer", auth=AUTH_A,
         metrics=metrics, queue_limit=queue_limit, frame_max_bytes=frame_max, flush_ms=1,
         seq_start=100, client=client,
     )  # fmt: skip
@@ -180,7 +217,7 @@ def test_link_batches_and_reconnects_until_the_peer_answers() -> None:
         assert seen_broken, "refused connections mark the link broken (replicas are told)"
         assert not link.broken
         assert len(received) == 1, "ten messages travel in one frame"
-        frame = decode_frame(received[0], network=NET, self_id="b-node", node_keys=KEYS)
+        frame = AUTH_B.open(received[0])
         assert [m for _, m in frame.msgs] == [bytes([i]) for i in range(10)]
         assert frame.seq == 101
         assert metrics.frame_errors.value("b-node") == 2
@@ -204,7 +241,7 @@ def test_frame_cut_off_by_a_broken_stream_is_sent_alone_with_its_seq() -> None:
 
     async def handler(request: httpx.Request) -> httpx.Response:
         if request.url.path == FRAME_PATH:  # a single frame, body in full
-            seen.append(("single", [decode_frame(await request.aread(), **DECODE).seq]))
+            seen.append(("single", [AUTH_B.open(await request.aread()).seq]))
             return httpx.Response(200)
         assert isinstance(request.stream, httpx.AsyncByteStream)
         if not seen:
@@ -212,7 +249,7 @@ def test_frame_cut_off_by_a_broken_stream_is_sent_alone_with_its_seq() -> None:
             await anext(aiter(request.stream))  # the first frame is taken, then a reset
             raise httpx.WriteError("connection reset")
         frames = await _read_frames(request, 1)
-        seen.append(("stream", [decode_frame(f, **DECODE).seq for f in frames]))
+        seen.append(("stream", [AUTH_B.open(f).seq for f in frames]))
         return httpx.Response(200)
 
     async def main() -> None:

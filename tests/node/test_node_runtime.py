@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from consensus.messages import Status, encode_message, sign
+from ledger.crypto import Signer
 from ledger.encoding import decode
 from ledger.errors import ConfigError
 from ledger.genesis import make_local_genesis
@@ -28,9 +29,17 @@ from node.peers import (
     MAX_FRAME_BYTES,
     STREAM_CONTENT_TYPE,
     STREAM_PATH,
-    encode_frame,
+    FrameAuth,
 )
 from node.runtime import NodeRuntime
+
+
+def seal(
+    signer: Signer, sender: str, rt: NodeRuntime, seq: int, msgs: list[tuple[str, bytes]]
+) -> bytes:
+    """A frame from ``sender`` (made with ``signer``'s key) to the runtime's node."""
+    auth = FrameAuth(signer, sender, rt.genesis.hash, lambda: rt.node_keys)
+    return auth.seal(rt.config.node_id, seq, msgs)
 
 
 def write_config(
@@ -123,7 +132,6 @@ def test_peer_stream_delivers_frames_as_they_arrive_until_one_is_refused(
     rt = NodeRuntime.open(cfg)
     court = load_key_file(tmp_path / "net" / "keys" / "court-node.key").signer
     risk = load_key_file(tmp_path / "net" / "keys" / "risk_centre-node.key").signer
-    net = rt.genesis.hash
     svc = rt.channels["supervision"]
     msg = encode_message(sign(Status("supervision", "court-node", 0, True, 0, b"\x00" * 32), court))
 
@@ -141,17 +149,17 @@ def test_peer_stream_delivers_frames_as_they_arrive_until_one_is_refused(
         transport = httpx.ASGITransport(app=create_asgi(rt))
         h = {"content-type": STREAM_CONTENT_TYPE}
         async with httpx.AsyncClient(transport=transport, base_url="http://node") as c:
-            one = framed(encode_frame(court, "court-node", net, 10, [("supervision", msg)]))
-            two = framed(encode_frame(court, "court-node", net, 11, [("supervision", msg)]))
+            one = framed(seal(court, "court-node", rt, 10, [("supervision", msg)]))
+            two = framed(seal(court, "court-node", rt, 11, [("supervision", msg)]))
             # frames split across chunks and several in one chunk are all read
             r = await c.post(STREAM_PATH, content=body(one[:3], one[3:] + two), headers=h)
             assert r.status_code == 200, r.text
             assert decode(r.content) == {"ok": True, "frames": 2}
             assert queued() == 2
             # a forged frame ends the stream; the frames before it were delivered
-            three = framed(encode_frame(court, "court-node", net, 12, [("supervision", msg)]))
-            forged = framed(encode_frame(risk, "court-node", net, 13, [("supervision", msg)]))
-            four = framed(encode_frame(court, "court-node", net, 14, [("supervision", msg)]))
+            three = framed(seal(court, "court-node", rt, 12, [("supervision", msg)]))
+            forged = framed(seal(risk, "court-node", rt, 13, [("supervision", msg)]))
+            four = framed(seal(court, "court-node", rt, 14, [("supervision", msg)]))
             r = await c.post(STREAM_PATH, content=body(three, forged, four), headers=h)
             assert r.status_code == 401 and r.json()["error"]["code"] == "bad_frame"
             assert "frame 2" in r.json()["error"]["message"]
@@ -179,7 +187,6 @@ def test_peer_frames_are_authenticated_before_delivery(tmp_path: Path) -> None:
     rt = NodeRuntime.open(cfg)
     court = load_key_file(tmp_path / "net" / "keys" / "court-node.key").signer
     risk = load_key_file(tmp_path / "net" / "keys" / "risk_centre-node.key").signer
-    net = rt.genesis.hash
     svc = rt.channels["supervision"]
 
     status = sign(Status("supervision", "court-node", 0, True, 0, b"\x00" * 32), court)
@@ -191,10 +198,10 @@ def test_peer_frames_are_authenticated_before_delivery(tmp_path: Path) -> None:
         transport = httpx.ASGITransport(app=create_asgi(rt))
         async with httpx.AsyncClient(transport=transport, base_url="http://node") as c:
             h = {"content-type": "application/msgpack"}
-            good = encode_frame(
+            good = seal(
                 court,
                 "court-node",
-                net,
+                rt,
                 5,
                 [("supervision", msg), ("nope", msg), ("supervision", b"junk")],
             )
@@ -205,7 +212,7 @@ def test_peer_frames_are_authenticated_before_delivery(tmp_path: Path) -> None:
             r = await c.post(FRAME_PATH, content=good, headers=h)  # replay
             assert decode(r.content)["duplicate"] is True
             assert len(svc._inbox) + len(svc._urgent) == 1
-            forged = encode_frame(risk, "court-node", net, 6, [("supervision", b"z")])
+            forged = seal(risk, "court-node", rt, 6, [("supervision", b"z")])
             r = await c.post(FRAME_PATH, content=forged, headers=h)
             assert r.status_code == 401 and r.json()["error"]["code"] == "bad_frame"
             r = await c.post(FRAME_PATH, content=b"\xc1", headers=h)
@@ -257,11 +264,12 @@ def test_a_refused_stream_is_closed_so_the_sender_learns_of_it(tmp_path: Path) -
                 break
             await asyncio.sleep(0.05)
         metrics = NodeMetrics()
+        keys = {"bureau-node": rt.node_keys["bureau-node"]}
+        # another network: every frame is refused
+        auth = FrameAuth(court, "court-node", b"\x07" * 32, lambda: keys)
         link = PeerLink(
-            peer_id="bureau-node", address=f"http://127.0.0.1:{port}", self_id="court-node",
-            network=b"\x07" * 32,  # another network: every frame is refused
-            signer=court, metrics=metrics, queue_limit=100, frame_max_bytes=1 << 20,
-            flush_ms=1, seq_start=1,
+            peer_id="bureau-node", address=f"http://127.0.0.1:{port}", auth=auth,
+            metrics=metrics, queue_limit=100, frame_max_bytes=1 << 20, flush_ms=1, seq_start=1,
         )  # fmt: skip
         link.start()
         refused = 0.0
