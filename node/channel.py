@@ -27,7 +27,7 @@ import contextlib
 import logging
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -104,6 +104,15 @@ def stalled_ms(now: float, due: float, accounted_to: float) -> int:
     counting what was already paused for up to ``accounted_to`` (the driver's own
     apply-and-store time, paused by :meth:`ChannelService._process_ready`)."""
     return max(0, round((now - max(due, accounted_to)) * 1000))
+
+
+def view_change_cause(fired: Iterable[str]) -> str:
+    """The "entered view" log line's ending: which of this node's timers (names of the
+    replica's ``timeouts.*`` counters that moved since the last view) started the view
+    change — "" if none did (it joined the others). ``prepared_grace`` started none:
+    it waited once more."""
+    started = sorted(k for k in fired if k != "prepared_grace")
+    return f" after this node's {'/'.join(started)} timeout" if started else ""
 
 
 @dataclass(frozen=True)
@@ -652,7 +661,7 @@ class ChannelService:
                     "entered view %d (primary %s)%s",
                     replica.view,
                     cport.primary_of(replica),
-                    f" after this node's {'/'.join(sorted(fired))} timeout" if fired else "",
+                    view_change_cause(fired),
                     extra={"channel": self.channel, "view": replica.view, "height": self.height},
                 )
                 self._seen_view = replica.view

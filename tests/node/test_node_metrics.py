@@ -31,3 +31,15 @@ def test_node_metrics_render() -> None:
     text = m.render()
     assert 'wulian_height{channel="supervision"} 3' in text
     assert 'wulian_peer_rejected_frames_total{reason="signature"} 1' in text
+
+
+def test_the_view_log_line_names_only_the_timers_that_started_the_view_change() -> None:
+    from node.channel import view_change_cause
+
+    assert view_change_cause(["progress"]) == " after this node's progress timeout"
+    assert view_change_cause({"prepared_grace": 1, "progress": 1}) == (
+        " after this node's progress timeout"
+    )
+    # waiting once more started nothing: the node joined the others' view change
+    assert view_change_cause(["prepared_grace"]) == ""
+    assert view_change_cause([]) == ""
