@@ -99,16 +99,28 @@ def acked_heights(supervision: list[tuple[int, Transaction, str]]) -> list[int]:
     ]
 
 
+#: How long both chains must stay still to count as settled: longer than an ack's
+#: delay (``[relay] ack_delay_ms``, 2 s) plus a relay's turn (``STAGGER_MS``, 1.5 s).
+#: A restarted node's relays, before they see what the others did while it was down,
+#: may send copies of acks that were already made: refused, but in a block of their
+#: own, which is then anchored — after a shorter still spell (1.5 s) that block came
+#: once, past the tip the test had taken as final.
+SETTLED_S = 4.5
+
+
 def wait_idle_and_anchored(net: TestNetwork, timeout_s: float) -> tuple[int, int]:
     """Wait until the supervision tip is anchored, every block holding anything but
     acks is acknowledged (acks wait ``[relay] ack_delay_ms``; ack-only blocks wait for
-    the next block of records) and both chains stop growing."""
+    the next block of records) and both chains have not grown for :data:`SETTLED_S`."""
     probe = net.client(0, "bureau")
     deadline = time.monotonic() + timeout_s
     last = (-1, -1)
+    still_since = time.monotonic()
     while True:
         now = (probe.height("supervision"), probe.height("judicial"))
-        if now == last:  # stable: anchored and acknowledged? (scans the blocks)
+        if now != last:
+            still_since = time.monotonic()
+        elif time.monotonic() - still_since >= SETTLED_S:  # anchored and acknowledged?
             anchored = header_anchor_heights(net, 0)
             sup = block_txs(net, 0, "supervision")
             due = max((h for h, tx, _c in sup if tx.type != ACK_TX_TYPE), default=0)
