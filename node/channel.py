@@ -517,20 +517,17 @@ class ChannelService:
                     await self._wake.wait()
                     handle.cancel()
                 self._wake.clear()
+                now = loop.time()
+                if now < next_tick and replica.quiescent():
+                    # Not ticked while quiet: its clock (block times, transactions'
+                    # arrival times) is up to a STATUS interval old. Bring it to the
+                    # present before it sees the input; with no timer armed, ticking
+                    # before the input blames nobody.
+                    next_tick = self._tick(replica, now, now, tick_s)
                 self._step_urgent(replica)
                 now = loop.time()
                 if now >= next_tick:
-                    late_ms = stalled_ms(now, next_tick, self._accounted_to)
-                    if late_ms >= PAUSE_AFTER_MS:
-                        # The event loop could not run this driver (another channel's
-                        # block applied on it, a worker thread holding the GIL, the
-                        # machine's CPU taken): this node's time, not the primary's.
-                        replica.pause(late_ms)
-                        self.metrics.stalled_seconds.observe(late_ms / 1000, self.channel)
-                    if self.transport is not None:
-                        replica.set_unreachable(self.transport.unreachable())
-                    replica.tick(self._now())
-                    next_tick = (now // tick_s + 1) * tick_s
+                    next_tick = self._tick(replica, now, next_tick, tick_s)
                 await self._process_ready(replica)
                 if self._inbox:
                     self._drain_inbox(replica, loop.time() + BULK_BUDGET_S)
@@ -548,6 +545,21 @@ class ChannelService:
                 exc_info=True,
                 extra={"channel": self.channel, "height": self.height},
             )
+
+    def _tick(self, replica: Replica, now: float, due: float, tick_s: float) -> float:
+        """Tick the replica at ``now`` (loop time; the tick was due at ``due``) and
+        return when the next regular tick falls."""
+        late_ms = stalled_ms(now, due, self._accounted_to)
+        if late_ms >= PAUSE_AFTER_MS:
+            # The event loop could not run this driver (another channel's block
+            # applied on it, a worker thread holding the GIL, the machine's CPU
+            # taken): this node's time, not the primary's.
+            replica.pause(late_ms)
+            self.metrics.stalled_seconds.observe(late_ms / 1000, self.channel)
+        if self.transport is not None:
+            replica.set_unreachable(self.transport.unreachable())
+        replica.tick(self._now())
+        return (now // tick_s + 1) * tick_s
 
     def _next_tick(self, replica: Replica, planned: float, tick_s: float) -> float:
         """When (loop time) to tick next: every ``tick_s`` while the replica has

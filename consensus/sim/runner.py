@@ -711,12 +711,7 @@ class _Simulation:
             return
         clock = EPOCH_MS + now + host.skew_ms
         r = host.replica
-        if not (
-            self.quiet_ticks
-            and isinstance(r, Replica)
-            and r.quiescent()
-            and clock < r.next_status_ms
-        ):
+        if not (self._quiet(host) and isinstance(r, Replica) and clock < r.next_status_ms):
             self._guard(host, "tick", _ticker(clock))
         if host.adversary is not None and host.replica is not None:
             for to, msg in host.adversary.inject(now):
@@ -724,12 +719,27 @@ class _Simulation:
         if host.honest and host.replica is not None:
             self.liveness.view_seen(host.replica.view)
 
+    def _quiet(self, host: _Host) -> bool:
+        """A quiet-ticks seed's honest replica that is quiescent (ticked only when its
+        STATUS is due, as the node does)."""
+        r = host.replica
+        return self.quiet_ticks and isinstance(r, Replica) and r.quiescent()
+
+    def _wake(self, host: _Host, now: int) -> None:
+        """Before an input reaches a quiescent replica, tick it to the present, as the
+        node's driver does: its clock stamps block and arrival times."""
+        if self._quiet(host):
+            self._guard(host, "tick", _ticker(EPOCH_MS + now + host.skew_ms))
+
     def _on_deliver(self, now: int, event: _Deliver) -> None:
         host = self.hosts[event.inst]
         if host.replica is None:
             return
         msg = event.message
         if host.adversary is not None and not host.adversary.incoming(now, msg):
+            return
+        self._wake(host, now)
+        if host.replica is None:  # a crash point may fire on that tick
             return
         self._guard(host, f"step({type(msg).__name__} from {event.src})", lambda r: r.step(msg))
         if host.honest and host.replica is not None:
@@ -753,6 +763,9 @@ class _Simulation:
             ctx.done = True  # an invalid transaction is submitted once
         if ctx.valid:
             self.sched.after(self.cfg.retry_ms, _Submit(event.tx_index, event.attempt + 1))
+        if host.replica is None:
+            return
+        self._wake(host, now)
         if host.replica is None:
             return
         results: list[SubmitResult] = []

@@ -55,15 +55,25 @@ def test_an_idle_channel_ticks_when_status_is_due_and_work_brings_the_ticks_back
             await asyncio.sleep(1.5)
             quiet = {c: sum(t >= t0 for t in log) for c, log in ticks.items()}
             t1 = time.monotonic()
+            wall_ms = time.time_ns() // 1_000_000
             (outcome,) = await sup.submit([tx])
             assert outcome.accepted, outcome.reason
+            # the replica was ticked before it saw the transaction: the times it
+            # stamps (here the block it proposed at once, as the idle primary) are now,
+            # not its last tick's, up to a STATUS interval ago
+            assert sup.replica is not None and sup.replica.primary == "bureau-node"
+            slot = sup.replica._slots[sup.replica.committed_height + 1]
+            assert slot.preprepare is not None
+            stamped.append(slot.preprepare.block.header.time_ms - wall_ms)
             await asyncio.sleep(0.3)  # the transaction waits (no peers): ticks every 20 ms
             return quiet, quiet_now, sum(t >= t1 for t in ticks["supervision"])
         finally:
             await runtime.stop()
 
+    stamped: list[int] = []
     quiet, quiet_now, busy = asyncio.run(scenario())
     assert quiet_now
+    assert len(stamped) == 1 and -50 <= stamped[0] <= 500, stamped
     # STATUS every 1 s: one or two ticks in 1.5 s per channel (75 at 20 ms)
     assert set(quiet) == {"supervision", "judicial", "risk", "credit", "service"}
     assert all(1 <= n <= 3 for n in quiet.values()), quiet
