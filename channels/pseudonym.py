@@ -19,6 +19,7 @@ from typing import Any, Final
 from ledger.encoding import encode
 from ledger.errors import SchemaError
 from ledger.hashing import TAG_RECORD, tagged_hash
+from ledger.schema import is_decimal
 
 SALT_SIZE: Final = 32
 MIN_KEY_SIZE: Final = 32
@@ -36,7 +37,7 @@ def normalise_id_number(raw: str) -> str:
     """Strip spaces/hyphens, upper-case the check ``x``; SchemaError unless it is an
     18-character resident ID number with a valid check character."""
     s = "".join(raw.split()).replace("-", "").upper()
-    if len(s) != 18 or not s[:17].isdigit() or not (s[17].isdigit() or s[17] == "X"):
+    if len(s) != 18 or not is_decimal(s[:17]) or not (is_decimal(s[17]) or s[17] == "X"):
         raise SchemaError("ID number: expected 17 digits and a check digit or X")
     if id_check_char(s[:17]) != s[17]:
         raise SchemaError("ID number: check character does not match")

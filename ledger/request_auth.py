@@ -32,7 +32,7 @@ from ledger.crypto import ED25519, SignatureScheme, Signer
 from ledger.encoding import encode
 from ledger.errors import LedgerError
 from ledger.hashing import TAG_REQUEST, sha256
-from ledger.schema import is_name
+from ledger.schema import is_decimal, is_name
 
 HEADER_ORG: Final = "X-Wulian-Org"
 HEADER_KEY: Final = "X-Wulian-Key"
@@ -145,7 +145,7 @@ def parse_auth_headers(headers: Mapping[str, str]) -> SignedRequest:
     if not is_name(org):
         raise RequestAuthError(f"header {HEADER_ORG}: not a valid organisation id")
     time_text = values[HEADER_TIME]
-    if not time_text.isdigit() or len(time_text) > 16:
+    if not is_decimal(time_text) or len(time_text) > 16:
         raise RequestAuthError(f"header {HEADER_TIME}: expected integer milliseconds")
     return SignedRequest(
         org=org,

@@ -19,6 +19,13 @@ def as_map(value: Any, what: str) -> dict[str, Any]:
     return value
 
 
+def is_decimal(text: str) -> bool:
+    """True if ``text`` is a non-empty run of ASCII digits 0–9. ``str.isdigit`` also
+    takes other digits ("³", "٣"), some of which ``int`` refuses (an error where a
+    clear 4xx was due) and some of which it reads."""
+    return text.isascii() and text.isdigit()
+
+
 def get_int(m: dict[str, Any], key: str, *, lo: int = 0, hi: int = 2**63 - 1) -> int:
     v = m.get(key)
     if not isinstance(v, int) or isinstance(v, bool):

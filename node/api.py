@@ -26,6 +26,7 @@ from ledger.blocks import MAX_TXS_PER_BLOCK, Transaction
 from ledger.encoding import decode, encode
 from ledger.errors import LedgerError
 from ledger.identity import INSTITUTION_ROLES
+from ledger.schema import is_decimal
 from node.auth import NODE_ROLE, Caller
 from node.channel import ChannelService, TxStatus
 from node.errors import ApiError, api_error
@@ -93,7 +94,7 @@ def respond(request: Request, doc: Any, status: int = 200) -> Response:
 async def read_body(request: Request, limit: int) -> bytes:
     """The request body, refusing (413) more than ``limit`` bytes before parsing."""
     declared = request.headers.get("content-length")
-    if declared is not None and declared.strip().isdigit() and int(declared) > limit:
+    if declared is not None and is_decimal(declared.strip()) and int(declared) > limit:
         raise api_error("body_too_large", f"body is {declared} bytes; the limit is {limit}")
     chunks: list[bytes] = []
     size = 0
@@ -148,7 +149,7 @@ def parse_int_param(request: Request, name: str, default: int, lo: int, hi: int)
     raw = request.query_params.get(name)
     if raw is None:
         return default
-    if not raw.isdigit() or not lo <= int(raw) <= hi:
+    if not is_decimal(raw) or not lo <= int(raw) <= hi:
         raise api_error("bad_request", f"query parameter {name!r} must be an integer {lo}..{hi}")
     return int(raw)
 
@@ -469,7 +470,7 @@ def create_app(runtime: NodeRuntime, *, manage_lifecycle: bool = True) -> FastAP
     async def block_by_height(request: Request, channel: str, height: str) -> Response:
         """A block by height, with its commit certificate and tx outcomes."""
         svc, scope = await reader(request, channel)
-        if not height.isdigit() or len(height) > 18:
+        if not is_decimal(height) or len(height) > 18:
             raise api_error("bad_request", "height must be a positive integer")
         return _block_response(request, svc, int(height), scope)
 
@@ -513,7 +514,7 @@ def create_app(runtime: NodeRuntime, *, manage_lifecycle: bool = True) -> FastAP
         svc, scope = await reader(request, channel)
         start = parse_int_param(request, "from", svc.height + 1, 1, 2**62)
         last_id = request.headers.get("last-event-id")
-        if last_id is not None and last_id.isdigit():
+        if last_id is not None and is_decimal(last_id):
             start = int(last_id) + 1
 
         async def events() -> AsyncIterator[bytes]:

@@ -593,3 +593,11 @@ def test_two_keys_agree_a_shared_key_that_no_third_key_computes() -> None:
     for bad in (bytes(32), b"\x01" + bytes(31), b"short"):  # small order / not a key
         with pytest.raises(SignatureError):
             a.shared_key(bad, b"ctx")
+
+
+def test_only_ascii_digits_are_decimal() -> None:
+    from ledger.schema import is_decimal
+
+    assert is_decimal("0") and is_decimal("1234567890")
+    for text in ("", "-1", "1.5", " 1", "³", "1³", "٣", "１"):  # superscript, Arabic, fullwidth
+        assert not is_decimal(text), text

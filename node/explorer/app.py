@@ -42,6 +42,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from starlette.concurrency import run_in_threadpool
 
 from ledger.evidence_code import EvidenceCode, EvidenceCodeError, parse, suggestions
+from ledger.schema import is_decimal
 from node.explorer.accounts import burn_password_check, verify_password
 from node.explorer.audit import AuditError
 from node.explorer.decode import CHINA_TZ
@@ -168,7 +169,7 @@ def _hex32(text: str) -> bytes | None:
 
 
 def _height(text: str) -> int | None:
-    return int(text) if text.isdigit() and 0 < len(text) <= 18 and int(text) > 0 else None
+    return int(text) if is_decimal(text) and 0 < len(text) <= 18 and int(text) > 0 else None
 
 
 class Explorer:
@@ -575,7 +576,7 @@ class Explorer:
         if detail is None:
             return self.not_found(page)
         offset_raw = page.request.query_params.get("offset", "0")
-        offset = int(offset_raw) if offset_raw.isdigit() and len(offset_raw) < 9 else 0
+        offset = int(offset_raw) if is_decimal(offset_raw) and len(offset_raw) < 9 else 0
         n = self.settings.page_txs
         txs = detail.txs[offset : offset + n]
         return self.render(

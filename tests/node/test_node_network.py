@@ -201,6 +201,8 @@ def test_bad_input_is_refused_and_changes_nothing(net: TestNetwork) -> None:
         ("bad tx id", lender.get(f"{path}/xyz"), 400, "bad_request"),
         ("unknown tx", lender.get(f"{path}/{'00' * 32}"), 404, "not_found"),
         ("bad height", lender.get(f"/v1/channels/{CH}/blocks/-1"), 400, "bad_request"),
+        # "³" is a digit to str.isdigit, not to int(): was a 500 (found by hypothesis)
+        ("unicode digit", lender.get(f"/v1/channels/{CH}/blocks/%C2%B39"), 400, "bad_request"),
         ("missing block", lender.get(f"/v1/channels/{CH}/blocks/999999"), 404, "not_found"),
         ("bad hash", lender.get(f"/v1/channels/{CH}/blocks/by-hash/00"), 400, "bad_request"),
         ("lender state query", lender.get(f"/v1/channels/{CH}/state?prefix="), 403, "forbidden"),
