@@ -509,6 +509,7 @@ class ChannelService:
         # node ticks at the same instants and their periodic messages (STATUS) leave
         # in the same peer frames.
         next_tick = loop.time()
+        quiet = False  # Replica.quiescent() as of the end of the last turn
         try:
             while True:
                 now = loop.time()
@@ -518,7 +519,7 @@ class ChannelService:
                     handle.cancel()
                 self._wake.clear()
                 now = loop.time()
-                if now < next_tick and replica.quiescent():
+                if now < next_tick and quiet:
                     # Not ticked while quiet: its clock (block times, transactions'
                     # arrival times) is up to a STATUS interval old. Bring it to the
                     # present before it sees the input; with no timer armed, ticking
@@ -532,7 +533,10 @@ class ChannelService:
                 if self._inbox:
                     self._drain_inbox(replica, loop.time() + BULK_BUDGET_S)
                     await self._process_ready(replica)
-                next_tick = self._next_tick(replica, next_tick, tick_s)
+                # the replica changes only in this loop: quiescent now, quiescent at the
+                # next wake
+                quiet = replica.quiescent()
+                next_tick = self._next_tick(quiet, next_tick, tick_s)
                 if self._inbox or self._urgent:
                     await asyncio.sleep(0)  # let HTTP handlers run between batches
         except asyncio.CancelledError:
@@ -561,7 +565,7 @@ class ChannelService:
         replica.tick(self._now())
         return (now // tick_s + 1) * tick_s
 
-    def _next_tick(self, replica: Replica, planned: float, tick_s: float) -> float:
+    def _next_tick(self, quiet: bool, planned: float, tick_s: float) -> float:
         """When (loop time) to tick next: every ``tick_s`` while the replica has
         anything a timer could judge; when it is quiescent (nothing in flight, queued
         or pending: :meth:`Replica.quiescent`), only when its next STATUS is due — an
@@ -572,9 +576,10 @@ class ChannelService:
         loop = asyncio.get_running_loop()
         now = loop.time()
         regular = (now // tick_s + 1) * tick_s
-        if not replica.quiescent():
+        if not quiet:
             return min(planned, regular) if planned > now else planned
-        wait_s = max(0.0, (replica.next_status_ms - self._now()) / 1000.0)
+        assert self.replica is not None
+        wait_s = max(0.0, (self.replica.next_status_ms - self._now()) / 1000.0)
         due = now + min(wait_s, QUIET_TICK_MAX_S)
         return max(regular, -(-due // tick_s) * tick_s)
 
