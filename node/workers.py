@@ -63,8 +63,15 @@ log = logging.getLogger("wulian.node.workers")
 SUPERVISION: Final = "supervision"
 RISK: Final = "risk"
 CREDIT: Final = "credit"
-#: How often the workers look for work.
+#: How often the risk worker looks for work (alerts should follow the reports closely).
 WORKER_INTERVAL_S: Final = 0.3
+#: How often the credit worker looks for new supervision facts. Every sync is a block
+#: on the credit channel, and a block costs the network ~45 ms of CPU whatever it holds
+#: (votes, frames, synced writes on five nodes; BENCHMARKS.md, session 17): at 0.3 s a
+#: steady stream of reports brought ~2.5 credit blocks a second; at 1 s about one, each
+#: covering what arrived meanwhile. Credit records then trail the supervision chain by
+#: about a second more.
+CREDIT_SYNC_INTERVAL_S: Final = 1.0
 #: A submitted batch not committed after this long is dropped and its work recomputed.
 RESUBMIT_AFTER_MS: Final = 30_000
 #: Supervision heights the risk worker scans per step (keeps one step short).
@@ -77,7 +84,7 @@ MAX_WINDOWS_PER_STEP: Final = 256
 #: parameter and stays; the worker asks for less — except for a supervision height that
 #: alone holds more (a block of many batch reports; a sync covers whole heights), which
 #: it syncs on its own. Live, each sync follows the commit of the last (the worker steps
-#: every 0.3 s) and covers what arrived meanwhile.
+#: every :data:`CREDIT_SYNC_INTERVAL_S`) and covers what arrived meanwhile.
 SYNC_FACTS: Final = 10_000
 ALERT_PREFIX: Final = b"risk/alert/"
 
@@ -122,6 +129,8 @@ class ChannelWorker:
 
     channel: str = ""
     name: str = "worker"
+    #: Seconds between steps (:meth:`run`).
+    interval_s: float = WORKER_INTERVAL_S
 
     def __init__(
         self,
@@ -204,8 +213,10 @@ class ChannelWorker:
             self.done(tag, False)
         return len(self._inflight)
 
-    async def run(self, interval_s: float = WORKER_INTERVAL_S) -> None:
-        """Step until cancelled; a failing step is logged and retried."""
+    async def run(self, interval_s: float | None = None) -> None:
+        """Step every ``interval_s`` (default :attr:`interval_s`) until cancelled; a
+        failing step is logged and retried."""
+        pause = self.interval_s if interval_s is None else interval_s
         while True:
             try:
                 await self.step()
@@ -213,7 +224,7 @@ class ChannelWorker:
                 raise
             except (LedgerError, RuntimeError, ValueError, KeyError) as exc:
                 log.warning("%s step failed: %s", self.name, exc)
-            await asyncio.sleep(interval_s)
+            await asyncio.sleep(pause)
 
 
 def resume_height(store: BlockStore) -> int:
@@ -300,6 +311,7 @@ class CreditWorker(ChannelWorker):
 
     channel = CREDIT
     name = "credit worker"
+    interval_s = CREDIT_SYNC_INTERVAL_S
 
     def work(self, now: int) -> tuple[int, list[Transaction]] | None:
         last = synced_height(StoreState(self.store, CREDIT))

@@ -26,6 +26,7 @@ from ledger.errors import ConfigError
 from ledger.genesis import make_local_genesis, org_key_path
 from ledger.keyfile import write_key_file
 from ledger.store import BlockStore
+from node import workers
 from node.channel import ChannelService, SubmitOutcome, TxStatus
 from node.config import load_node_config, render_node_config
 from node.rules import TxOutcome
@@ -346,3 +347,33 @@ def test_a_window_with_a_refused_alert_is_scanned_again() -> None:
     assert steps(risk, 3) == 1  # the refused one, again
     assert sorted(a["rule"] for a in rig.alerts()) == ["multi_lender", "rate_above_cap"]
     assert risk.scanned == rig.h.height("supervision")
+
+
+@pytest.mark.parametrize(
+    ("make", "expected_s"),
+    [("credit", workers.CREDIT_SYNC_INTERVAL_S), ("risk", workers.WORKER_INTERVAL_S)],
+)
+def test_each_worker_steps_at_its_own_interval(
+    make: str, expected_s: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The credit worker looks for facts every second (each sync is a credit block: a
+    block costs the network the same whatever it holds), the risk worker every 0.3 s."""
+    worker = getattr(Rig(), make)()
+    pauses: list[float] = []
+    real_sleep = asyncio.sleep
+
+    async def no_step() -> int:
+        return 0
+
+    async def sleep(s: float) -> None:
+        pauses.append(s)
+        if len(pauses) == 3:
+            raise asyncio.CancelledError
+        await real_sleep(0)
+
+    monkeypatch.setattr(worker, "step", no_step)
+    monkeypatch.setattr(workers.asyncio, "sleep", sleep)
+    with pytest.raises(asyncio.CancelledError):
+        asyncio.run(worker.run())
+    assert pauses == [expected_s] * 3
+    assert workers.CREDIT_SYNC_INTERVAL_S > workers.WORKER_INTERVAL_S
