@@ -52,6 +52,7 @@ Example (``wulian up`` writes one per node)::
 
     [relay]                  # optional
     ack_delay_ms = 2000      # acknowledgements wait this long, then go together
+    anchor_delay_ms = 1000   # supervision blocks wait this long for their anchor, then go together
 
 Errors: :func:`load_node_config` raises :class:`ledger.errors.ConfigError` whose
 ``str()`` is one line ``FILE: FIELD: problem``.
@@ -107,6 +108,8 @@ NODE_CONSENSUS_DEFAULTS: dict[str, int] = {
 #: judicial blocks halved and the nodes' CPU fell by a sixth (BENCHMARKS.md, session 14).
 DEFAULT_ACK_DELAY_MS = 2000
 MAX_ACK_DELAY_MS = 60_000
+DEFAULT_ANCHOR_DELAY_MS = 1000
+MAX_ANCHOR_DELAY_MS = 60_000
 #: Largest pipelining window a node may run: a validator-set change committed at ``c``
 #: takes effect after ``c + CONFIG_ACTIVATION_DELAY``, which must cover the window.
 MAX_WINDOW = CONFIG_ACTIVATION_DELAY
@@ -179,6 +182,7 @@ class _Consensus(_Strict):
 
 class _Relay(_Strict):
     ack_delay_ms: int = Field(default=DEFAULT_ACK_DELAY_MS, ge=0, le=MAX_ACK_DELAY_MS)
+    anchor_delay_ms: int = Field(default=DEFAULT_ANCHOR_DELAY_MS, ge=0, le=MAX_ANCHOR_DELAY_MS)
 
 
 class _NodeConfigDoc(_Strict):
@@ -257,6 +261,8 @@ class NodeConfig:
     tls: TlsFiles | None = None
     #: ``[relay] ack_delay_ms`` (:data:`DEFAULT_ACK_DELAY_MS`).
     ack_delay_ms: int = DEFAULT_ACK_DELAY_MS
+    #: ``[relay] anchor_delay_ms`` (:data:`DEFAULT_ANCHOR_DELAY_MS`).
+    anchor_delay_ms: int = DEFAULT_ANCHOR_DELAY_MS
 
     @property
     def ledger_dir(self) -> Path:
@@ -338,6 +344,7 @@ def parse_node_config(doc: Any, path: str | os.PathLike[str]) -> NodeConfig:
             absolute(model.tls.ca_file),
         ),
         ack_delay_ms=model.relay.ack_delay_ms,
+        anchor_delay_ms=model.relay.anchor_delay_ms,
     )
 
 

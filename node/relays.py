@@ -31,6 +31,13 @@ the court block anchoring it. Evidence codes do not wait for acks on a node that
 the court chain (it reads the anchor there, ``node.evidence_routes``); a node that does
 not validate the court channel shows them once the ack lands.
 
+The anchor leg waits likewise, for less: until the oldest supervision block not
+anchored yet was proposed ``anchor_delay_ms`` ago (``[relay] anchor_delay_ms``,
+:data:`node.config.DEFAULT_ANCHOR_DELAY_MS`), or :data:`ANCHOR_BACKLOG_BLOCKS` blocks
+wait, or a block's leaf chunks are owed; one step then anchors every block committed
+meanwhile. A block costs the network about the same whatever it holds, and anchored at
+once each block of reports brought its own court block.
+
 Staggering: every node relays, but not all at once. For each piece of work (the judicial
 chain's anchor progress, the supervision chain's last ack) the nodes take turns by rank
 ``(height + node index) mod n``: rank 0 acts at once, rank ``k`` only if the work is
@@ -59,7 +66,7 @@ from ledger.genesis import Genesis
 from ledger.store import BlockStore
 from node.channel import ChannelService
 from node.channel_rules import ACK_EXTENSION_POINT
-from node.config import DEFAULT_ACK_DELAY_MS
+from node.config import DEFAULT_ACK_DELAY_MS, DEFAULT_ANCHOR_DELAY_MS
 from node.rules import StoreState
 
 log = logging.getLogger("wulian.node.relay")
@@ -78,6 +85,8 @@ MAX_ACK_SCAN = 1024
 #: Acks are due at once, whatever the delay, when a block due for one has this many
 #: blocks after it (the ack relay's window: one step acknowledges that many).
 ACK_BACKLOG_BLOCKS = 64
+#: Unanchored supervision blocks that make the anchor leg go before ``anchor_delay_ms``.
+ANCHOR_BACKLOG_BLOCKS = 64
 
 
 class StoreBlockSource:
@@ -176,13 +185,17 @@ class NodeRelays:
         channels: dict[str, ChannelService],
         clock_ms: Callable[[], int],
         ack_delay_ms: int = DEFAULT_ACK_DELAY_MS,
+        anchor_delay_ms: int = DEFAULT_ANCHOR_DELAY_MS,
     ) -> None:
-        """Raises ValueError for a negative ``ack_delay_ms``."""
+        """Raises ValueError for a negative ``ack_delay_ms`` or ``anchor_delay_ms``."""
         from crosschain.ack import AckRule
 
         if ack_delay_ms < 0:
             raise ValueError("ack_delay_ms must not be negative")
+        if anchor_delay_ms < 0:
+            raise ValueError("anchor_delay_ms must not be negative")
         self.ack_delay_ms = ack_delay_ms
+        self.anchor_delay_ms = anchor_delay_ms
 
         self.channels = channels
         self.store = store
@@ -243,6 +256,23 @@ class NodeRelays:
         # a backlog longer than the scan: acknowledge rather than stall behind it
         return tip > acked + MAX_ACK_SCAN
 
+    def _anchor_needed(self, now: int) -> bool:
+        """True if the oldest supervision block not anchored yet was proposed at least
+        :attr:`anchor_delay_ms` before ``now`` (ms), or :data:`ANCHOR_BACKLOG_BLOCKS`
+        blocks wait, or a block's anchor is half done (its next leaf chunk is owed) or
+        the link is frozen (the relay step reports it); False if every block is
+        anchored."""
+        p = self.anchor_sink.progress()
+        if p.next_chunk is not None or p.frozen:
+            return True
+        tip = self.store.height(SOURCE_CHANNEL)
+        if tip <= p.height:
+            return False
+        if tip - p.height >= ANCHOR_BACKLOG_BLOCKS:
+            return True
+        header = self.store.header(SOURCE_CHANNEL, p.height + 1)
+        return header is not None and header.time_ms <= now - self.anchor_delay_ms
+
     def _validates(self, channel: str) -> ChannelService | None:
         svc = self.channels.get(channel)
         return svc if svc is not None and svc.replica is not None and not svc.failed else None
@@ -261,7 +291,8 @@ class NodeRelays:
             if svc.replica is not None and svc.replica.behind_by > MAX_BEHIND:
                 continue  # its view of the chain's progress is stale: the others relay
             # blocking LevelDB reads: keep them off the event loop
-            if channel == SOURCE_CHANNEL and not await asyncio.to_thread(self._ack_needed, now):
+            needed = self._ack_needed if channel == SOURCE_CHANNEL else self._anchor_needed
+            if not await asyncio.to_thread(needed, now):
                 continue
             if not await asyncio.to_thread(self._turn, channel, now):
                 continue

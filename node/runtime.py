@@ -102,6 +102,7 @@ class NodeRuntime:
                 channels=self.channels,
                 clock_ms=wall_clock_ms,
                 ack_delay_ms=config.ack_delay_ms,
+                anchor_delay_ms=config.anchor_delay_ms,
             )
             if self.byzantine is not None and self.byzantine.mode == "bad-anchors":
                 self.relays.tamper_anchors = self.byzantine.relay_anchors

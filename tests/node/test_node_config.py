@@ -10,6 +10,7 @@ from ledger.errors import ConfigError
 from node.commands import node_cmd
 from node.config import (
     DEFAULT_ACK_DELAY_MS,
+    DEFAULT_ANCHOR_DELAY_MS,
     NODE_CONSENSUS_DEFAULTS,
     Limits,
     load_node_config,
@@ -54,11 +55,17 @@ def test_valid_config_resolves_paths_and_defaults(tmp_path: Path) -> None:
     assert cfg.consensus == {**NODE_CONSENSUS_DEFAULTS, "base_timeout_ms": 500}
     assert cfg.rules == "channels"
     assert cfg.ack_delay_ms == DEFAULT_ACK_DELAY_MS == 2000
+    assert cfg.anchor_delay_ms == DEFAULT_ANCHOR_DELAY_MS == 1000
 
 
 def test_relay_ack_delay_is_read(tmp_path: Path) -> None:
     cfg = load_node_config(write(tmp_path, GOOD + "\n[relay]\nack_delay_ms = 0\n"))
     assert cfg.ack_delay_ms == 0
+
+
+def test_relay_anchor_delay_is_read(tmp_path: Path) -> None:
+    cfg = load_node_config(write(tmp_path, GOOD + "\n[relay]\nanchor_delay_ms = 250\n"))
+    assert (cfg.anchor_delay_ms, cfg.ack_delay_ms) == (250, DEFAULT_ACK_DELAY_MS)
 
 
 def test_rendered_config_round_trips(tmp_path: Path) -> None:
@@ -137,6 +144,16 @@ def test_propose_when_idle_is_a_toml_bool_that_reaches_the_replica(tmp_path: Pat
         ),
         (GOOD + "[relay]\nack_delay_ms = -1\n", "relay.ack_delay_ms", "greater than or equal"),
         (GOOD + "[relay]\nack_delay_ms = 60001\n", "relay.ack_delay_ms", "less than or equal"),
+        (
+            GOOD + "[relay]\nanchor_delay_ms = -1\n",
+            "relay.anchor_delay_ms",
+            "greater than or equal",
+        ),
+        (
+            GOOD + "[relay]\nanchor_delay_ms = 60001\n",
+            "relay.anchor_delay_ms",
+            "less than or equal",
+        ),
         (GOOD.replace('"bureau-node"', '"Bad Id"'), "node_id", "identifier"),
         (GOOD.replace("[listen]", '[log]\nformat = "xml"\n[listen]'), "log.format", ""),
         (

@@ -1,0 +1,102 @@
+"""When the node's anchor leg is due (``NodeRelays._anchor_needed``), on a real store:
+after ``anchor_delay_ms`` from the oldest supervision block not anchored yet, at once
+for a backlog, a half-anchored block or a frozen link, never with nothing to anchor;
+and the delay comes from the node's config."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from crosschain.relay import AnchorProgress
+from node.config import load_node_config
+from node.relays import ANCHOR_BACKLOG_BLOCKS, NodeRelays
+from node.runtime import NodeRuntime
+from tests.node.test_node_commit_batches import CH, Chain, commit
+from tests.node.test_node_relay_acks import block_time
+from tests.node.test_node_runtime import write_config
+
+
+def relays(rt: NodeRuntime, delay_ms: int) -> NodeRelays:
+    return NodeRelays(
+        genesis=rt.genesis,
+        store=rt.store,
+        node_id=rt.config.node_id,
+        signer=rt.signer,
+        channels=rt.channels,
+        clock_ms=lambda: 0,
+        anchor_delay_ms=delay_ms,
+    )
+
+
+def anchored_up_to(r: NodeRelays, monkeypatch: pytest.MonkeyPatch, p: AnchorProgress) -> None:
+    monkeypatch.setattr(r.anchor_sink, "progress", lambda: p)
+
+
+def test_anchors_are_due_once_the_oldest_unanchored_block_is_old_enough(
+    runtime: NodeRuntime, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    svc = runtime.channels[CH]
+    chain = Chain(tmp_path, svc)
+    r = relays(runtime, 1000)
+    assert not r._anchor_needed(10**15)  # nothing committed: nothing to anchor
+    commit(svc, [chain.block(["first"]), chain.block(["second"])])
+    t1, t2 = block_time(runtime, 1), block_time(runtime, 2)
+    assert not r._anchor_needed(t1 + 999)
+    assert r._anchor_needed(t1 + 1000)
+    assert relays(runtime, 0)._anchor_needed(t1)
+    # block 1 anchored: the wait runs from block 2's time
+    anchored_up_to(r, monkeypatch, AnchorProgress(1))
+    assert not r._anchor_needed(t2 + 999)
+    assert r._anchor_needed(t2 + 1000)
+    # every block anchored: never due, however late
+    anchored_up_to(r, monkeypatch, AnchorProgress(2))
+    assert not r._anchor_needed(10**15)
+
+
+def test_a_backlog_makes_anchors_due_at_once(runtime: NodeRuntime, tmp_path: Path) -> None:
+    svc = runtime.channels[CH]
+    chain = Chain(tmp_path, svc)
+    r = relays(runtime, 60_000)
+    commit(svc, [chain.block([f"r{i}"]) for i in range(ANCHOR_BACKLOG_BLOCKS - 1)])
+    t = block_time(runtime, 1)
+    assert not r._anchor_needed(t)
+    commit(svc, [chain.block(["one more"])])
+    assert r._anchor_needed(t)
+
+
+@pytest.mark.parametrize(
+    "progress", [AnchorProgress(1, next_chunk=2), AnchorProgress(1, frozen=True)]
+)
+def test_a_half_anchored_block_or_a_frozen_link_goes_at_once(
+    runtime: NodeRuntime,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    progress: AnchorProgress,
+) -> None:
+    """Chunks owed for an anchored header finish at once (the block's later leaves
+    would otherwise wait a full delay each step); a frozen link is left to the relay
+    step, which reports it."""
+    svc = runtime.channels[CH]
+    chain = Chain(tmp_path, svc)
+    commit(svc, [chain.block(["big"])])
+    r = relays(runtime, 60_000)
+    anchored_up_to(r, monkeypatch, progress)
+    assert r._anchor_needed(block_time(runtime, 1))
+
+
+def test_a_negative_delay_is_refused(runtime: NodeRuntime) -> None:
+    with pytest.raises(ValueError, match="anchor_delay_ms"):
+        relays(runtime, -1)
+
+
+def test_the_runtime_gives_its_relays_the_configured_delay(tmp_path: Path) -> None:
+    cfg = load_node_config(write_config(tmp_path, rules="channels"))
+    rt = NodeRuntime.open(dataclasses.replace(cfg, anchor_delay_ms=250))
+    try:
+        assert rt.relays is not None
+        assert rt.relays.anchor_delay_ms == 250
+    finally:
+        rt.store.close()
