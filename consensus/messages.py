@@ -37,7 +37,15 @@ from ledger.crypto import Signer
 from ledger.encoding import decode, encode, encode_list_of_encoded, encode_map_of_encoded
 from ledger.errors import EncodingError, SchemaError
 from ledger.hashing import TAG_COMMIT_VOTE, TAG_CONSENSUS_MSG, tagged_hash
-from ledger.schema import as_map, check_keys, get_bytes, get_int, get_list, get_str
+from ledger.schema import (
+    as_map,
+    check_keys,
+    get_bytes,
+    get_int,
+    get_list,
+    get_str,
+    get_str_bytes_pairs,
+)
 
 KIND_PRE_PREPARE: Final = "pre-prepare"
 KIND_PREPARE: Final = "prepare"
@@ -314,20 +322,18 @@ class PreparedCertificate:
         m = as_map(raw, "prepared certificate")
         check_keys(m, frozenset({"pp", "ps"}), "prepared certificate")
         pp = PrePrepare.from_wire(m.get("pp"))
-        prepares = []
-        for item in get_list(m, "ps", max_len=MAX_VALIDATORS):
-            if (
-                not isinstance(item, list)
-                or len(item) != 2
-                or not isinstance(item[0], str)
-                or not isinstance(item[1], bytes)
-                or len(item[1]) > _SIG_MAX
-            ):
-                raise SchemaError("prepared certificate: prepare must be [sender, signature]")
-            prepares.append(
-                Prepare(pp.channel, item[0], pp.view, pp.height, pp.block_hash, item[1])
-            )
-        return PreparedCertificate(pp, tuple(prepares))
+        pairs = get_str_bytes_pairs(
+            m,
+            "ps",
+            max_len=MAX_VALIDATORS,
+            max_bytes=_SIG_MAX,
+            error="prepared certificate: prepare must be [sender, signature]",
+        )
+        prepares = tuple(
+            Prepare(pp.channel, sender, pp.view, pp.height, pp.block_hash, sig)
+            for sender, sig in pairs
+        )
+        return PreparedCertificate(pp, prepares)
 
 
 @dataclass(frozen=True)

@@ -67,7 +67,16 @@ from ledger.genesis import (
 )
 from ledger.hashing import TAG_GOVERNANCE
 from ledger.identity import INSTITUTION_ROLES, ROLES, NodeInfo, Organisation, OrgKey
-from ledger.schema import as_map, check_keys, get_bytes, get_int, get_list, get_str, is_name
+from ledger.schema import (
+    as_map,
+    check_keys,
+    get_bytes,
+    get_int,
+    get_list,
+    get_str,
+    get_str_bytes_pairs,
+    is_name,
+)
 
 #: ``effective_height`` must exceed the commit height by more than this many blocks.
 CONFIG_ACTIVATION_DELAY: Final = 8
@@ -301,18 +310,16 @@ class ConfigUpdate:
         """Raises :class:`SchemaError` if ``raw`` is not a well-formed payload."""
         m = as_map(raw, "config_update")
         check_keys(m, frozenset({"change", "eff", "approvals"}), "config_update")
-        approvals = []
-        for item in get_list(m, "approvals", max_len=MAX_APPROVALS):
-            if (
-                not isinstance(item, list)
-                or len(item) != 2
-                or not isinstance(item[0], str)
-                or not isinstance(item[1], bytes)
-            ):
-                raise SchemaError("field 'approvals': each must be [org_id, signature]")
-            approvals.append(Approval(item[0], item[1]))
+        pairs = get_str_bytes_pairs(
+            m,
+            "approvals",
+            max_len=MAX_APPROVALS,
+            error="field 'approvals': each must be [org_id, signature]",
+        )
         return ConfigUpdate(
-            change_from_wire(m.get("change")), get_int(m, "eff", lo=1), tuple(approvals)
+            change_from_wire(m.get("change")),
+            get_int(m, "eff", lo=1),
+            tuple(Approval(org, sig) for org, sig in pairs),
         )
 
 

@@ -68,6 +68,27 @@ def get_list(m: dict[str, Any], key: str, *, max_len: int = 1_000_000) -> list[A
     return v
 
 
+def get_str_bytes_pairs(
+    m: dict[str, Any], key: str, *, max_len: int, error: str, max_bytes: int | None = None
+) -> list[tuple[str, bytes]]:
+    """The list at ``key`` of ``[str, bytes]`` pairs (a sender or channel and its
+    signature or payload), as tuples. Raises :class:`SchemaError` as :func:`get_list`
+    for the list itself, and ``SchemaError(error)`` for an item of another shape or
+    whose bytes are longer than ``max_bytes``."""
+    out: list[tuple[str, bytes]] = []
+    for item in get_list(m, key, max_len=max_len):
+        if (
+            not isinstance(item, list)
+            or len(item) != 2
+            or not isinstance(item[0], str)
+            or not isinstance(item[1], bytes)
+            or (max_bytes is not None and len(item[1]) > max_bytes)
+        ):
+            raise SchemaError(error)
+        out.append((item[0], item[1]))
+    return out
+
+
 def check_keys(m: dict[str, Any], allowed: frozenset[str], what: str) -> None:
     extra = set(m) - allowed
     if extra:

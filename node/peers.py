@@ -79,7 +79,7 @@ import msgpack
 from ledger.crypto import Ed25519Signer, Signer
 from ledger.encoding import encode
 from ledger.errors import LedgerError, SignatureError
-from ledger.schema import as_map, check_keys, get_bytes, get_int, get_list, get_str
+from ledger.schema import as_map, check_keys, get_bytes, get_int, get_str, get_str_bytes_pairs
 from node.metrics import NodeMetrics
 from node.tls import node_tls_name
 
@@ -225,16 +225,12 @@ class FrameAuth:
             to = get_str(m, "to", name=True)
             net = get_bytes(m, "net", 32)
             seq = get_int(m, "seq")
-            msgs: list[tuple[str, bytes]] = []
-            for item in get_list(m, "msgs", max_len=MAX_MSGS_PER_FRAME):
-                if (
-                    not isinstance(item, list)
-                    or len(item) != 2
-                    or not isinstance(item[0], str)
-                    or not isinstance(item[1], bytes)
-                ):
-                    raise FrameError("schema", "frame: each message must be [channel, bytes]")
-                msgs.append((item[0], item[1]))
+            msgs = get_str_bytes_pairs(
+                m,
+                "msgs",
+                max_len=MAX_MSGS_PER_FRAME,
+                error="frame: each message must be [channel, bytes]",
+            )
         except LedgerError as exc:
             if isinstance(exc, FrameError):
                 raise

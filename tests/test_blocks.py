@@ -601,3 +601,34 @@ def test_only_ascii_digits_are_decimal() -> None:
     assert is_decimal("0") and is_decimal("1234567890")
     for text in ("", "-1", "1.5", " 1", "³", "1³", "٣", "１"):  # superscript, Arabic, fullwidth
         assert not is_decimal(text), text
+
+
+def test_str_bytes_pairs_take_only_that_shape() -> None:
+    """The one check behind a frame's messages, a prepared certificate's PREPAREs and a
+    config update's approvals: a list of ``[str, bytes]``, the bytes bounded if asked."""
+    from ledger.schema import get_str_bytes_pairs
+
+    good = {"ps": [["a-node", b"\x01" * 64], ["b-node", b""]]}
+    assert get_str_bytes_pairs(good, "ps", max_len=2, error="bad pair") == [
+        ("a-node", b"\x01" * 64),
+        ("b-node", b""),
+    ]
+    bad_items: list[Any] = [
+        ("a", b"x"),  # a tuple is not what msgpack decodes
+        ["a"],
+        ["a", b"x", b"y"],
+        [b"a", b"x"],
+        ["a", "x"],
+        ["a", bytearray(b"x")],
+        "ab",
+    ]
+    for item in bad_items:
+        with pytest.raises(SchemaError, match=r"^bad pair$"):
+            get_str_bytes_pairs({"ps": [item]}, "ps", max_len=2, error="bad pair")
+    with pytest.raises(SchemaError, match=r"^bad pair$"):
+        get_str_bytes_pairs(good, "ps", max_len=2, error="bad pair", max_bytes=63)
+    assert get_str_bytes_pairs(good, "ps", max_len=2, error="bad pair", max_bytes=64)
+    with pytest.raises(SchemaError, match="more than 1 items"):
+        get_str_bytes_pairs(good, "ps", max_len=1, error="bad pair")
+    with pytest.raises(SchemaError, match="expected a list"):
+        get_str_bytes_pairs({"ps": b"x"}, "ps", max_len=2, error="bad pair")
