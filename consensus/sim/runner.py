@@ -710,8 +710,8 @@ class _Simulation:
         if host.replica is None:
             return
         clock = EPOCH_MS + now + host.skew_ms
-        r = host.replica
-        if not (self._quiet(host) and isinstance(r, Replica) and clock < r.next_status_ms):
+        quiet = self._quiet(host)
+        if quiet is None or clock >= quiet.next_status_ms:
             self._guard(host, "tick", _ticker(clock))
         if host.adversary is not None and host.replica is not None:
             for to, msg in host.adversary.inject(now):
@@ -719,16 +719,16 @@ class _Simulation:
         if host.honest and host.replica is not None:
             self.liveness.view_seen(host.replica.view)
 
-    def _quiet(self, host: _Host) -> bool:
-        """A quiet-ticks seed's honest replica that is quiescent (ticked only when its
-        STATUS is due, as the node does)."""
+    def _quiet(self, host: _Host) -> Replica | None:
+        """On a quiet-ticks seed, the host's honest replica if it is quiescent (ticked
+        only when its STATUS is due, as the node does); None otherwise."""
         r = host.replica
-        return self.quiet_ticks and isinstance(r, Replica) and r.quiescent()
+        return r if self.quiet_ticks and isinstance(r, Replica) and r.quiescent() else None
 
     def _wake(self, host: _Host, now: int) -> None:
         """Before an input reaches a quiescent replica, tick it to the present, as the
         node's driver does: its clock stamps block and arrival times."""
-        if self._quiet(host):
+        if self._quiet(host) is not None:
             self._guard(host, "tick", _ticker(EPOCH_MS + now + host.skew_ms))
 
     def _on_deliver(self, now: int, event: _Deliver) -> None:
