@@ -92,6 +92,8 @@ OPT_IN_PHASES: Final = frozenset({"memory"})
 IDLE_SIZES: Final = (1, 10, 100)
 IDLE_REQUESTS: Final = 10
 IDLE_GAP_S: Final = 0.3
+#: How long the idle phase measures the nodes' own idle CPU before its requests.
+IDLE_BASELINE_S: Final = 3.0
 #: The mempools stay empty this long before a phase counts the network as idle: longer
 #: than acknowledgements wait before they are sent (node.config.DEFAULT_ACK_DELAY_MS).
 SETTLE_HOLD_S: Final = DEFAULT_ACK_DELAY_MS / 1000 + 1.0
@@ -174,6 +176,30 @@ class BenchReport:
 
 
 TIMEOUTS_METRIC = "wulian_view_change_timeouts_total"
+
+
+async def _samples(http: httpx.AsyncClient, url: str, metric: str) -> list[tuple[str, float]]:
+    """The samples of ``metric`` on the node at ``url``, as (``name{labels}`` part,
+    value). Raises :class:`httpx.HTTPError` if the node does not answer with 2xx."""
+    r = await http.get(url + "/metrics", timeout=10.0)
+    r.raise_for_status()
+    prefix = metric + "{"
+    out: list[tuple[str, float]] = []
+    for line in r.text.splitlines():
+        if line.startswith(prefix):
+            labels, _, value = line.rpartition(" ")
+            out.append((labels, float(value)))
+    return out
+
+
+def _cpu_above_idle_ms(
+    cpu0: float | None, cpu1: float | None, idle_cores: float | None, wall_s: float, n: int
+) -> float | None:
+    """CPU milliseconds per request between two readings ``cpu0``/``cpu1`` (seconds)
+    ``wall_s`` apart, less ``idle_cores`` × ``wall_s``; None if anything is unknown."""
+    if cpu0 is None or cpu1 is None or idle_cores is None or n <= 0:
+        return None
+    return round(max(0.0, cpu1 - cpu0 - idle_cores * wall_s) / n * 1000, 1)
 
 
 def _label(sample: str, name: str) -> str:
@@ -447,15 +473,11 @@ class Bench:
 
         async def one(i: int, url: str) -> None:
             try:
-                r = await self._lenders.http.get(url + "/metrics", timeout=10.0)
-                r.raise_for_status()
+                samples = await _samples(self._lenders.http, url, TIMEOUTS_METRIC)
             except httpx.HTTPError:
                 return
-            for line in r.text.splitlines():
-                if line.startswith(TIMEOUTS_METRIC + "{"):
-                    labels, _, value = line.rpartition(" ")
-                    ch = _label(labels, "channel")
-                    out[f"{i}/{ch}/{_label(labels, 'timer')}"] = float(value)
+            for labels, value in samples:
+                out[f"{i}/{_label(labels, 'channel')}/{_label(labels, 'timer')}"] = value
 
         await asyncio.gather(*(one(i, u) for i, u in enumerate(self._urls)))
         return out
@@ -583,27 +605,46 @@ class Bench:
         client = lenders.clients[0]
         requests = 3 if cfg.quick else IDLE_REQUESTS
         await client.submit_many(await lenders.prepare_single(client, 1), timeout=60.0)
+        idle_cores = await self._idle_cores(0.5 if cfg.quick else IDLE_BASELINE_S)
         per_size: dict[str, Any] = {}
         for size in IDLE_SIZES:
             latencies: list[float] = []
+            cpu0, t0 = self._nodes_cpu_s(), time.monotonic()
             for _ in range(requests):
                 batch = await lenders.prepare_single(client, size)
                 await asyncio.sleep(IDLE_GAP_S)
                 statuses, dt = await _timed_submit(client, batch, 60.0)
                 if all(st.status == "committed" for st in statuses):
                     latencies.append(dt)
+            cpu_ms = _cpu_above_idle_ms(
+                cpu0, self._nodes_cpu_s(), idle_cores, time.monotonic() - t0, requests
+            )
             self.report.figures[f"latency_idle_{size}tx_p50_ms"] = _ms(_pct(latencies, 50))
+            if size == 1:
+                self.report.figures["idle_1tx_node_cpu_ms"] = cpu_ms
             per_size[str(size)] = {
                 "requests": requests,
                 "committed": len(latencies),
                 "min_ms": _ms(min(latencies, default=None)),
                 "max_ms": _ms(max(latencies, default=None)),
+                "node_cpu_ms_per_request": cpu_ms,
             }
         self.report.details["idle_latency"] = {
             "lender": lenders.ids[0],
             "latency": "client-side: request sent → its committed answer (wait_ms)",
+            "node_cpu": "the five nodes' CPU during a size's requests, less what they used "
+            "idle (idle_node_cores, measured just before), per request: what one request "
+            "and the blocks it brings (its anchor, credit sync, acks) cost the network",
+            "idle_node_cores": None if idle_cores is None else round(idle_cores, 3),
             "sizes": per_size,
         }
+
+    async def _idle_cores(self, window_s: float) -> float | None:
+        """The cores the network's nodes use over ``window_s`` (None: not ours)."""
+        c0 = self._nodes_cpu_s()
+        await asyncio.sleep(window_s)
+        c1 = self._nodes_cpu_s()
+        return None if c0 is None or c1 is None else (c1 - c0) / window_s
 
     async def _throughput(self) -> None:
         cfg = self.config
@@ -881,13 +922,7 @@ class Bench:
         http = self._lenders.http
 
         async def pending(url: str) -> float:
-            r = await http.get(url + "/metrics", timeout=10.0)
-            r.raise_for_status()
-            return sum(
-                float(line.rsplit(" ", 1)[1])
-                for line in r.text.splitlines()
-                if line.startswith("wulian_mempool_transactions{")
-            )
+            return sum(v for _, v in await _samples(http, url, "wulian_mempool_transactions"))
 
         while True:
             counts = await asyncio.gather(*(pending(u) for u in self._urls))
@@ -1251,7 +1286,8 @@ def summary_lines(report: BenchReport) -> list[str]:
         f"node CPU {g('node_cpu_ms_per_tx', ' ms')}/tx",
         f"  latency on an idle network, one request at a time (p50): 1 tx "
         f"{g('latency_idle_1tx_p50_ms', ' ms')}, 10 txs {g('latency_idle_10tx_p50_ms', ' ms')}, "
-        f"100 txs {g('latency_idle_100tx_p50_ms', ' ms')}",
+        f"100 txs {g('latency_idle_100tx_p50_ms', ' ms')}; node CPU per one-report "
+        f"request {g('idle_1tx_node_cpu_ms', ' ms')} (above idle)",
         f"  latency at full load: p50 {g('latency_full_p50_ms', ' ms')}, "
         f"p95 {g('latency_full_p95_ms', ' ms')}, p99 {g('latency_full_p99_ms', ' ms')}",
         f"  latency at half load ({g('half_load_tx_per_s')} tx/s): "

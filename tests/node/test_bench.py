@@ -21,6 +21,7 @@ FIGURES = (
     "latency_idle_1tx_p50_ms",
     "latency_idle_10tx_p50_ms",
     "latency_idle_100tx_p50_ms",
+    "idle_1tx_node_cpu_ms",
     "tx_per_s",
     "latency_full_p50_ms",
     "latency_full_p95_ms",
@@ -94,6 +95,12 @@ def test_bench_quick_reports_every_figure(tmp_path: Path) -> None:
         idle = doc["details"]["idle_latency"]["sizes"][size]
         assert idle["committed"] == idle["requests"] == 3, idle
         assert idle["min_ms"] <= f[f"latency_idle_{size}tx_p50_ms"] <= idle["max_ms"]
+        assert idle["node_cpu_ms_per_request"] >= 0
+    assert (
+        f["idle_1tx_node_cpu_ms"]
+        == doc["details"]["idle_latency"]["sizes"]["1"]["node_cpu_ms_per_request"]
+    )
+    assert 0 <= doc["details"]["idle_latency"]["idle_node_cores"] < doc["machine"]["cores"]
     assert f["tx_invalid"] == 0  # every report was valid under the real channel rules
     assert 0 < f["achieved_over_ceiling"] < 2
     assert f["ceiling_signed_tx_per_s"] == pytest.approx(
@@ -206,3 +213,50 @@ def test_memory_phase_seeds_the_ledger_and_reads_each_nodes_peak(tmp_path: Path)
                 assert seeded == 20, node.name
     finally:
         shutil.rmtree(data_dir.parent if data_dir.name == "net" else data_dir, ignore_errors=True)
+
+
+def test_metric_samples_are_read_by_exact_name() -> None:
+    """The bench's one reader of a node's /metrics (the settle check's mempools, the
+    per-phase view-change timeouts): the named metric's samples only, values parsed,
+    and an error status raised rather than read as no samples."""
+    import asyncio
+
+    import httpx
+
+    from node.bench import _label, _samples
+
+    text = (
+        "# HELP wulian_mempool_transactions Transactions waiting\n"
+        'wulian_mempool_transactions{channel="supervision"} 3.0\n'
+        'wulian_mempool_transactions{channel="credit"} 0.0\n'
+        'wulian_mempool_transactions_total{channel="credit"} 9.0\n'
+        'wulian_view_change_timeouts_total{channel="risk",timer="progress"} 2.0\n'
+    )
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.host == "down":
+            return httpx.Response(503)
+        return httpx.Response(200, text=text)
+
+    async def main() -> tuple[list[tuple[str, float]], list[tuple[str, float]]]:
+        async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
+            pool = await _samples(http, "http://n", "wulian_mempool_transactions")
+            vc = await _samples(http, "http://n", "wulian_view_change_timeouts_total")
+            with pytest.raises(httpx.HTTPStatusError):
+                await _samples(http, "http://down", "wulian_mempool_transactions")
+            return pool, vc
+
+    pool, vc = asyncio.run(main())
+    assert [(_label(k, "channel"), v) for k, v in pool] == [("supervision", 3.0), ("credit", 0.0)]
+    assert [(_label(k, "timer"), v) for k, v in vc] == [("progress", 2.0)]
+
+
+def test_cpu_above_idle_is_per_request_and_never_negative() -> None:
+    from node.bench import _cpu_above_idle_ms
+
+    # 3 s of CPU over 10 s with the nodes idle at 0.2 cores: 1 s of it for 4 requests
+    assert _cpu_above_idle_ms(10.0, 13.0, 0.2, 10.0, 4) == 250.0
+    assert _cpu_above_idle_ms(10.0, 10.5, 0.2, 10.0, 4) == 0.0  # idle noise: not negative
+    assert _cpu_above_idle_ms(None, 13.0, 0.2, 10.0, 4) is None  # not our network
+    assert _cpu_above_idle_ms(10.0, 13.0, None, 10.0, 4) is None
+    assert _cpu_above_idle_ms(10.0, 13.0, 0.2, 10.0, 0) is None
