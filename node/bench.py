@@ -599,12 +599,16 @@ class Bench:
         """One lender, one request at a time, on a network with no other load: what a
         lender reporting events as they happen waits for (dissemination, the three
         phases, every replica's apply and fsyncs), before any backlog exists. One
-        uncounted request first (connections, first identity checks)."""
+        uncounted request first (connections, first identity checks), then the network
+        settles and its idle CPU is measured."""
         cfg = self.config
         lenders = self._lenders
         client = lenders.clients[0]
         requests = 3 if cfg.quick else IDLE_REQUESTS
         await client.submit_many(await lenders.prepare_single(client, 1), timeout=60.0)
+        # start from a settled network (start-up's and that request's anchors, syncs and
+        # acks done), and measure what it uses idle: the baseline of the CPU figures
+        await self._settle(60.0)
         idle_cores = await self._idle_cores(0.5 if cfg.quick else IDLE_BASELINE_S)
         per_size: dict[str, Any] = {}
         for size in IDLE_SIZES:
