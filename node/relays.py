@@ -34,9 +34,10 @@ not validate the court channel shows them once the ack lands.
 The anchor leg waits likewise, for less: until the oldest supervision block not
 anchored yet was proposed ``anchor_delay_ms`` ago (``[relay] anchor_delay_ms``,
 :data:`node.config.DEFAULT_ANCHOR_DELAY_MS`), or :data:`ANCHOR_BACKLOG_BLOCKS` blocks
-wait, or a block's leaf chunks are owed; one step then anchors every block committed
-meanwhile. A block costs the network about the same whatever it holds, and anchored at
-once each block of reports brought its own court block.
+wait, or they hold a full step's record leaves, or a block's leaf chunks are owed; one
+step then anchors every block committed meanwhile. A block costs the network about the
+same whatever it holds, and anchored at once each block of reports brought its own
+court block.
 
 Staggering: every node relays, but not all at once. For each piece of work (the judicial
 chain's anchor progress, the supervision chain's last ack) the nodes take turns by rank
@@ -258,10 +259,11 @@ class NodeRelays:
 
     def _anchor_needed(self, now: int) -> bool:
         """True if the oldest supervision block not anchored yet was proposed at least
-        :attr:`anchor_delay_ms` before ``now`` (ms), or :data:`ANCHOR_BACKLOG_BLOCKS`
-        blocks wait, or a block's anchor is half done (its next leaf chunk is owed) or
-        the link is frozen (the relay step reports it); False if every block is
-        anchored."""
+        :attr:`anchor_delay_ms` before ``now`` (ms), or the blocks waiting hold a full
+        step's record leaves (``RelayConfig.max_leaves_per_step``: blocks of batch
+        reports go at once) or number :data:`ANCHOR_BACKLOG_BLOCKS`, or a block's
+        anchor is half done (its next leaf chunk is owed) or the link is frozen (the
+        relay step reports it); False if every block is anchored."""
         p = self.anchor_sink.progress()
         if p.next_chunk is not None or p.frozen:
             return True
@@ -270,8 +272,20 @@ class NodeRelays:
             return False
         if tip - p.height >= ANCHOR_BACKLOG_BLOCKS:
             return True
-        header = self.store.header(SOURCE_CHANNEL, p.height + 1)
-        return header is not None and header.time_ms <= now - self.anchor_delay_ms
+        oldest = self.store.header(SOURCE_CHANNEL, p.height + 1)
+        if oldest is None:
+            return False
+        if oldest.time_ms <= now - self.anchor_delay_ms:
+            return True
+        leaves = 0
+        for h in range(p.height + 1, tip + 1):
+            header = oldest if h == p.height + 1 else self.store.header(SOURCE_CHANNEL, h)
+            if header is None:
+                return False
+            leaves += header.record_count
+            if leaves >= self.anchor.config.max_leaves_per_step:
+                return True  # a full step's worth: waiting would only make another
+        return False
 
     def _validates(self, channel: str) -> ChannelService | None:
         svc = self.channels.get(channel)

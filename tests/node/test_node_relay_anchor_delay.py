@@ -1,12 +1,14 @@
 """When the node's anchor leg is due (``NodeRelays._anchor_needed``), on a real store:
 after ``anchor_delay_ms`` from the oldest supervision block not anchored yet, at once
-for a backlog, a half-anchored block or a frozen link, never with nothing to anchor;
+for a backlog of blocks or of record leaves, a half-anchored block or a frozen link,
+never with nothing to anchor;
 and the delay comes from the node's config."""
 
 from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -65,6 +67,34 @@ def test_a_backlog_makes_anchors_due_at_once(runtime: NodeRuntime, tmp_path: Pat
     assert not r._anchor_needed(t)
     commit(svc, [chain.block(["one more"])])
     assert r._anchor_needed(t)
+
+
+def test_blocks_holding_a_full_step_of_record_leaves_go_at_once(
+    runtime: NodeRuntime, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Blocks of batch reports: once the waiting blocks hold a full relay step's leaves,
+    waiting longer would only make another step."""
+    svc = runtime.channels[CH]
+    chain = Chain(tmp_path, svc)
+    commit(svc, [chain.block(["a"]), chain.block(["b"])])
+    real_header = runtime.store.header
+    leaves = {1: 0, 2: 0}  # record leaves per supervision height, as headers say
+
+    def header(channel: str, height: int) -> Any:
+        h = real_header(channel, height)
+        return None if h is None else dataclasses.replace(h, record_count=leaves[height])
+
+    monkeypatch.setattr(runtime.store, "header", header)
+    r = relays(runtime, 60_000)
+    step = r.anchor.config.max_leaves_per_step
+    t = block_time(runtime, 1)
+    assert not r._anchor_needed(t)
+    leaves.update({1: step // 2, 2: step - step // 2 - 1})
+    assert not r._anchor_needed(t)  # one leaf short of a step
+    leaves[2] += 1
+    assert r._anchor_needed(t)
+    leaves.update({1: step, 2: 0})
+    assert r._anchor_needed(t)  # the oldest block alone
 
 
 @pytest.mark.parametrize(
