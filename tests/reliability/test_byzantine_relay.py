@@ -65,6 +65,13 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ForgingRelayNetwor
     assert isinstance(network, ForgingRelayNetwork)
     config = network.nodes[FORGER].config_path
     config.write_text("test_misbehaviour = true\n" + config.read_text())
+    for node in network.nodes:
+        # every block anchored on its own, as soon as it commits: the relays take turns
+        # by anchored height, and batched anchors (the default delay) skip most of the
+        # heights that are the forger's turn
+        node.config_path.write_text(
+            node.config_path.read_text() + "\n[relay]\nanchor_delay_ms = 0\n"
+        )
     network.start()
     try:
         network.wait_healthy(timeout_s=90)
