@@ -108,6 +108,11 @@ NODE_CONSENSUS_DEFAULTS: dict[str, int] = {
 #: judicial blocks halved and the nodes' CPU fell by a sixth (BENCHMARKS.md, session 14).
 DEFAULT_ACK_DELAY_MS = 2000
 MAX_ACK_DELAY_MS = 60_000
+#: Anchors of committed supervision blocks (``node.relays``) wait until the oldest block
+#: not anchored yet is this old (or a full relay step of blocks or record leaves waits),
+#: then go together: a block costs the network ~45–50 ms of CPU whatever it holds, and
+#: anchored at once each block of reports brought its own court block (BENCHMARKS.md,
+#: session 17). Evidence codes come up to this much later.
 DEFAULT_ANCHOR_DELAY_MS = 1000
 MAX_ANCHOR_DELAY_MS = 60_000
 #: Largest pipelining window a node may run: a validator-set change committed at ``c``
