@@ -643,11 +643,14 @@ class Bench:
             "sizes": per_size,
         }
 
-    async def _idle_cores(self, window_s: float) -> float | None:
-        """The cores the network's nodes use over ``window_s`` (None: not ours)."""
-        c0 = self._nodes_cpu_s()
+    async def _idle_cores(
+        self, window_s: float, indexes: Sequence[int] | None = None
+    ) -> float | None:
+        """The cores the network's nodes (or the nodes ``indexes``) use over
+        ``window_s`` (None: not ours, or one unreadable)."""
+        c0 = self._nodes_cpu_s(indexes)
         await asyncio.sleep(window_s)
-        c1 = self._nodes_cpu_s()
+        c1 = self._nodes_cpu_s(indexes)
         return None if c0 is None or c1 is None else (c1 - c0) / window_s
 
     async def _throughput(self) -> None:
@@ -959,10 +962,8 @@ class Bench:
         ``timeout_s``; returns (seconds waited, whether they got quiet)."""
         start = time.monotonic()
         while True:
-            c0 = self._nodes_cpu_s(indexes)
-            await asyncio.sleep(QUIET_SAMPLE_S)
-            c1 = self._nodes_cpu_s(indexes)
-            if c0 is not None and c1 is not None and c1 - c0 < QUIET_CPU_SHARE * QUIET_SAMPLE_S:
+            cores = await self._idle_cores(QUIET_SAMPLE_S, indexes)
+            if cores is not None and cores < QUIET_CPU_SHARE:
                 return time.monotonic() - start, True
             if time.monotonic() - start > timeout_s:
                 return time.monotonic() - start, False

@@ -763,10 +763,8 @@ class _Simulation:
             ctx.done = True  # an invalid transaction is submitted once
         if ctx.valid:
             self.sched.after(self.cfg.retry_ms, _Submit(event.tx_index, event.attempt + 1))
-        if host.replica is None:
-            return
         self._wake(host, now)
-        if host.replica is None:
+        if host.replica is None:  # crashed, or a crash point fired on that tick
             return
         results: list[SubmitResult] = []
         self._guard(host, "submit", lambda r: results.extend(r.submit([ctx.tx])))

@@ -1,6 +1,7 @@
 """When the node's ack leg is due (``NodeRelays._ack_needed``), on a real store: after
 ``ack_delay_ms`` from the oldest block with a non-ack transaction, at once for a
-backlog, never for ack-only blocks; and the delay comes from the node's config."""
+backlog, never for ack-only blocks; and each relay delay (acks', anchors') comes from
+the node's config and may not be negative."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ from tests.node.test_node_commit_batches import CH, Chain, commit
 from tests.node.test_node_runtime import write_config
 
 
-def relays(rt: NodeRuntime, delay_ms: int) -> NodeRelays:
+def relays(rt: NodeRuntime, **delays_ms: int) -> NodeRelays:
+    """The runtime's relays with the delays given (``ack_delay_ms``, ``anchor_delay_ms``)."""
     return NodeRelays(
         genesis=rt.genesis,
         store=rt.store,
@@ -25,7 +27,7 @@ def relays(rt: NodeRuntime, delay_ms: int) -> NodeRelays:
         signer=rt.signer,
         channels=rt.channels,
         clock_ms=lambda: 0,
-        ack_delay_ms=delay_ms,
+        **delays_ms,
     )
 
 
@@ -40,7 +42,7 @@ def test_acks_are_due_once_the_oldest_reported_block_is_old_enough(
 ) -> None:
     svc = runtime.channels[CH]
     chain = Chain(tmp_path, svc)
-    r = relays(runtime, 2000)
+    r = relays(runtime, ack_delay_ms=2000)
     assert not r._ack_needed(10**15)  # nothing committed
     commit(svc, [chain.block(["ack"], tx_type=ACK_EXTENSION_POINT)])
     assert not r._ack_needed(10**15)  # an ack-only block never makes acks due
@@ -48,13 +50,13 @@ def test_acks_are_due_once_the_oldest_reported_block_is_old_enough(
     t = block_time(runtime, 2)  # the oldest block with a non-ack transaction
     assert not r._ack_needed(t + 1999)
     assert r._ack_needed(t + 2000)
-    assert relays(runtime, 0)._ack_needed(t)
+    assert relays(runtime, ack_delay_ms=0)._ack_needed(t)
 
 
 def test_a_backlog_makes_acks_due_at_once(runtime: NodeRuntime, tmp_path: Path) -> None:
     svc = runtime.channels[CH]
     chain = Chain(tmp_path, svc)
-    r = relays(runtime, 60_000)
+    r = relays(runtime, ack_delay_ms=60_000)
     commit(svc, [chain.block(["report"])])
     t = block_time(runtime, 1)
     commit(
@@ -65,16 +67,20 @@ def test_a_backlog_makes_acks_due_at_once(runtime: NodeRuntime, tmp_path: Path) 
     assert r._ack_needed(t)
 
 
-def test_a_negative_delay_is_refused(runtime: NodeRuntime) -> None:
-    with pytest.raises(ValueError, match="ack_delay_ms"):
-        relays(runtime, -1)
+@pytest.mark.parametrize("delay", ["ack_delay_ms", "anchor_delay_ms"])
+def test_a_negative_delay_is_refused(runtime: NodeRuntime, delay: str) -> None:
+    with pytest.raises(ValueError, match=delay):
+        relays(runtime, **{delay: -1})
 
 
-def test_the_runtime_gives_its_relays_the_configured_delay(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("delay", "value"), [("ack_delay_ms", 750), ("anchor_delay_ms", 250)])
+def test_the_runtime_gives_its_relays_the_configured_delay(
+    tmp_path: Path, delay: str, value: int
+) -> None:
     cfg = load_node_config(write_config(tmp_path, rules="channels"))
-    rt = NodeRuntime.open(dataclasses.replace(cfg, ack_delay_ms=750))
+    rt = NodeRuntime.open(dataclasses.replace(cfg, **{delay: value}))
     try:
         assert rt.relays is not None
-        assert rt.relays.ack_delay_ms == 750
+        assert getattr(rt.relays, delay) == value
     finally:
         rt.store.close()

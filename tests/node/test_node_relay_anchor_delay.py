@@ -1,8 +1,8 @@
 """When the node's anchor leg is due (``NodeRelays._anchor_needed``), on a real store:
 after ``anchor_delay_ms`` from the oldest supervision block not anchored yet, at once
 for a backlog of blocks or of record leaves, a half-anchored block or a frozen link,
-never with nothing to anchor;
-and the delay comes from the node's config."""
+never with nothing to anchor (the delay's config and bounds:
+tests/node/test_node_relay_acks.py)."""
 
 from __future__ import annotations
 
@@ -13,24 +13,10 @@ from typing import Any
 import pytest
 
 from crosschain.relay import AnchorProgress
-from node.config import load_node_config
 from node.relays import ANCHOR_BACKLOG_BLOCKS, NodeRelays
 from node.runtime import NodeRuntime
 from tests.node.test_node_commit_batches import CH, Chain, commit
-from tests.node.test_node_relay_acks import block_time
-from tests.node.test_node_runtime import write_config
-
-
-def relays(rt: NodeRuntime, delay_ms: int) -> NodeRelays:
-    return NodeRelays(
-        genesis=rt.genesis,
-        store=rt.store,
-        node_id=rt.config.node_id,
-        signer=rt.signer,
-        channels=rt.channels,
-        clock_ms=lambda: 0,
-        anchor_delay_ms=delay_ms,
-    )
+from tests.node.test_node_relay_acks import block_time, relays
 
 
 def anchored_up_to(r: NodeRelays, monkeypatch: pytest.MonkeyPatch, p: AnchorProgress) -> None:
@@ -42,13 +28,13 @@ def test_anchors_are_due_once_the_oldest_unanchored_block_is_old_enough(
 ) -> None:
     svc = runtime.channels[CH]
     chain = Chain(tmp_path, svc)
-    r = relays(runtime, 1000)
+    r = relays(runtime, anchor_delay_ms=1000)
     assert not r._anchor_needed(10**15)  # nothing committed: nothing to anchor
     commit(svc, [chain.block(["first"]), chain.block(["second"])])
     t1, t2 = block_time(runtime, 1), block_time(runtime, 2)
     assert not r._anchor_needed(t1 + 999)
     assert r._anchor_needed(t1 + 1000)
-    assert relays(runtime, 0)._anchor_needed(t1)
+    assert relays(runtime, anchor_delay_ms=0)._anchor_needed(t1)
     # block 1 anchored: the wait runs from block 2's time
     anchored_up_to(r, monkeypatch, AnchorProgress(1))
     assert not r._anchor_needed(t2 + 999)
@@ -61,7 +47,7 @@ def test_anchors_are_due_once_the_oldest_unanchored_block_is_old_enough(
 def test_a_backlog_makes_anchors_due_at_once(runtime: NodeRuntime, tmp_path: Path) -> None:
     svc = runtime.channels[CH]
     chain = Chain(tmp_path, svc)
-    r = relays(runtime, 60_000)
+    r = relays(runtime, anchor_delay_ms=60_000)
     commit(svc, [chain.block([f"r{i}"]) for i in range(ANCHOR_BACKLOG_BLOCKS - 1)])
     t = block_time(runtime, 1)
     assert not r._anchor_needed(t)
@@ -85,7 +71,7 @@ def test_blocks_holding_a_full_step_of_record_leaves_go_at_once(
         return None if h is None else dataclasses.replace(h, record_count=leaves[height])
 
     monkeypatch.setattr(runtime.store, "header", header)
-    r = relays(runtime, 60_000)
+    r = relays(runtime, anchor_delay_ms=60_000)
     step = r.anchor.config.max_leaves_per_step
     t = block_time(runtime, 1)
     assert not r._anchor_needed(t)
@@ -112,21 +98,6 @@ def test_a_half_anchored_block_or_a_frozen_link_goes_at_once(
     svc = runtime.channels[CH]
     chain = Chain(tmp_path, svc)
     commit(svc, [chain.block(["big"])])
-    r = relays(runtime, 60_000)
+    r = relays(runtime, anchor_delay_ms=60_000)
     anchored_up_to(r, monkeypatch, progress)
     assert r._anchor_needed(block_time(runtime, 1))
-
-
-def test_a_negative_delay_is_refused(runtime: NodeRuntime) -> None:
-    with pytest.raises(ValueError, match="anchor_delay_ms"):
-        relays(runtime, -1)
-
-
-def test_the_runtime_gives_its_relays_the_configured_delay(tmp_path: Path) -> None:
-    cfg = load_node_config(write_config(tmp_path, rules="channels"))
-    rt = NodeRuntime.open(dataclasses.replace(cfg, anchor_delay_ms=250))
-    try:
-        assert rt.relays is not None
-        assert rt.relays.anchor_delay_ms == 250
-    finally:
-        rt.store.close()
