@@ -95,12 +95,17 @@ class ChannelRules:
     def check_stateless(self, tx: Transaction, sender_role: str | None) -> Rejection | None:
         """Channel, type, role and payload-schema checks; ``None`` if they pass."""
         try:
-            self._parse(tx, sender_role)
+            self._parse(tx, sender_role, keep=True)
         except TxRejected as exc:
             return exc.rejection
         return None
 
-    def _parse(self, tx: Transaction, sender_role: str | None) -> tuple[TxType, Any]:
+    def _parse(self, tx: Transaction, sender_role: str | None, *, keep: bool) -> tuple[TxType, Any]:
+        """The checks of :meth:`check_stateless`; returns the type and the parsed
+        payload, or raises :class:`TxRejected`. The payload is parsed once per
+        transaction object and type: ``keep`` leaves the result on ``tx`` for the next
+        call (admission, then the proposal check and apply — parse results are frozen
+        values); without it the remembered result is used and dropped."""
         if tx.channel != self.channel_id:
             raise TxRejected(
                 "wrong_channel",
@@ -119,10 +124,13 @@ class ChannelRules:
                 f"role {sender_role!r} may not send {tx.type} "
                 f"(allowed: {', '.join(sorted(tt.roles))})",
             )
+        parse = tt.parse
         try:
-            payload = tt.parse(tx.payload)
+            payload = tx.derived(parse, lambda: parse(tx.payload))
         except SchemaError as exc:
             raise TxRejected("bad_payload", f"{tx.type}: {exc.message}") from None
+        if not keep:
+            tx.forget_derived()
         return tt, payload
 
     def apply(self, state: WriteSet, tx: Transaction, ctx: TxContext) -> TxOutcome:
@@ -133,7 +141,7 @@ class ChannelRules:
         """
         child = state.child()
         try:
-            tt, payload = self._parse(tx, ctx.sender_role)
+            tt, payload = self._parse(tx, ctx.sender_role, keep=False)
             _check_time(tx, ctx.block_time_ms, ctx.params)
             if child.get(tx_key(ctx.tx_id)) is not None:
                 raise TxRejected("duplicate_tx", "this transaction is already on the channel")

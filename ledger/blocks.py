@@ -24,9 +24,10 @@ from __future__ import annotations
 
 import contextlib
 import weakref
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import Any, TypeVar
 
 from ledger.crypto import ED25519, SignatureScheme, Signer
 from ledger.encoding import (
@@ -44,6 +45,8 @@ from ledger.schema import as_map, check_keys, get_bytes, get_int, get_list, get_
 
 MAX_TX_PAYLOAD_BYTES = 256 * 1024
 MAX_TXS_PER_BLOCK = 20_000
+
+_T = TypeVar("_T")
 
 _TX_KEYS = frozenset({"v", "net", "ch", "type", "from", "pk", "nonce", "t", "p", "sig"})
 _BODY_KEYS_SORTED = tuple(sorted(_TX_KEYS - {"sig"}))
@@ -161,6 +164,28 @@ class Transaction:
     def encoded(self) -> bytes:
         """The canonical bytes of :meth:`to_wire` (computed once)."""
         return self._encoded
+
+    def derived(self, key: Hashable, compute: Callable[[], _T]) -> _T:
+        """``compute()``, run once per ``key`` for this object and then remembered on
+        it until :meth:`forget_derived` (the channel rules parse a payload when they
+        admit the transaction and again when they apply it: the same object, so the
+        same result). ``compute`` must depend on this transaction's fields alone and
+        return an immutable value, which every caller then shares. What it raises
+        propagates and is not remembered. Threads may race here: both compute, one
+        result stays."""
+        memo: dict[Hashable, Any] | None = self.__dict__.get("_derived")
+        if memo is None:
+            memo = self.__dict__["_derived"] = {}
+        try:
+            value: _T = memo[key]
+        except KeyError:
+            value = memo[key] = compute()
+        return value
+
+    def forget_derived(self) -> None:
+        """Drop what :meth:`derived` remembered (the last user of a value that a
+        long-lived object should not keep: blocks stay cached after their commit)."""
+        self.__dict__.pop("_derived", None)
 
     def signed(self, signer: Signer) -> Transaction:
         """Return a copy signed by ``signer`` (whose key must be ``public_key``)."""

@@ -14,7 +14,7 @@ from channels.errors import NotYetCommitted, Rejection
 from channels.judicial import RULES as JUDICIAL
 from channels.registry import CHANNEL_RULES, rules_for
 from channels.state import GENESIS_STATE_ROOT, MemoryState, WriteSet
-from ledger.errors import ConfigError
+from ledger.errors import ConfigError, SchemaError
 from tests.channels.helpers import Harness, admit_payload
 
 
@@ -149,6 +149,60 @@ def test_installing_an_extension_rule() -> None:
         JUDICIAL.with_tx_type(TxType("case_file", frozenset({"lender"}), parse, apply, "x"))
     with pytest.raises(ValueError, match="roles"):
         JUDICIAL.with_tx_type(TxType("anchor", frozenset({"lender"}), parse, apply, "x"))
+
+
+def test_a_payload_is_parsed_once_from_admission_to_apply() -> None:
+    """Admission keeps the parsed payload on the transaction; apply takes it and drops
+    it. A payload that fails its schema is not remembered: each call says so."""
+    calls: list[dict[str, Any]] = []
+
+    def parse(raw: dict[str, Any]) -> str:
+        calls.append(raw)
+        if "digest" not in raw:
+            raise SchemaError("field 'digest': missing")
+        return str(raw["digest"])
+
+    def apply(state: WriteSet, payload: str, ctx: TxContext) -> Mapping[str, Any]:
+        state.put_value(b"jud/anchor/x", payload)
+        return {"digest": payload}
+
+    anchor = JUDICIAL.tx_types["anchor"]
+    rules = JUDICIAL.with_tx_type(TxType("anchor", anchor.roles, parse, apply, "test"))
+    h = Harness(rules={**CHANNEL_RULES, "judicial": rules})
+    tx = h.tx("judicial", "relay-node", "anchor", {"digest": "d"})
+    assert rules.check_stateless(tx, "node") is None
+    assert rules.check_stateless(tx, "node") is None  # the proposal check: no parse
+    assert len(calls) == 1
+    (out,) = h.block("judicial", [tx])
+    assert out.code == "ok" and out.result == {"digest": "d"}
+    assert len(calls) == 1  # apply used the admitted parse...
+    assert "_derived" not in tx.__dict__  # ...and dropped it (blocks stay cached)
+    other = h.tx("judicial", "relay-node", "anchor", {"digest": "e"})
+    (out,) = h.block("judicial", [other])  # never admitted here: apply parses it
+    assert out.result == {"digest": "e"} and len(calls) == 2
+    bad = h.tx("judicial", "relay-node", "anchor", {})
+    for _ in range(2):
+        rej = rules.check_stateless(bad, "node")
+        assert rej is not None and rej.code == "bad_payload"
+    assert len(calls) == 4
+
+
+def test_transaction_derived_values_are_kept_per_key_until_forgotten() -> None:
+    tx = Harness().tx("judicial", "relay-node", "anchor", {})
+    made: list[str] = []
+
+    def compute(name: str) -> str:
+        made.append(name)
+        return name.upper()
+
+    assert tx.derived("a", lambda: compute("a")) == "A"
+    assert tx.derived("a", lambda: compute("again")) == "A"
+    assert tx.derived("b", lambda: compute("b")) == "B"
+    assert made == ["a", "b"]
+    tx.forget_derived()
+    assert tx.derived("a", lambda: compute("fresh")) == "FRESH"
+    assert tx == replace(tx)  # equality and hashing ignore the memo
+    assert hash(tx) == hash(replace(tx))
 
 
 def test_params_from_genesis_mapping() -> None:
