@@ -553,11 +553,14 @@ class Replica:
             self._on_view_change(msg)
         elif isinstance(msg, NewView):
             self._on_new_view(msg)
-        elif isinstance(msg, Status | Fetch | Forward):
+        else:  # STATUS, FETCH, FORWARD, BLOCKS
             # Also from a follower: a replica that was a validator once (it left the
             # set and still follows the chain by catch-up), verified with its last key.
             # Its FORWARDs too: it still takes client transactions, and each one is
             # checked here on its own (signature, rules, the sender's mempool share).
+            # And its catch-up answers: they prove themselves (every block's
+            # certificate is checked), and after a change of the set the blocks below
+            # it may be held only by the validators that left.
             follower = msg.sender not in self._vset(self._base() + 1).by_id
             ok = self._verify_known(msg) if follower else self._verify(msg, self._base() + 1)
             if not ok:
@@ -566,10 +569,10 @@ class Replica:
                 self._on_status(msg, follower=follower)
             elif isinstance(msg, Fetch):
                 self._on_fetch(msg)
-            else:
+            elif isinstance(msg, Forward):
                 self._on_forward(msg)
-        elif self._verify(msg, self._base() + 1):
-            self._on_blocks(msg)
+            else:
+                self._on_blocks(msg)
 
     # ================================================================================
     # Ready / advance

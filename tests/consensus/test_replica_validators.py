@@ -5,6 +5,7 @@ from __future__ import annotations
 from test_replica_harness import CHANNEL, GENESIS_PREV, Cluster
 
 from consensus import PrePrepare, sign
+from consensus.messages import Blocks
 from ledger.blocks import build_block
 from ledger.certificate import Validator, ValidatorSet
 from ledger.crypto import Signer
@@ -136,3 +137,31 @@ def test_a_transaction_given_to_a_replica_that_left_the_set_is_still_ordered() -
     assert c.submit("n0", [given])[0].accepted
     c.run_until(lambda: given.tx_id in c.committed_tx_ids("n1"), 3000)
     assert given.tx_id in c.committed_tx_ids("n5")
+
+
+def test_a_catch_up_answer_from_a_replica_that_left_the_set_is_taken() -> None:
+    """After a change of the set the blocks may be held only by validators that left
+    it (a simulator seed: the one honest replica that committed the last block of the
+    old set left with it). A catch-up answer proves itself by its certificates, so one
+    from n0 (left at CHANGE_AT) is taken; one signed by a key never in any set is not."""
+    c = _cluster()
+    c.submit("n2", c.clients.txs(2 * (CHANGE_AT + 2)))
+    c.run_until(lambda: min(c.heights().values()) >= CHANGE_AT + 1, 5000)
+    c.crash("n2")
+    c.submit("n1", c.clients.txs(8))
+    c.run_until(lambda: c.apps["n0"].height >= CHANGE_AT + 4, 5000)
+    n2 = c.restart("n2")
+    c.crash("n2")  # n2 hears nothing but what the test gives it
+    behind = c.apps["n2"].height
+    assert behind >= CHANGE_AT and c.apps["n0"].height > behind + 1
+    entries = tuple(c.apps["n0"].chain[behind : behind + 2])
+    stranger = c.scheme.signer_from_seed(b"n9" * 16)
+    forged = sign(Blocks(CHANNEL, "n9", entries), stranger)
+    n2.step(forged)
+    assert n2.metrics["dropped.not_validator"] == 1 and c.apps["n2"].height == behind
+    n2.step(sign(Blocks(CHANNEL, "n0", entries), c.node_signers["n0"]))
+    c.down.discard("n2")
+    c.pump()
+    assert c.apps["n2"].height == behind + 2
+    assert n2.metrics["catchup.blocks"] == 2
+    assert c.check_chains(["n0", "n2"]) == behind + 2
