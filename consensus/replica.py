@@ -40,6 +40,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
+from typing import Final
 
 from consensus.app import Application
 from consensus.config import ReplicaConfig
@@ -70,6 +71,11 @@ from consensus.mempool import (
     tx_size,
 )
 from consensus.messages import (
+    KIND_COMMIT,
+    KIND_FETCH,
+    KIND_FORWARD,
+    KIND_PRE_PREPARE,
+    KIND_PREPARE,
     Blocks,
     Commit,
     Fetch,
@@ -97,7 +103,7 @@ from ledger.blocks import Block, BlockHeader, Transaction, block_record_leaves, 
 from ledger.certificate import CommitCertificate, ValidatorSet, verify_certificate
 from ledger.errors import LedgerError
 
-__all__ = ["Outbound", "Ready", "Replica"]
+__all__ = ["Outbound", "Ready", "Replica", "send_stage"]
 
 #: Bound on the validator keys remembered to recognise followers.
 MAX_KNOWN_NODES = 1024
@@ -115,13 +121,33 @@ class Outbound:
     message: Message
 
 
+#: When a Ready's message may leave (see :class:`Ready`): before its ``persist`` is
+#: durable, once it is (before its committed blocks are stored), or after the store.
+SEND_BEFORE_PERSIST: Final = 0
+SEND_BEFORE_STORE: Final = 1
+SEND_AFTER_STORE: Final = 2
+_BEFORE_STORE_KINDS: Final = frozenset({KIND_PRE_PREPARE, KIND_PREPARE, KIND_COMMIT, KIND_FORWARD})
+
+
+def send_stage(msg: Message) -> int:
+    """:data:`SEND_BEFORE_PERSIST` (FETCH), :data:`SEND_BEFORE_STORE` (PRE-PREPARE,
+    PREPARE, COMMIT, FORWARD) or :data:`SEND_AFTER_STORE` (the rest) for ``msg``."""
+    if msg.kind == KIND_FETCH:
+        return SEND_BEFORE_PERSIST
+    return SEND_BEFORE_STORE if msg.kind in _BEFORE_STORE_KINDS else SEND_AFTER_STORE
+
+
 @dataclass(frozen=True)
 class Ready:
     """Work for the caller, in this order: persist, store/apply, send, record.
 
-    One exception to the order: a FETCH depends on nothing durable (it only asks a
+    Two exceptions to the order: a FETCH depends on nothing durable (it only asks a
     peer for committed blocks), so the caller may send it before persisting — the next
-    catch-up answer is then on its way while this one's blocks are written.
+    catch-up answer is then on its way while this one's blocks are written; and
+    PRE-PREPARE, PREPARE, COMMIT and FORWARD speak of heights above the committed
+    ones, so once ``persist`` is durable they may leave before ``committed`` is stored
+    (``advance`` drops votes only below the stored height). STATUS, BLOCKS,
+    VIEW-CHANGE and NEW-VIEW claim or serve committed blocks: after the store.
     """
 
     persist: DurableState | None

@@ -35,7 +35,14 @@ from channels.state import WriteSet
 from consensus.app import Application
 from consensus.config import ReplicaConfig
 from consensus.messages import Message
-from consensus.replica import Ready, Replica
+from consensus.replica import (
+    SEND_AFTER_STORE,
+    SEND_BEFORE_PERSIST,
+    SEND_BEFORE_STORE,
+    Ready,
+    Replica,
+    send_stage,
+)
 from ledger.blocks import Block, Transaction, channel_genesis_hash
 from ledger.certificate import CommitCertificate, ValidatorSet
 from ledger.crypto import ED25519, SignatureScheme, Signer
@@ -646,9 +653,24 @@ class ChannelService:
             rd = replica.ready()
             t0 = time.perf_counter()
             # the next catch-up request leaves now, its answer arriving while these
-            # blocks are written; every other message waits for the write
-            self._send(rd, early=True)
-            await self._persist_and_commit(rd)
+            # blocks are written
+            self._send(rd, SEND_BEFORE_PERSIST)
+            if rd.committed and self._has(rd, SEND_BEFORE_STORE):
+                # Proposals and votes need the durable state on disk, not the committed
+                # blocks: it is written alone and they leave while the blocks are
+                # applied and written (on a busy node that takes tens of ms, and the
+                # next blocks' rounds would wait for it).
+                if rd.persist is not None:
+                    durable = rd.persist.to_bytes()
+                    await self._io(
+                        len(durable), self.store.put_wal, self.channel, {WAL_DURABLE: durable}
+                    )
+                self._send(rd, SEND_BEFORE_STORE)
+                await self._persist_and_commit(rd, durable_written=True)
+                self._send(rd, SEND_AFTER_STORE)
+            else:
+                await self._persist_and_commit(rd)
+                self._send(rd, SEND_BEFORE_STORE, SEND_AFTER_STORE)
             busy_ms = int((time.perf_counter() - t0) * 1000)
             if rd.committed:
                 replica.note_apply(busy_ms, sum(len(b.encoded()) for b, _ in rd.committed))
@@ -662,7 +684,6 @@ class ChannelService:
                 log.warning(
                     "misbehaviour: %s", ev, extra={"channel": self.channel, "view": replica.view}
                 )
-            self._send(rd, early=False)
             replica.advance(rd)
             self.metrics.ready_seconds.observe(time.perf_counter() - t0, self.channel)
             if replica.view != self._seen_view:
@@ -684,8 +705,9 @@ class ChannelService:
                 self._seen_view = replica.view
             cport.mirror_counters(replica, self.metrics, self.channel)
 
-    async def _persist_and_commit(self, rd: Ready) -> None:
-        """Persist the durable state and commit the blocks, in order.
+    async def _persist_and_commit(self, rd: Ready, *, durable_written: bool = False) -> None:
+        """Persist the durable state (unless ``durable_written``: the caller wrote it)
+        and commit the blocks, in order.
 
         Each block is applied here (CPU: on the loop, or in a worker thread when it is
         large, :data:`APPLY_OFF_LOOP_BYTES`) on top of the blocks before it; up to
@@ -700,7 +722,7 @@ class ChannelService:
         be waiting for them). A failed write raises (the driver stops; the blocks not
         written are fetched again on restart).
         """
-        durable = rd.persist.to_bytes() if rd.persist is not None else None
+        durable = rd.persist.to_bytes() if rd.persist is not None and not durable_written else None
         committed = rd.committed
         batch = self._unwritten  # applied, not yet written; _write_blocks empties it
         overlay: WriteSet | None = None  # their state writes over the store's state
@@ -867,9 +889,13 @@ class ChannelService:
         while len(recent) > min(self._status_cache, RECENT_TXS):
             recent.popitem(last=False)
 
-    def _send(self, rd: Ready, *, early: bool) -> None:
-        """Send ``rd``'s messages that may leave before it is persisted (``early``:
-        FETCH), or the others."""
+    @staticmethod
+    def _has(rd: Ready, stage: int) -> bool:
+        return any(send_stage(out.message) == stage for out in rd.messages)
+
+    def _send(self, rd: Ready, *stages: int) -> None:
+        """Send ``rd``'s messages of these :func:`~consensus.replica.send_stage`
+        stages."""
         if self.transport is None or not rd.messages:
             return
         peers_all = [
@@ -878,7 +904,7 @@ class ChannelService:
             if v.node_id != self.node_id
         ]
         for out in rd.messages:
-            if cport.may_send_before_persist(out.message) != early:
+            if send_stage(out.message) not in stages:
                 continue
             payload = cport.encode_message(out.message)
             kind = cport.message_kind(out.message)

@@ -131,12 +131,6 @@ def is_essential(msg: Message) -> bool:
     return msg.kind not in NON_ESSENTIAL_KINDS
 
 
-def may_send_before_persist(msg: Message) -> bool:
-    """A FETCH asks for committed blocks and depends on nothing durable
-    (``consensus.replica.Ready``): it may leave before the Ready is persisted."""
-    return msg.kind == KIND_FETCH
-
-
 def is_urgent(msg: Message) -> bool:
     return msg.kind in URGENT_KINDS
 

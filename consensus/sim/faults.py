@@ -46,7 +46,8 @@ BYZANTINE_BEHAVIOURS: Final = (
 CRASH_POINTS: Final = (
     "idle",  # between events: nothing of the current Ready is lost
     "after_persist",  # Ready.persist stored; committed blocks and messages lost
-    "after_store",  # persist and committed blocks stored; messages lost
+    "after_votes",  # persist stored, proposals and votes sent; blocks and the rest lost
+    "after_store",  # persist and committed blocks stored; the rest of the messages lost
 )
 
 

@@ -6,16 +6,19 @@ the fast keyed-hash stand-in otherwise), clock skews, client traffic and every n
 decision. The same ``(seed, faults, config)`` gives the same :class:`SeedResult`,
 including :attr:`SeedResult.trace_hash`, a digest of every event in order.
 
-The loop follows the Replica contract: after every input (``tick``/``step``/``submit``)
-the host drains ``ready()``: it stores ``persist`` (as bytes, the way a node would),
-stores and applies ``committed`` blocks (the checkers see each commit of an honest
-replica), sends ``messages`` through the network model (and, for a faulty replica,
-through its :class:`~consensus.sim.byzantine.Adversary`), then calls ``advance``.
+The loop follows the Replica contract in the node's order: after every input
+(``tick``/``step``/``submit``) the host drains ``ready()``: it stores ``persist`` (as
+bytes, the way a node would), sends the FETCHes, proposals and votes through the
+network model (and, for a faulty replica, through its
+:class:`~consensus.sim.byzantine.Adversary`), stores and applies ``committed`` blocks
+(the checkers see each commit of an honest replica), sends the rest of ``messages``,
+then calls ``advance``.
 
 A crash throws away the replica object (volatile state) and keeps the persisted bytes
 and the committed chain; a restart rebuilds the replica from them. Crashes may hit
-between events or in the middle of a Ready (after persisting, or after storing the
-committed blocks, before sending).
+between events or in the middle of a Ready (after persisting; after the votes left,
+before the committed blocks are stored; or after storing them, before the rest is
+sent).
 
 Phases: clients submit valid (and a few invalid) transactions during
 ``submit_window_ms``, resubmitting to another replica every ``retry_ms`` until one
@@ -58,7 +61,14 @@ from consensus.messages import (
     decode_message,
     encode_message,
 )
-from consensus.replica import Ready, Replica
+from consensus.replica import (
+    SEND_AFTER_STORE,
+    SEND_BEFORE_PERSIST,
+    SEND_BEFORE_STORE,
+    Ready,
+    Replica,
+    send_stage,
+)
 from consensus.sim.app import TX_TYPE, SimApplication, ValidatorSchedule, check_sim_tx
 from consensus.sim.byzantine import (
     Adversary,
@@ -867,6 +877,12 @@ class _Simulation:
             ):
                 self._crash(host)
                 return
+            # the node's order (docs/node.md): FETCH, proposals and votes leave once
+            # persist is durable, before the committed blocks are stored; the rest after
+            self._send_ready(host, rd, (SEND_BEFORE_PERSIST, SEND_BEFORE_STORE), now)
+            if host.pending_crash == "after_votes" and (rd.committed or rd.messages):
+                self._crash(host)
+                return
             for block, cert in rd.committed:
                 self._record(f"commit {host.inst} h{block.height} {block.hash.hex()[:16]}")
                 if host.honest:
@@ -891,15 +907,7 @@ class _Simulation:
             if host.pending_crash == "after_store" and (rd.committed or rd.messages):
                 self._crash(host)
                 return
-            for out in rd.messages:
-                if host.honest:
-                    self._check_votes(host, out.message, now)
-                if host.adversary is not None:
-                    sends = host.adversary.outgoing(now, out.to, out.message)
-                else:
-                    sends = [(out.to, out.message)]
-                for to, msg in sends:
-                    self._send(host, to, msg)
+            self._send_ready(host, rd, (SEND_AFTER_STORE,), now)
             for ev in rd.evidence:
                 self.evidence += 1
                 self._record(f"evidence {host.inst} against {ev.offender}: {ev.kind}")
@@ -916,6 +924,20 @@ class _Simulation:
             replica.advance(rd)
             if self.violations:
                 raise _StopRun()
+
+    def _send_ready(self, host: _Host, rd: Ready, stages: tuple[int, ...], now: int) -> None:
+        """Send ``rd``'s messages of these :func:`~consensus.replica.send_stage` stages."""
+        for out in rd.messages:
+            if send_stage(out.message) not in stages:
+                continue
+            if host.honest:
+                self._check_votes(host, out.message, now)
+            if host.adversary is not None:
+                sends = host.adversary.outgoing(now, out.to, out.message)
+            else:
+                sends = [(out.to, out.message)]
+            for to, msg in sends:
+                self._send(host, to, msg)
 
     def _check_votes(self, host: _Host, msg: Message, now: int) -> None:
         votes: list[tuple[str, int, int, bytes]] = []

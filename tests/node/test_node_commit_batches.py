@@ -2,7 +2,7 @@
 (``ChannelService._persist_and_commit``), in process on a real store, no consensus
 running: the batch equals committing the blocks one by one; a block that waits for
 another channel first writes the blocks before it; a FETCH leaves before the write,
-everything else after it."""
+votes once the durable state is on disk, STATUS once the blocks are."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 import pytest
 
 from channels.state import MemoryState, StateReader
+from consensus.durable import DurableState
 from consensus.messages import Commit, Fetch, Status
 from consensus.replica import Outbound, Ready
 from ledger.blocks import Block, Transaction, build_block
@@ -25,7 +26,7 @@ from ledger.hashing import TAG_COMMIT_VOTE
 from ledger.keyfile import load_key_file
 from ledger.store import BlockStore
 from node import consensus_port as cport
-from node.channel import COMMIT_BATCH_BLOCKS, ChannelService, outcomes_key
+from node.channel import COMMIT_BATCH_BLOCKS, WAL_DURABLE, ChannelService, outcomes_key
 from node.config import load_node_config
 from node.rules import NeedsOtherChannel, StoreCrossReader, TxOutcome
 from node.runtime import NodeRuntime
@@ -172,58 +173,97 @@ def test_a_block_waiting_for_another_channel_writes_the_blocks_before_it(
     assert [o.code for o in svc.outcomes(3)] == ["exists", "ok"]
 
 
-def test_a_fetch_leaves_before_the_blocks_are_written_and_votes_after(
-    runtime: NodeRuntime, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+class _OneReady:
+    """A replica stand-in that hands out one Ready."""
+
+    view = 0
+    metrics: ClassVar[dict[str, int]] = {}
+
+    def __init__(self, ready: Ready) -> None:
+        self._ready: Ready | None = ready
+        self.advanced = False
+
+    def has_ready(self) -> bool:
+        return self._ready is not None
+
+    def ready(self) -> Ready:
+        assert self._ready is not None
+        rd, self._ready = self._ready, None
+        return rd
+
+    def advance(self, rd: Ready) -> None:
+        self.advanced = True
+
+    def pause(self, ms: int) -> None:
+        pass
+
+    def note_apply(self, ms: int, size: int) -> None:
+        pass
+
+
+@pytest.mark.parametrize("durable", [False, True])
+def test_a_fetch_leaves_first_votes_once_persisted_and_status_once_stored(
+    runtime: NodeRuntime, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, durable: bool
 ) -> None:
     """The driver sends a Ready's FETCH before persisting it (the next catch-up answer
-    travels while these blocks are written) and everything else — a STATUS claiming the
-    new height, a vote — only once the blocks are on disk."""
+    travels while these blocks are written); proposals and votes once its durable state
+    is on disk, before its committed blocks are applied and written (the next blocks'
+    rounds need not wait for them); and what speaks of committed blocks — a STATUS
+    claiming the new height — only once they are on disk."""
     svc = runtime.channels[CH]
     chain = Chain(tmp_path, svc)
     block, cert = chain.block(["a"])
     me = svc.node_id
-    sent: list[tuple[str, int]] = []  # (message kind, committed height when sent)
+    state = DurableState(view=3, votes=((2, 3, b"\x01" * 32),)) if durable else None
+    # (message kind, committed height when sent, the durable state then on disk)
+    sent: list[tuple[str, int, bytes | None]] = []
 
     class Transport:
         def send(self, to: Any, channel: str, payload: bytes, kind: str, *_: Any) -> None:
-            sent.append((kind, svc.store.height(CH)))
+            sent.append((kind, svc.store.height(CH), svc.store.get_wal(CH, WAL_DURABLE)))
 
         def unreachable(self) -> frozenset[str]:
             return frozenset()
 
     monkeypatch.setattr(svc, "transport", Transport())
     messages = (
+        Outbound(None, Status(CH, me, 0, True, 1, block.hash)),
         Outbound("court-node", Fetch(CH, me, 2, 65)),
         Outbound(None, Commit(CH, me, 0, 2, b"\x01" * 32)),
-        Outbound(None, Status(CH, me, 0, True, 1, block.hash)),
     )
-    ready = Ready(persist=None, messages=messages, committed=((block, cert),), evidence=())
-
-    class OneReady:
-        view = 0
-        metrics: ClassVar[dict[str, int]] = {}
-        served = False
-
-        def has_ready(self) -> bool:
-            return not self.served
-
-        def ready(self) -> Ready:
-            self.served = True
-            return ready
-
-        def advance(self, rd: Ready) -> None:
-            assert rd is ready
-
-        def pause(self, ms: int) -> None:
-            pass
-
-        def note_apply(self, ms: int, size: int) -> None:
-            pass
-
+    ready = Ready(persist=state, messages=messages, committed=((block, cert),), evidence=())
     monkeypatch.setattr(cport, "mirror_counters", lambda *a: None)
-    asyncio.run(svc._process_ready(OneReady()))  # type: ignore[arg-type]
-    assert sent[0] == ("fetch", 0)
-    assert sorted(sent[1:]) == [("commit", 1), ("status", 1)]
+    replica = _OneReady(ready)
+    asyncio.run(svc._process_ready(replica))  # type: ignore[arg-type]
+    on_disk = state.to_bytes() if state is not None else None
+    assert sent == [("fetch", 0, None), ("commit", 0, on_disk), ("status", 1, on_disk)]
+    assert replica.advanced and svc.store.height(CH) == 1
+
+
+def test_without_committed_blocks_every_message_waits_for_the_durable_state(
+    runtime: NodeRuntime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    svc = runtime.channels[CH]
+    me = svc.node_id
+    state = DurableState(view=1)
+    sent: list[tuple[str, bytes | None]] = []
+
+    class Transport:
+        def send(self, to: Any, channel: str, payload: bytes, kind: str, *_: Any) -> None:
+            sent.append((kind, svc.store.get_wal(CH, WAL_DURABLE)))
+
+        def unreachable(self) -> frozenset[str]:
+            return frozenset()
+
+    monkeypatch.setattr(svc, "transport", Transport())
+    messages = (
+        Outbound(None, Commit(CH, me, 1, 2, b"\x01" * 32)),
+        Outbound(None, Status(CH, me, 1, True, 0, svc.store.last_hash(CH))),
+    )
+    ready = Ready(persist=state, messages=messages, committed=(), evidence=())
+    monkeypatch.setattr(cport, "mirror_counters", lambda *a: None)
+    asyncio.run(svc._process_ready(_OneReady(ready)))  # type: ignore[arg-type]
+    assert sent == [("commit", state.to_bytes()), ("status", state.to_bytes())]
 
 
 def test_level_nodes_fills_a_node_a_few_blocks_behind_and_refuses_a_fork(
