@@ -645,11 +645,16 @@ class BlockStore:
     def get_wal(self, channel: str, name: str) -> bytes | None:
         return self._get(self._k(channel).wal + _wal_name(name))
 
-    def wal_items(self, channel: str) -> dict[str, bytes]:
-        """Every write-ahead entry of the channel."""
-        prefix = self._k(channel).wal
-        with self._db.iterator(prefix=prefix, verify_checksums=True) as it:
-            return {k[len(prefix) :].decode("utf-8"): v for k, v in it}
+    def wal_items(self, channel: str, prefix: str = "") -> dict[str, bytes]:
+        """Every write-ahead entry of the channel whose name starts with ``prefix``,
+        by full name. Raises :class:`DamagedStoreError` if LevelDB reports damage."""
+        base = self._k(channel).wal
+        start = base + prefix.encode("utf-8")
+        try:
+            with self._db.iterator(prefix=start, verify_checksums=True) as it:
+                return {k[len(base) :].decode("utf-8"): v for k, v in it}
+        except plyvel.CorruptionError as exc:
+            raise _corrupt_db(self._path, exc) from None
 
     def decode_block(self, channel: str, raw: RawBlock) -> Block:
         """Decode a block read by :meth:`iter_raw_blocks`; raises

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 from channels.state import WriteSet
 from consensus.app import Application
 from consensus.config import ReplicaConfig
+from consensus.durable import DurableState
 from consensus.messages import Message
 from consensus.replica import (
     SEND_AFTER_STORE,
@@ -52,6 +53,7 @@ from ledger.genesis import CONFIG_UPDATE, ChannelConfig, Genesis, Permissions
 from ledger.governance import ChannelGovernance
 from ledger.store import BlockCommit, BlockStore
 from node import consensus_port as cport
+from node.durable_wal import DurableWal
 from node.metrics import NodeMetrics
 from node.rules import (
     BlockEffects,
@@ -92,14 +94,16 @@ WRITE_TIME_WEIGHT = 0.2
 #: Committed blocks written in one synced batch, at most (count, encoded bytes).
 COMMIT_BATCH_BLOCKS = 64
 COMMIT_BATCH_BYTES = 8 * 1024 * 1024
-#: WAL entry holding the replica's durable state.
-WAL_DURABLE = "durable"
 #: WAL entries holding the outcomes of each committed block (written in its batch).
 WAL_OUTCOMES_PREFIX = "outcomes/"
 #: How many committed blocks' decoded outcome lists :meth:`ChannelService.outcomes` keeps.
 OUTCOMES_CACHE_BLOCKS = 64
 #: How many lately committed transactions' locations the status lookup keeps in memory.
 RECENT_TXS = 50_000
+
+
+def _wal_bytes(entries: dict[str, bytes | None]) -> int:
+    return sum(len(v) for v in entries.values() if v is not None)
 
 
 def outcomes_key(height: int) -> str:
@@ -242,6 +246,8 @@ class ChannelService:
             self.governance.validators_at(self.height + 1).by_id
         )
         self.replica: Replica | None = None
+        #: what of the replica's durable state is on disk (node.durable_wal)
+        self._durable_wal = DurableWal({})
         if self.is_validator or follow:
             self.replica = self._build_replica(signer, scheme, consensus_overrides)
         #: Consensus votes and proposals, stepped first; then everything else (FORWARD,
@@ -318,8 +324,7 @@ class ChannelService:
         app: Application = _NodeApplication(self)
         tip = self.store.tip(self.channel)
         header = self.store.header(self.channel, tip.height) if tip.height else None
-        durable_raw = self.store.get_wal(self.channel, WAL_DURABLE)
-        durable = cport.durable_from_bytes(durable_raw) if durable_raw is not None else None
+        durable, self._durable_wal = DurableWal.load(self.store, self.channel)
         return Replica(
             rc,
             app,
@@ -661,10 +666,7 @@ class ChannelService:
                 # applied and written (on a busy node that takes tens of ms, and the
                 # next blocks' rounds would wait for it).
                 if rd.persist is not None:
-                    durable = rd.persist.to_bytes()
-                    await self._io(
-                        len(durable), self.store.put_wal, self.channel, {WAL_DURABLE: durable}
-                    )
+                    await self._write_durable(rd.persist)
                 self._send(rd, SEND_BEFORE_STORE)
                 await self._persist_and_commit(rd, durable_written=True)
                 self._send(rd, SEND_AFTER_STORE)
@@ -722,7 +724,11 @@ class ChannelService:
         be waiting for them). A failed write raises (the driver stops; the blocks not
         written are fetched again on restart).
         """
-        durable = rd.persist.to_bytes() if rd.persist is not None and not durable_written else None
+        durable = (
+            self._durable_wal.changes(rd.persist)
+            if rd.persist is not None and not durable_written
+            else None
+        )
         committed = rd.committed
         batch = self._unwritten  # applied, not yet written; _write_blocks empties it
         overlay: WriteSet | None = None  # their state writes over the store's state
@@ -744,7 +750,7 @@ class ChannelService:
             self._unwritten_outcomes[block.height] = list(effects.outcomes)
             last = i == len(committed) - 1
             if durable is not None and last:
-                wal[WAL_DURABLE] = durable
+                wal.update(durable)
             batch.append(BlockCommit(block, cert, effects.writes, effects.state_root, wal))
             self.governance.observe_block(block)
             batch_bytes = sum(len(c.block.encoded()) for c in batch)
@@ -759,8 +765,12 @@ class ChannelService:
                         overlay.delete(key)
                     else:
                         overlay.put(key, value)
-        if durable is not None and not committed:
-            await self._io(len(durable), self.store.put_wal, self.channel, {WAL_DURABLE: durable})
+        if durable is not None:
+            if committed:
+                self._durable_wal.written()  # it rode in the last batch
+            else:
+                await self._io(_wal_bytes(durable), self.store.put_wal, self.channel, durable)
+                self._durable_wal.written()
         if committed:
             last_block = committed[-1][0]
             log.debug(
@@ -791,6 +801,12 @@ class ChannelService:
             if c.block.height == height:
                 return c.block.hash
         return None
+
+    async def _write_durable(self, state: DurableState) -> None:
+        """Write what changed of the replica's durable state, alone, synced."""
+        entries = self._durable_wal.changes(state)
+        await self._io(_wal_bytes(entries), self.store.put_wal, self.channel, entries)
+        self._durable_wal.written()
 
     async def _write_blocks(self) -> None:
         """Write the unwritten blocks in one batch and empty it (also on failure)."""

@@ -7,7 +7,6 @@ from typing import Any
 
 import msgpack
 
-from consensus.durable import DurableState
 from consensus.mempool import COMMITTED, DUPLICATE, SubmitResult
 from consensus.messages import (
     KIND_COMMIT,
@@ -66,10 +65,6 @@ def make_replica_config(
         genesis_prev_hash=genesis_prev_hash,
         **extra,
     )
-
-
-def durable_from_bytes(data: bytes) -> DurableState:
-    return DurableState.from_bytes(data)
 
 
 def _plain(value: Any) -> None:

@@ -257,6 +257,9 @@ def test_wal_put_get_delete_and_commit_with_wal(tmp_path: Path) -> None:
         assert store.get_wal("risk", "view") == encode(9)
         store.put_wal(CH, {"sent": None, "view": encode(4)})
         assert store.wal_items(CH) == {"view": encode(4), "prepared/1": b"p1"}
+        assert store.wal_items(CH, "prepared/") == {"prepared/1": b"p1"}
+        assert store.wal_items(CH, "v") == {"view": encode(4)}
+        assert store.wal_items("risk", "prepared/") == {}
         store.commit_block(
             CH,
             block,

@@ -26,8 +26,9 @@ from ledger.hashing import TAG_COMMIT_VOTE
 from ledger.keyfile import load_key_file
 from ledger.store import BlockStore
 from node import consensus_port as cport
-from node.channel import COMMIT_BATCH_BLOCKS, WAL_DURABLE, ChannelService, outcomes_key
+from node.channel import COMMIT_BATCH_BLOCKS, ChannelService, outcomes_key
 from node.config import load_node_config
+from node.durable_wal import DurableWal
 from node.rules import NeedsOtherChannel, StoreCrossReader, TxOutcome
 from node.runtime import NodeRuntime
 from node.seed import level_nodes
@@ -216,11 +217,11 @@ def test_a_fetch_leaves_first_votes_once_persisted_and_status_once_stored(
     me = svc.node_id
     state = DurableState(view=3, votes=((2, 3, b"\x01" * 32),)) if durable else None
     # (message kind, committed height when sent, the durable state then on disk)
-    sent: list[tuple[str, int, bytes | None]] = []
+    sent: list[tuple[str, int, DurableState | None]] = []
 
     class Transport:
         def send(self, to: Any, channel: str, payload: bytes, kind: str, *_: Any) -> None:
-            sent.append((kind, svc.store.height(CH), svc.store.get_wal(CH, WAL_DURABLE)))
+            sent.append((kind, svc.store.height(CH), DurableWal.load(svc.store, CH)[0]))
 
         def unreachable(self) -> frozenset[str]:
             return frozenset()
@@ -235,8 +236,7 @@ def test_a_fetch_leaves_first_votes_once_persisted_and_status_once_stored(
     monkeypatch.setattr(cport, "mirror_counters", lambda *a: None)
     replica = _OneReady(ready)
     asyncio.run(svc._process_ready(replica))  # type: ignore[arg-type]
-    on_disk = state.to_bytes() if state is not None else None
-    assert sent == [("fetch", 0, None), ("commit", 0, on_disk), ("status", 1, on_disk)]
+    assert sent == [("fetch", 0, None), ("commit", 0, state), ("status", 1, state)]
     assert replica.advanced and svc.store.height(CH) == 1
 
 
@@ -246,11 +246,11 @@ def test_without_committed_blocks_every_message_waits_for_the_durable_state(
     svc = runtime.channels[CH]
     me = svc.node_id
     state = DurableState(view=1)
-    sent: list[tuple[str, bytes | None]] = []
+    sent: list[tuple[str, DurableState | None]] = []
 
     class Transport:
         def send(self, to: Any, channel: str, payload: bytes, kind: str, *_: Any) -> None:
-            sent.append((kind, svc.store.get_wal(CH, WAL_DURABLE)))
+            sent.append((kind, DurableWal.load(svc.store, CH)[0]))
 
         def unreachable(self) -> frozenset[str]:
             return frozenset()
@@ -263,7 +263,7 @@ def test_without_committed_blocks_every_message_waits_for_the_durable_state(
     ready = Ready(persist=state, messages=messages, committed=(), evidence=())
     monkeypatch.setattr(cport, "mirror_counters", lambda *a: None)
     asyncio.run(svc._process_ready(_OneReady(ready)))  # type: ignore[arg-type]
-    assert sent == [("commit", state.to_bytes()), ("status", state.to_bytes())]
+    assert sent == [("commit", state), ("status", state)]
 
 
 def test_level_nodes_fills_a_node_a_few_blocks_behind_and_refuses_a_fork(

@@ -19,10 +19,10 @@ from node import channel as channel_module
 from node.channel import (
     INLINE_WRITE_MAX_BYTES,
     INLINE_WRITE_MAX_S,
-    WAL_DURABLE,
     ChannelService,
     _commit_bytes,
 )
+from node.durable_wal import DurableWal
 from node.runtime import NodeRuntime
 from tests.node.test_node_commit_batches import CH, Chain, commit
 
@@ -143,7 +143,7 @@ def test_the_durable_state_alone_is_written_on_the_loop(
     monkeypatch.setattr(svc.store, "put_wal", wrapped)
     asyncio.run(svc._persist_and_commit(Ready(durable, (), (), ())))
     assert threads == [threading.get_ident()]
-    assert svc.store.get_wal(CH, WAL_DURABLE) == durable.to_bytes()
+    assert DurableWal.load(svc.store, CH)[0] == durable
 
 
 def test_commit_bytes_counts_blocks_state_writes_and_wal_until_past_the_limit(
