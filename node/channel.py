@@ -11,10 +11,12 @@ transactions). Each turn of the loop:
    **commit** the blocks (LevelDB writes are synchronous fsyncs: small ones run on the
    loop, large ones — or all, while the disk is slow — in a worker thread): each
    block applied through the channel rules and written with its certificate, state
-   writes, state root and tx outcomes in one synced batch; the durable state goes
-   into the batch of the last block (or alone, if none) so it is on disk before any
-   message leaves. Then feed committed blocks to governance, wake waiters and
-   streams, **send** the messages, and ``replica.advance(rd)``.
+   writes, state root and tx outcomes in one synced batch; what changed of the
+   durable state (:mod:`node.durable_wal`) goes into the batch of the last block, or
+   alone — first, when proposals and votes wait to leave (they need it on disk, not
+   the blocks: ``consensus.replica.send_stage``), or when nothing was committed. Then
+   feed committed blocks to governance, wake waiters and streams, **send** the other
+   messages, and ``replica.advance(rd)``.
 
 A committed block is durable before the node reports it to anyone. After a crash the
 replica is rebuilt from the WAL's durable state and the store's last committed block.
