@@ -4,8 +4,9 @@
 ``durable/prep/<height, 16 hex digits>`` per prepared certificate
 (:meth:`consensus.durable.DurableState.to_records`), and each Ready writes only the
 entries that changed: a prepared certificate carries its whole block, and the state as
-one entry (``durable``, still read at start) rewrote every prepared block in flight
-on every vote — two to three times per block, each time with every block in flight.
+one entry (``durable``, still read at start) rewrote every prepared block still in
+flight with every vote (under full load ~1.8 copies of each block, about as many bytes
+as the ledger grew by; BENCHMARKS.md, session 18).
 
 :class:`DurableWal` remembers what is on disk; the caller writes
 :meth:`DurableWal.changes` in a synced batch (alone, or with committed blocks) and
