@@ -726,12 +726,16 @@ class ChannelService:
         be waiting for them). A failed write raises (the driver stops; the blocks not
         written are fetched again on restart).
         """
+        committed = rd.committed
+        if not committed:
+            if rd.persist is not None and not durable_written:
+                await self._write_durable(rd.persist)
+            return
         durable = (
             self._durable_wal.changes(rd.persist)
             if rd.persist is not None and not durable_written
             else None
         )
-        committed = rd.committed
         batch = self._unwritten  # applied, not yet written; _write_blocks empties it
         overlay: WriteSet | None = None  # their state writes over the store's state
         for i, (block, cert) in enumerate(committed):
@@ -768,24 +772,19 @@ class ChannelService:
                     else:
                         overlay.put(key, value)
         if durable is not None:
-            if committed:
-                self._durable_wal.written()  # it rode in the last batch
-            else:
-                await self._io(_wal_bytes(durable), self.store.put_wal, self.channel, durable)
-                self._durable_wal.written()
-        if committed:
-            last_block = committed[-1][0]
-            log.debug(
-                "committed %d block(s)",
-                len(committed),
-                extra={
-                    "channel": self.channel,
-                    "height": last_block.height,
-                    "view": last_block.header.view,
-                },
-            )
-            event, self._new_block = self._new_block, asyncio.Event()
-            event.set()
+            self._durable_wal.written()  # it rode in the last batch
+        last_block = committed[-1][0]
+        log.debug(
+            "committed %d block(s)",
+            len(committed),
+            extra={
+                "channel": self.channel,
+                "height": last_block.height,
+                "view": last_block.header.view,
+            },
+        )
+        event, self._new_block = self._new_block, asyncio.Event()
+        event.set()
 
     async def commit_certified(self, blocks: Sequence[tuple[Block, CommitCertificate]]) -> None:
         """Apply and write blocks certified elsewhere, on a node whose driver is not

@@ -77,7 +77,3 @@ class DurableWal:
         if self._pending is None:
             raise RuntimeError("written() without changes()")
         self._on_disk, self._pending, self._legacy = self._pending, None, False
-
-    def on_disk(self) -> dict[str, bytes]:
-        """The entries this tracker believes are on disk (for tests and checks)."""
-        return dict(self._on_disk)
