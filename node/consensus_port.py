@@ -150,13 +150,15 @@ def primary_of(replica: Replica) -> str:
 
 
 def mirror_counters(replica: Replica, metrics: NodeMetrics, channel: str) -> None:
-    """Copy the replica's ``dropped.<reason>`` and ``timeouts.<timer>`` counters into
-    the node's metrics."""
+    """Copy the replica's ``dropped.<reason>``, ``timeouts.<timer>`` and
+    ``catchup.<event>`` counters into the node's metrics."""
     for key, value in replica.metrics.items():
         if key.startswith("dropped."):
             metrics.rejected_messages.set_total(value, channel, key[len("dropped.") :])
         elif key.startswith("timeouts."):
             metrics.timeouts.set_total(value, channel, key[len("timeouts.") :])
+        elif key.startswith("catchup."):
+            metrics.catchup.set_total(value, channel, key[len("catchup.") :])
 
 
 def readiness(replica: Replica) -> tuple[bool, str]:

@@ -244,6 +244,13 @@ class NodeMetrics:
             "once more instead (the next block was prepared: only a COMMIT was late)",
             ["channel", "timer"],
         )
+        self.catchup = r.counter(
+            "wulian_catchup_total",
+            "Catch-up by event: fetches (requests sent), blocks (committed from answers), "
+            "timeouts (requests unanswered in time, asked again elsewhere), "
+            "bad_certificate (answers refused), served_blocks (blocks sent to others)",
+            ["channel", "event"],
+        )
         self.loop_lag = r.histogram(
             "wulian_event_loop_lag_seconds",
             "How late a 100 ms timer fires on the node's event loop (CPU starvation)",

@@ -43,3 +43,30 @@ def test_the_view_log_line_names_only_the_timers_that_started_the_view_change() 
     # waiting once more started nothing: the node joined the others' view change
     assert view_change_cause(["prepared_grace"]) == ""
     assert view_change_cause([]) == ""
+
+
+def test_the_replica_counters_are_mirrored_by_kind() -> None:
+    from types import SimpleNamespace
+
+    from node.consensus_port import mirror_counters
+
+    m = NodeMetrics()
+    replica = SimpleNamespace(
+        metrics={
+            "dropped.bad_signature": 2,
+            "timeouts.progress": 1,
+            "catchup.timeouts": 3,
+            "catchup.bad_certificate": 1,
+            "committed.blocks": 9,
+        }
+    )
+    mirror_counters(replica, m, "supervision")  # type: ignore[arg-type]
+    text = m.render()
+    assert 'wulian_rejected_messages_total{channel="supervision",reason="bad_signature"} 2' in text
+    assert 'wulian_view_change_timeouts_total{channel="supervision",timer="progress"} 1' in text
+    assert 'wulian_catchup_total{channel="supervision",event="timeouts"} 3' in text
+    assert 'wulian_catchup_total{channel="supervision",event="bad_certificate"} 1' in text
+    assert " 9\n" not in text  # committed.* has no metric of its own
+    replica.metrics["catchup.timeouts"] = 5  # totals are set, not added
+    mirror_counters(replica, m, "supervision")  # type: ignore[arg-type]
+    assert 'wulian_catchup_total{channel="supervision",event="timeouts"} 5' in m.render()
