@@ -35,6 +35,7 @@ Example (``wulian up`` writes one per node)::
     tick_ms = 20
     ledger_open_tables = 64  # LevelDB table files kept open (and mapped)
     ledger_write_buffer_mb = 8  # LevelDB's write buffer (up to two in memory)
+    ledger_compression = "none"  # or "snappy": ~2.6x less disk, ~12 % more CPU a tx
 
     [consensus]              # every field optional; defaults of consensus.ReplicaConfig,
     window = 8               # except status_interval_ms, partial_batch_inflight,
@@ -72,6 +73,7 @@ from ledger.errors import ConfigError
 from ledger.governance import CONFIG_ACTIVATION_DELAY
 from ledger.schema import is_name
 from ledger.store import (
+    DEFAULT_COMPRESSION,
     DEFAULT_OPEN_TABLES,
     DEFAULT_WRITE_BUFFER_BYTES,
     MAX_OPEN_TABLES,
@@ -158,6 +160,7 @@ class _Limits(_Strict):
         ge=MIN_WRITE_BUFFER_BYTES >> 20,
         le=MAX_WRITE_BUFFER_BYTES >> 20,
     )
+    ledger_compression: Literal["none", "snappy"] = DEFAULT_COMPRESSION
 
 
 class _Consensus(_Strict):
@@ -233,6 +236,8 @@ class Limits:
     ledger_open_tables: int = DEFAULT_OPEN_TABLES
     #: LevelDB's write buffer in MiB (ledger.store.DEFAULT_WRITE_BUFFER_BYTES).
     ledger_write_buffer_mb: int = DEFAULT_WRITE_BUFFER_BYTES >> 20
+    #: How LevelDB compresses table blocks (ledger.store.DEFAULT_COMPRESSION).
+    ledger_compression: str = DEFAULT_COMPRESSION
 
 
 @dataclass(frozen=True)

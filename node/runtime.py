@@ -185,6 +185,7 @@ class NodeRuntime:
             create=True,
             open_tables=config.limits.ledger_open_tables,
             write_buffer_bytes=config.limits.ledger_write_buffer_mb << 20,
+            compression=config.limits.ledger_compression,
         )
         try:
             return cls(config, genesis, store)

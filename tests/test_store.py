@@ -20,6 +20,8 @@ from ledger.encoding import encode
 from ledger.errors import ConfigError, CorruptLedgerError
 from ledger.ledger_verify import verify_channel
 from ledger.store import (
+    COMPRESSIONS,
+    DEFAULT_COMPRESSION,
     DEFAULT_WRITE_BUFFER_BYTES,
     TABLE_FILE_BYTES,
     BlockCommit,
@@ -700,3 +702,41 @@ def test_write_buffer_bounds(tmp_path: Path) -> None:
         with pytest.raises(ValueError, match="write_buffer_bytes"):
             BlockStore.open(tmp_path / "l", chain.genesis_hash, create=True, write_buffer_bytes=bad)
     assert not (tmp_path / "l").exists()  # refused before anything was created
+
+
+def _table_bytes(ledger: Path) -> int:
+    return sum(f.stat().st_size for f in ledger.iterdir() if f.suffix == ".ldb")
+
+
+def test_compression_is_chosen_per_store_and_either_reads_the_other(tmp_path: Path) -> None:
+    """Tables are written with the store's compression (none by default: the
+    compactions' CPU); a ledger written one way opens and reads the other way."""
+    chain = make_chain(1, 1)
+    text = b"".join(b"loan %06d contract 100000 cents; " % i for i in range(2000))  # ~66 KB
+    sizes = {}
+    for compression in COMPRESSIONS:
+        path = tmp_path / compression
+        with BlockStore.open(
+            path, chain.genesis_hash, create=True, write_buffer_bytes=1 << 20,
+            compression=compression,
+        ) as store:  # fmt: skip
+            for i in range(64):  # 4 MiB: level-0 tables written from full buffers
+                store.put_wal(CH, {f"e{i}": text + b"%d" % i})
+            store._db.compact_range()
+        sizes[compression] = _table_bytes(path)
+        other = "snappy" if compression == "none" else "none"
+        with BlockStore.open(path, chain.genesis_hash, create=False, compression=other) as s:
+            assert s.get_wal(CH, "e63") == text + b"63"
+            s.put_wal(CH, {"more": text})  # and appends the other way
+            s._db.compact_range()
+        with BlockStore.open(path, chain.genesis_hash, create=False) as s:
+            assert s.get_wal(CH, "e0") == text + b"0" and s.get_wal(CH, "more") == text
+    assert DEFAULT_COMPRESSION == "none"
+    assert sizes["none"] > 3 * sizes["snappy"] > 0, sizes
+
+
+def test_an_unknown_compression_is_refused(tmp_path: Path) -> None:
+    chain = make_chain(1, 1)
+    with pytest.raises(ValueError, match="compression must be one of none, snappy"):
+        BlockStore.open(tmp_path / "l", chain.genesis_hash, create=True, compression="zstd")
+    assert not (tmp_path / "l").exists()

@@ -52,6 +52,9 @@ def test_valid_config_resolves_paths_and_defaults(tmp_path: Path) -> None:
     assert cfg.limits.tick_ms == Limits().tick_ms
     assert cfg.limits.ledger_open_tables == 64
     assert cfg.limits.ledger_write_buffer_mb == 8
+    assert cfg.limits.ledger_compression == "none"
+    snappy = GOOD.replace("max_body_bytes = 65536", 'ledger_compression = "snappy"')
+    assert load_node_config(write(tmp_path, snappy)).limits.ledger_compression == "snappy"
     assert cfg.consensus == {**NODE_CONSENSUS_DEFAULTS, "base_timeout_ms": 500}
     assert cfg.rules == "channels"
     assert cfg.ack_delay_ms == DEFAULT_ACK_DELAY_MS == 2000
@@ -141,6 +144,11 @@ def test_propose_when_idle_is_a_toml_bool_that_reaches_the_replica(tmp_path: Pat
             GOOD.replace("max_body_bytes = 65536", "ledger_write_buffer_mb = 257"),
             "limits.ledger_write_buffer_mb",
             "less than or equal to 256",
+        ),
+        (
+            GOOD.replace("max_body_bytes = 65536", 'ledger_compression = "zstd"'),
+            "limits.ledger_compression",
+            "'none' or 'snappy'",
         ),
         (GOOD + "[relay]\nack_delay_ms = -1\n", "relay.ack_delay_ms", "greater than or equal"),
         (GOOD + "[relay]\nack_delay_ms = 60001\n", "relay.ack_delay_ms", "less than or equal"),

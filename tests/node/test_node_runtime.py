@@ -91,14 +91,15 @@ def test_the_ledger_is_opened_with_the_configured_table_and_buffer_limits(
     real_open = BlockStore.open
 
     def recording_open(*args: object, **kw: object) -> BlockStore:
-        seen.append((kw.get("open_tables"), kw.get("write_buffer_bytes")))
+        seen.append((kw.get("open_tables"), kw.get("write_buffer_bytes"), kw.get("compression")))
         return real_open(*args, **kw)  # type: ignore[arg-type]
 
     monkeypatch.setattr(BlockStore, "open", recording_open)
     cfg = load_node_config(write_config(tmp_path))
-    cfg = dataclasses.replace(cfg, limits=Limits(ledger_open_tables=200, ledger_write_buffer_mb=8))
+    limits = Limits(ledger_open_tables=200, ledger_write_buffer_mb=8, ledger_compression="snappy")
+    cfg = dataclasses.replace(cfg, limits=limits)
     NodeRuntime.open(cfg).store.close()
-    assert seen == [(200, 8 << 20)]
+    assert seen == [(200, 8 << 20, "snappy")]
 
 
 def test_store_of_another_genesis_is_refused(tmp_path: Path) -> None:
