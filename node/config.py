@@ -35,7 +35,7 @@ Example (``wulian up`` writes one per node)::
     tick_ms = 20
     ledger_open_tables = 64  # LevelDB table files kept open (and mapped)
     ledger_write_buffer_mb = 8  # LevelDB's write buffer (up to two in memory)
-    ledger_compression = "none"  # or "snappy": ~2.6x less disk, ~12 % more CPU a tx
+    ledger_compression = "none"  # or "snappy": ~2.6x less disk, ~13 % more CPU a tx
 
     [consensus]              # every field optional; defaults of consensus.ReplicaConfig,
     window = 8               # except status_interval_ms, partial_batch_inflight,
