@@ -661,7 +661,9 @@ def test_open_tables_bounds_the_mapped_table_files(tmp_path: Path) -> None:
                 assert s.get_state(CH, b"%03d/%04d" % divmod(key, 1000))
             counts[open_tables] = len(_mapped_tables(path))
         assert not _mapped_tables(path)  # closing the store unmaps them all
-    assert counts[64] <= 64 < counts[1000]
+    # LevelDB's table cache holds 64; a background compaction started by the point
+    # reads (seek compaction) may hold a table or two beyond it while it runs
+    assert counts[64] <= 64 + 2 < counts[1000], counts
 
     with pytest.raises(ValueError, match="open_tables"):
         BlockStore.open(path, chain.genesis_hash, create=False, open_tables=63)
