@@ -727,15 +727,12 @@ class ChannelService:
         written are fetched again on restart).
         """
         committed = rd.committed
+        persist = None if durable_written else rd.persist
         if not committed:
-            if rd.persist is not None and not durable_written:
-                await self._write_durable(rd.persist)
+            if persist is not None:
+                await self._write_durable(persist)
             return
-        durable = (
-            self._durable_wal.changes(rd.persist)
-            if rd.persist is not None and not durable_written
-            else None
-        )
+        durable = self._durable_wal.changes(persist) if persist is not None else None
         batch = self._unwritten  # applied, not yet written; _write_blocks empties it
         overlay: WriteSet | None = None  # their state writes over the store's state
         for i, (block, cert) in enumerate(committed):
