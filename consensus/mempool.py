@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from ledger.blocks import MAX_TX_PAYLOAD_BYTES, Transaction
+from ledger.fifo import FifoSet
 
 ACCEPTED: Final = "accepted"
 DUPLICATE: Final = "duplicate"
@@ -80,7 +81,6 @@ class Mempool:
     ) -> None:
         self._limit = limit
         self._per_sender = per_sender
-        self._recent_limit = recent_committed_limit
         self._max_bytes = max_bytes
         #: A sender's share of the bytes, as of the count — but room for one
         #: transaction of the largest size at least.
@@ -94,7 +94,7 @@ class Mempool:
         self._free_bytes = 0
         self._reserved: dict[bytes, int] = {}  # id -> height of the proposal holding it
         self._by_sender: dict[str, int] = {}
-        self._recent: dict[bytes, None] = {}
+        self._recent: FifoSet[bytes] = FifoSet(recent_committed_limit)
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -200,10 +200,7 @@ class Mempool:
                     del self._by_sender[sender]
                     del self._sender_bytes[sender]
             self._reserved.pop(tx_id, None)
-            if tx_id not in self._recent:
-                if len(self._recent) >= self._recent_limit:
-                    del self._recent[next(iter(self._recent))]
-                self._recent[tx_id] = None
+            self._recent.add(tx_id)
 
     def batch(self, max_txs: int, max_bytes: int) -> list[Transaction]:
         """The oldest free transactions, up to ``max_txs`` and ``max_bytes``."""

@@ -10,13 +10,10 @@ so the memo's behaviour is deterministic.
 
 from __future__ import annotations
 
-from typing import TypeVar
-
 from ledger.blocks import Transaction
 from ledger.crypto import SignatureScheme, Signer
+from ledger.fifo import FifoSet
 from ledger.hashing import TAG_TX
-
-_K = TypeVar("_K")
 
 
 class SignatureCache:
@@ -29,9 +26,8 @@ class SignatureCache:
     def __init__(self, scheme: SignatureScheme, capacity: int) -> None:
         self.scheme = scheme
         self.name = scheme.name
-        self._capacity = capacity
-        self._good: dict[tuple[bytes, str, bytes, bytes], None] = {}
-        self._txs: dict[tuple[bytes, bytes], None] = {}
+        self._good: FifoSet[tuple[bytes, str, bytes, bytes]] = FifoSet(capacity)
+        self._txs: FifoSet[tuple[bytes, bytes]] = FifoSet(capacity)
         self.hits = 0
         self.verifications = 0
 
@@ -43,7 +39,7 @@ class SignatureCache:
         self.verifications += 1
         if not self.scheme.verify(public_key, tag, message, signature):
             return False
-        self._remember(self._good, key)
+        self._good.add(key)
         return True
 
     def signer_from_seed(self, seed: bytes) -> Signer:
@@ -58,10 +54,5 @@ class SignatureCache:
         self.verifications += 1
         if not self.scheme.verify(tx.public_key, TAG_TX, tx.body_bytes, tx.signature):
             return False
-        self._remember(self._txs, key)
+        self._txs.add(key)
         return True
-
-    def _remember(self, memo: dict[_K, None], key: _K) -> None:
-        if len(memo) >= self._capacity:
-            del memo[next(iter(memo))]
-        memo[key] = None

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import weakref
+from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -69,7 +70,9 @@ WIRE_MEMO_SIZE = 2_048
 #: 7.1 KB for a 690-byte one), so 1 MiB here bounds the memo near 10 MB; the former
 #: 8 MiB let it reach ~90 MB, a third of a node's memory budget.
 WIRE_MEMO_BYTES = 1024 * 1024
-_wire_memo: dict[bytes, tuple[bytes, Transaction]] = {}
+#: An OrderedDict, not a dict: evicting a dict's first entry walks over every entry
+#: deleted before it (:mod:`ledger.fifo`).
+_wire_memo: OrderedDict[bytes, tuple[bytes, Transaction]] = OrderedDict()
 _wire_memo_bytes = [0]
 #: Every parsed transaction still alive somewhere in the process (mempool, a replica's
 #: log, a block being applied), by signature, whatever its size: a repeat of one the
@@ -82,14 +85,14 @@ _live_txs: weakref.WeakValueDictionary[bytes, Transaction] = weakref.WeakValueDi
 def _memo_put(sig: bytes, packed: bytes, tx: Transaction) -> None:
     """Remember a parsed transaction, evicting the oldest beyond the bounds (FIFO;
     worker threads may race here: a lost update only costs a miss later)."""
-    with contextlib.suppress(KeyError, RuntimeError, StopIteration):
+    with contextlib.suppress(KeyError, RuntimeError):
         old = _wire_memo.pop(sig, None)
         if old is not None:
             _wire_memo_bytes[0] -= len(old[0])
         while _wire_memo and (
             len(_wire_memo) >= WIRE_MEMO_SIZE or _wire_memo_bytes[0] + len(packed) > WIRE_MEMO_BYTES
         ):
-            evicted = _wire_memo.pop(next(iter(_wire_memo)))
+            evicted = _wire_memo.popitem(last=False)[1]
             _wire_memo_bytes[0] -= len(evicted[0])
         _wire_memo[sig] = (packed, tx)
         _wire_memo_bytes[0] += len(packed)

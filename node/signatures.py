@@ -22,6 +22,7 @@ import threading
 from typing import Final
 
 from ledger.crypto import PUBLIC_KEY_SIZE, SIGNATURE_SIZE, Ed25519Scheme
+from ledger.fifo import FifoSet
 
 #: Successful verifications remembered (~100 B each).
 MEMO_CAPACITY: Final = 32_768
@@ -46,9 +47,8 @@ class MemoisedEd25519(Ed25519Scheme):
     def __init__(self, capacity: int = MEMO_CAPACITY, max_message: int = MEMO_MAX_MESSAGE) -> None:
         if capacity < 1 or max_message < 0:
             raise ValueError("capacity must be positive and max_message not negative")
-        self._capacity = capacity
         self._max_message = max_message
-        self._memo: dict[bytes, None] = {}
+        self._memo: FifoSet[bytes] = FifoSet(capacity)
         self._lock = threading.Lock()
         self.hits = 0
 
@@ -70,8 +70,5 @@ class MemoisedEd25519(Ed25519Scheme):
         if not super().verify(public_key, tag, message, signature):
             return False
         with self._lock:
-            if key not in self._memo:
-                if len(self._memo) >= self._capacity:
-                    del self._memo[next(iter(self._memo))]
-                self._memo[key] = None
+            self._memo.add(key)
         return True
