@@ -230,7 +230,9 @@ class Replica:
         self.app = app
         self.node_id = config.node_id
         self.metrics: dict[str, int] = {}
-        self._sigs = SignatureCache(config.scheme, config.signature_cache_size)
+        self._sigs = SignatureCache(
+            config.scheme, config.signature_cache_size, config.tx_cache_size
+        )
         self._vsets: dict[int, ValidatorSet] = {}
         #: Last known key of every validator seen in any set (bounded): how we
         #: recognise a follower that left the set.

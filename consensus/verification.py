@@ -17,17 +17,20 @@ from ledger.hashing import TAG_TX
 
 
 class SignatureCache:
-    """Verify with ``scheme``, remembering up to ``capacity`` successes.
+    """Verify with ``scheme``, remembering up to ``capacity`` successful message
+    verifications and ``tx_capacity`` (default ``capacity``) client transactions'.
 
     It is itself a :class:`ledger.crypto.SignatureScheme` (verification side), so it
     can be handed to :func:`ledger.certificate.verify_certificate`.
     """
 
-    def __init__(self, scheme: SignatureScheme, capacity: int) -> None:
+    def __init__(
+        self, scheme: SignatureScheme, capacity: int, tx_capacity: int | None = None
+    ) -> None:
         self.scheme = scheme
         self.name = scheme.name
         self._good: FifoSet[tuple[bytes, str, bytes, bytes]] = FifoSet(capacity)
-        self._txs: FifoSet[tuple[bytes, bytes]] = FifoSet(capacity)
+        self._txs: FifoSet[tuple[bytes, bytes]] = FifoSet(tx_capacity or capacity)
         self.hits = 0
         self.verifications = 0
 

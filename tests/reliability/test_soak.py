@@ -54,7 +54,7 @@ BATCH = 50
 MEMPOOL_LIMIT = 20_000  # consensus.config.ReplicaConfig.mempool_limit
 PEER_QUEUE_LIMIT = 20_000  # node.config limits.peer_queue_messages
 #: The node's caches are bounded but large (status and nonce memories 200,000 entries,
-#: committed-id memory 200,000 per channel, signature caches 65,536): at this load
+#: committed-id memory 200,000 per channel, signature caches 16,384 and 32,768): at this load
 #: they take an hour to fill, and filling is growth a soak of minutes would call a
 #: leak. Small caches fill during the warm-up, so what grows after it is not a cache.
 SMALL_CACHES = {"status_cache": 1000, "nonce_cache": 1000}
