@@ -992,24 +992,36 @@ class Explorer:
             )
         except AuditError as exc:
             return self.audit_failed(page, exc)
-        from node.explorer.report_pdf import ReportInput, render_pdf
+        from node.explorer.report_pdf import ReportFontError, ReportInput, render_pdf
 
         ctx = self._report_context(page, items)
         viewer = page.viewer
         node = self.backend.node_summary()
-        data = await run_in_threadpool(
-            render_pdf,
-            ReportInput(
-                items=list(items),
-                links=ctx["links"],
-                generated_ms=ctx["generated_ms"],
-                viewer=f"{viewer.display_name} ({viewer.username})",
-                org=f"{viewer.org_name} ({viewer.org_id})",
-                node=f"{node.node_id} · {node.network}",
-                lang=page.lang,
-                tz=self.settings.tz,
-            ),
-        )
+        try:
+            data = await run_in_threadpool(
+                render_pdf,
+                ReportInput(
+                    items=list(items),
+                    links=ctx["links"],
+                    generated_ms=ctx["generated_ms"],
+                    viewer=f"{viewer.display_name} ({viewer.username})",
+                    org=f"{viewer.org_name} ({viewer.org_id})",
+                    node=f"{node.node_id} · {node.network}",
+                    lang=page.lang,
+                    tz=self.settings.tz,
+                ),
+            )
+        except ReportFontError as exc:
+            # The node's machine lacks the font, not the clerk's request: say so (503);
+            # the printable HTML report (/report) still works.
+            log.error("PDF report unavailable: %s", exc)
+            return self.render(
+                page,
+                "error.html",
+                503,
+                title="PDF report unavailable / PDF 报告不可用",
+                text=str(exc),
+            )
         name = "verification-report.pdf"
         if len(items) == 1 and items[0].code is not None:
             name = "verification-" + re.sub(r"[^A-Z0-9-]", "-", str(items[0].code)) + ".pdf"

@@ -56,16 +56,21 @@ class ReportInput:
 _font_ready = False
 
 
+def font_path() -> str | None:
+    """The first of :data:`FONT_PATHS` that exists (None: no CJK font here)."""
+    return next((p for p in FONT_PATHS if p and os.path.exists(p)), None)
+
+
 def _register_font() -> None:
     global _font_ready
     if _font_ready:
         return
-    for path in FONT_PATHS:
-        if path and os.path.exists(path):
-            kwargs: dict[str, Any] = {"subfontIndex": 0} if path.endswith(".ttc") else {}
-            pdfmetrics.registerFont(TTFont(FONT_NAME, path, **kwargs))
-            _font_ready = True
-            return
+    path = font_path()
+    if path is not None:
+        kwargs: dict[str, Any] = {"subfontIndex": 0} if path.endswith(".ttc") else {}
+        pdfmetrics.registerFont(TTFont(FONT_NAME, path, **kwargs))
+        _font_ready = True
+        return
     raise ReportFontError(
         "no CJK font for PDF reports: install Debian's fonts-wqy-microhei "
         "(deploy/install-system-deps.sh) or set WULIAN_CJK_FONT"

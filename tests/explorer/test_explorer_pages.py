@@ -275,6 +275,15 @@ def test_report_qr_uses_the_configured_public_url(tmp_path: Path) -> None:
     assert f"https://court.example/explorer/evidence/{CODE_A}" in text
 
 
+def _require_cjk_font() -> None:
+    from node.explorer.report_pdf import font_path
+
+    if font_path() is None:
+        pytest.skip(
+            "no CJK font (Debian fonts-wqy-microhei) is installed: deploy/install-system-deps.sh"
+        )
+
+
 def _pdftotext(data: bytes, tmp_path: Path) -> str:
     if shutil.which("pdftotext") is None:
         pytest.skip(
@@ -289,6 +298,7 @@ def _pdftotext(data: bytes, tmp_path: Path) -> str:
 
 
 def test_pdf_report_carries_chinese_text_codes_and_digests(site: Site, tmp_path: Path) -> None:
+    _require_cjk_font()
     c = client_for(site, "clerk.li")
     r = c.get("/explorer/report.pdf", params=report_items(site))
     assert r.status_code == 200
@@ -316,12 +326,30 @@ def test_pdf_report_carries_chinese_text_codes_and_digests(site: Site, tmp_path:
 
 
 def test_pdf_report_in_english(site: Site, tmp_path: Path) -> None:
+    _require_cjk_font()
     c = client_for(site)
     c.get("/explorer/lang/en")
     r = c.get("/explorer/report.pdf", params=report_items(site)[:1])
     flat = re.sub(r"\s+", " ", _pdftotext(r.content, tmp_path))
     assert "Electronic evidence verification report" in flat
     assert "Verified" in flat and "电子数据存证核验报告" in flat
+
+
+def test_pdf_report_without_a_cjk_font_is_a_clear_503(
+    site: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A node whose machine lacks the font answers the PDF with a page saying so and
+    how to install it (it raised through to a 500 before), and the HTML report works."""
+    from node.explorer import report_pdf
+
+    monkeypatch.setattr(report_pdf, "FONT_PATHS", ("/nonexistent/wqy-microhei.ttc",))
+    monkeypatch.setattr(report_pdf, "_font_ready", False)
+    c = client_for(site)
+    r = c.get("/explorer/report.pdf", params=report_items(site)[:1])
+    assert r.status_code == 503
+    assert r.headers["content-type"].startswith("text/html")
+    assert "fonts-wqy-microhei" in r.text and "PDF 报告不可用" in r.text
+    assert c.get("/explorer/report", params=report_items(site)[:1]).status_code == 200
 
 
 # ---------------------------------------------------------------------------- i18n, static
