@@ -17,8 +17,9 @@ from ledger.hashing import TAG_TX
 
 
 class SignatureCache:
-    """Verify with ``scheme``, remembering up to ``capacity`` successful message
-    verifications and ``tx_capacity`` (default ``capacity``) client transactions'.
+    """Verify with ``scheme``, remembering the last ``capacity`` successful message
+    verifications and the last ``tx_capacity`` (default: ``capacity``) client
+    transactions whose signatures verified. Raises ValueError for a capacity below 1.
 
     It is itself a :class:`ledger.crypto.SignatureScheme` (verification side), so it
     can be handed to :func:`ledger.certificate.verify_certificate`.
@@ -30,7 +31,9 @@ class SignatureCache:
         self.scheme = scheme
         self.name = scheme.name
         self._good: FifoSet[tuple[bytes, str, bytes, bytes]] = FifoSet(capacity)
-        self._txs: FifoSet[tuple[bytes, bytes]] = FifoSet(tx_capacity or capacity)
+        self._txs: FifoSet[tuple[bytes, bytes]] = FifoSet(
+            capacity if tx_capacity is None else tx_capacity
+        )
         self.hits = 0
         self.verifications = 0
 

@@ -58,6 +58,11 @@ PEER_QUEUE_LIMIT = 20_000  # node.config limits.peer_queue_messages
 #: they take an hour to fill, and filling is growth a soak of minutes would call a
 #: leak. Small caches fill during the warm-up, so what grows after it is not a cache.
 SMALL_CACHES = {"status_cache": 1000, "nonce_cache": 1000}
+SMALL_CONSENSUS_CACHES = {
+    "recent_committed_limit": 2000,
+    "signature_cache_size": 2000,
+    "tx_cache_size": 2000,
+}
 #: The load, as a share of the burst measured at the start. It was 0.8; but ``make
 #: soak`` runs the test-rules and the channels' soaks side by side on its two workers,
 #: each measuring its burst alone or beside the other's warm-up: with uncompressed
@@ -66,11 +71,6 @@ SMALL_CACHES = {"status_cache": 1000, "nonce_cache": 1000}
 #: requires (docs/reliability.md, 2026-11-29 00:08), though 840.1 alone. At half the
 #: burst both soaks still keep hundreds of transactions a second going.
 LOAD_SHARE = 0.5
-SMALL_CONSENSUS_CACHES = {
-    "recent_committed_limit": 2000,
-    "signature_cache_size": 2000,
-    "tx_cache_size": 2000,
-}
 
 
 @dataclass(frozen=True)
