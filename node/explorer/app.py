@@ -349,14 +349,12 @@ class Explorer:
         )
 
     def audit_failed(self, page: Page, exc: AuditError) -> Response:
-        log.error("audit log unavailable: %s", exc)
-        return self.render(
-            page,
-            "error.html",
-            503,
-            title="audit log unavailable / 审计日志不可用",
-            text=str(exc),
-        )
+        return self.unavailable(page, "audit log unavailable", "审计日志不可用", exc)
+
+    def unavailable(self, page: Page, what: str, what_zh: str, exc: Exception) -> Response:
+        """A 503 page: something the node's machine lacks, not the request (logged)."""
+        log.error("%s: %s", what, exc)
+        return self.render(page, "error.html", 503, title=f"{what} / {what_zh}", text=str(exc))
 
     # ------------------------------------------------------------------ routes
 
@@ -1011,17 +1009,8 @@ class Explorer:
                     tz=self.settings.tz,
                 ),
             )
-        except ReportFontError as exc:
-            # The node's machine lacks the font, not the clerk's request: say so (503);
-            # the printable HTML report (/report) still works.
-            log.error("PDF report unavailable: %s", exc)
-            return self.render(
-                page,
-                "error.html",
-                503,
-                title="PDF report unavailable / PDF 报告不可用",
-                text=str(exc),
-            )
+        except ReportFontError as exc:  # the printable HTML report (/report) still works
+            return self.unavailable(page, "PDF report unavailable", "PDF 报告不可用", exc)
         name = "verification-report.pdf"
         if len(items) == 1 and items[0].code is not None:
             name = "verification-" + re.sub(r"[^A-Z0-9-]", "-", str(items[0].code)) + ".pdf"
