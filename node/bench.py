@@ -52,7 +52,7 @@ import shutil
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -65,6 +65,7 @@ from ledger.genesis import Genesis, load_genesis
 from ledger.hashing import TAG_TX
 from ledger.keyfile import load_key_file
 from ledger.request_auth import sign_request
+from node.channel import DRIVER_STAGES
 from node.config import DEFAULT_ACK_DELAY_MS
 from node.localnet import DEMO_LENDER, LocalNetwork, add_lender_orgs, admit_lenders, free_base_port
 from node.seed import level_nodes
@@ -176,6 +177,7 @@ class BenchReport:
 
 
 TIMEOUTS_METRIC = "wulian_view_change_timeouts_total"
+DRIVER_METRIC = "wulian_driver_seconds_total"
 
 
 async def _samples(http: httpx.AsyncClient, url: str, metric: str) -> list[tuple[str, float]]:
@@ -1094,6 +1096,12 @@ class Bench:
                 raise RuntimeError(f"node {lag} at {h} did not reach {goal} in 600 s")
             await asyncio.sleep(0.05)
         t_done = time.monotonic()
+        # where the restarted node's channel drivers spent the catch-up (its counters
+        # started with the process): checking answers, applying, writing, waiting
+        driver: dict[str, dict[str, float]] = {}
+        for labels, value in await _samples(self._lenders.http, self._urls[lag], DRIVER_METRIC):
+            stages = driver.setdefault(_label(labels, "channel"), {})
+            stages[_label(labels, "stage")] = round(value, 2)
         behind = goal - h_lag0
         f = self.report.figures
         f["catch_up_blocks"] = behind
@@ -1107,6 +1115,8 @@ class Bench:
             "others_settle_s": round(settle_s, 1),
             "others_quiet": quiet,
             "note": "blocks/s counted from the restarted node answering /healthz",
+            "seconds": round(t_done - t_healthy, 2),
+            "driver_seconds": driver,
         }
 
     async def _stop_and_seed(
@@ -1273,6 +1283,23 @@ def run_bench(config: BenchConfig, log: Callable[[str], None] = lambda s: None) 
     return Bench(config, log).run()
 
 
+def _catch_up_stages(details: Mapping[str, Any] | None) -> str:
+    """``"; the supervision driver since its start: step 11.8 s, apply 9.0 s, write 10.3
+    s (window 31.5 s)"`` from the catch-up phase's details ("" without them): where the
+    restarted node's supervision driver spent its time (``wulian_driver_seconds_total``)."""
+    if not details:
+        return ""
+    stages = details.get("driver_seconds", {}).get(SUPERVISION)
+    if not stages:
+        return ""
+    order = {stage: i for i, stage in enumerate(DRIVER_STAGES)}
+    spent = ", ".join(
+        f"{k} {v} s" for k, v in sorted(stages.items(), key=lambda kv: order.get(kv[0], 99))
+    )
+    window = details.get("seconds")
+    return f"; the {SUPERVISION} driver since its start: {spent} (window {window} s)"
+
+
 def summary_lines(report: BenchReport) -> list[str]:
     """Human-readable lines for the terminal."""
     f = report.figures
@@ -1304,7 +1331,8 @@ def summary_lines(report: BenchReport) -> list[str]:
         f"evidence via API: {g('api_evidence_per_s')} verifications/s (batch verify); "
         f"{g('api_receipts_per_s')} receipts/s; offline receipt verify "
         f"{g('offline_receipt_verify_ms', ' ms')}",
-        f"catch-up: {g('catch_up_blocks_per_s')} blocks/s ({g('catch_up_blocks')} blocks)",
+        f"catch-up: {g('catch_up_blocks_per_s')} blocks/s ({g('catch_up_blocks')} blocks)"
+        + _catch_up_stages(report.details.get("catch_up")),
         f"primary kill → next commit: {g('primary_kill_to_commit_ms', ' ms')} "
         f"(slowest of {g('primary_kill_runs')})",
         f"memory with {g('memory_records_on_ledger')} records on the ledger: peak RSS "

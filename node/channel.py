@@ -31,7 +31,7 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from channels.state import WriteSet
 from consensus.app import Application
@@ -70,6 +70,9 @@ if TYPE_CHECKING:
     from node.peers import PeerTransport
 
 log = logging.getLogger("wulian.channel")
+
+#: The stages of ``wulian_driver_seconds_total``, in the order a block goes through them.
+DRIVER_STAGES: Final = ("step", "apply", "write", "wait_channel")
 
 #: How long the driver steps bulk messages (FORWARD, BLOCKS, client batches) before it
 #: turns to ticks, Ready and urgent messages again.
@@ -539,13 +542,18 @@ class ChannelService:
                     # present before it sees the input; with no timer armed, ticking
                     # before the input blames nobody.
                     next_tick = self._tick(replica, now, now, tick_s)
-                self._step_urgent(replica)
+                if self._urgent:
+                    t_step = time.perf_counter()
+                    self._step_urgent(replica)
+                    self._spent("step", t_step)
                 now = loop.time()
                 if now >= next_tick:
                     next_tick = self._tick(replica, now, next_tick, tick_s)
                 await self._process_ready(replica)
                 if self._inbox:
+                    t_step = time.perf_counter()
                     self._drain_inbox(replica, loop.time() + BULK_BUDGET_S)
+                    self._spent("step", t_step)
                     await self._process_ready(replica)
                 # the replica changes only in this loop: quiescent now, quiescent at the
                 # next wake
@@ -737,16 +745,21 @@ class ChannelService:
         overlay: WriteSet | None = None  # their state writes over the store's state
         for i, (block, cert) in enumerate(committed):
             while True:
+                t_apply = time.perf_counter()
                 try:
                     effects = await self._apply(block, overlay)
+                    self._spent("apply", t_apply)
                     break
                 except NeedsOtherChannel as exc:
+                    self._spent("apply", t_apply)
                     if batch:  # the other channel may be waiting for these
                         await self._write_blocks()
                         overlay = None
                         continue
                     self._log_wait(block, exc)
+                    t_wait = time.perf_counter()
                     await asyncio.sleep(0.02)
+                    self._spent("wait_channel", t_wait)
             wal: dict[str, bytes | None] = {
                 outcomes_key(block.height): encode([o.to_wire() for o in effects.outcomes])
             }
@@ -821,6 +834,11 @@ class ChannelService:
             self._cache_outcomes(c.block.height, outcomes[c.block.height])
             self._on_committed(c.block)
 
+    def _spent(self, stage: str, since: float) -> None:
+        """Count the wall time since ``since`` (``time.perf_counter``) to ``stage`` (one
+        of :data:`DRIVER_STAGES`) of ``wulian_driver_seconds_total``."""
+        self.metrics.driver_seconds.inc(time.perf_counter() - since, self.channel, stage)
+
     async def _io(self, size: int, fn: Callable[..., None], *args: Any) -> None:
         """Run the blocking synced store write ``fn(*args)`` of about ``size`` bytes: on
         the loop if it is small and the disk has been quick
@@ -838,14 +856,19 @@ class ChannelService:
                 dt = time.perf_counter() - t
                 self.write_s += WRITE_TIME_WEIGHT * (dt - self.write_s)
 
+        started = time.perf_counter()
         if size <= INLINE_WRITE_MAX_BYTES and self.write_s <= INLINE_WRITE_MAX_S:
-            timed()
+            try:
+                timed()
+            finally:
+                self._spent("write", started)
             return
         fut = asyncio.ensure_future(asyncio.to_thread(timed))
         self._inflight = fut
         try:
             await asyncio.shield(fut)
         finally:
+            self._spent("write", started)
             if fut.done():
                 self._inflight = None
 

@@ -199,6 +199,14 @@ class NodeMetrics:
             ["channel"],
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
         )
+        self.driver_seconds = r.counter(
+            "wulian_driver_seconds_total",
+            "Wall time a channel's driver spent, by stage: step (its replica checking "
+            "messages and client transactions), apply (the rules on committed blocks, a "
+            "worker thread's turn included), write (synced store writes, likewise), "
+            "wait_channel (a block waiting for another channel's height)",
+            ["channel", "stage"],
+        )
         self.stalled_seconds = r.histogram(
             "wulian_driver_stalled_seconds",
             "How late a channel driver's tick came (the event loop could not run it): "

@@ -109,6 +109,9 @@ def test_bench_quick_reports_every_figure(tmp_path: Path) -> None:
     assert f["tx_committed"] >= f["tx_per_s"]  # the window lasted at least a second
     assert f["catch_up_blocks"] > 0
     assert doc["details"]["catch_up"]["others_settle_s"] >= QUIET_SAMPLE_S  # it waited
+    # the restarted node's supervision driver checked, applied and wrote the blocks
+    stages = doc["details"]["catch_up"]["driver_seconds"]["supervision"]
+    assert all(stages.get(s, 0) > 0 for s in ("step", "apply", "write")), stages
     kills = doc["details"]["primary_kill"]["runs"]  # the figure is the slowest of the kills
     assert f["primary_kill_runs"] == len(kills) == 2
     assert f["primary_kill_to_commit_ms"] == max(k["ms"] for k in kills)
