@@ -484,6 +484,22 @@ class Bench:
         await asyncio.gather(*(one(i, u) for i, u in enumerate(self._urls)))
         return out
 
+    async def _driver_seconds(
+        self, indexes: Iterable[int]
+    ) -> dict[int, dict[str, dict[str, float]]]:
+        """``wulian_driver_seconds_total`` of the given nodes: node index → channel →
+        stage → seconds. A diagnosis only: a node that does not answer is left out."""
+        out: dict[int, dict[str, dict[str, float]]] = {}
+        for i in indexes:
+            try:
+                samples = await _samples(self._lenders.http, self._urls[i], DRIVER_METRIC)
+            except httpx.HTTPError:
+                continue
+            node = out[i] = {}
+            for labels, value in samples:
+                node.setdefault(_label(labels, "channel"), {})[_label(labels, "stage")] = value
+        return out
+
     async def _run_async(
         self, genesis: Genesis, data: Path, lender_ids: list[str], urls: list[str]
     ) -> None:
@@ -660,11 +676,14 @@ class Bench:
         # warm-up: connections, identity checks, first blocks
         await self._closed_loop(1.0 if cfg.quick else 3.0, cfg.txs_per_request)
         h0 = max((await self._heights(range(len(self._urls)))).values(), default=0)
+        nodes = range(len(self._urls))
+        driver0 = await self._driver_seconds(nodes)
         ru0 = resource.getrusage(resource.RUSAGE_SELF)
         cpu0 = self._nodes_cpu_s()
         n, lat, elapsed, invalid = await self._closed_loop(cfg.duration_s, cfg.txs_per_request)
         cpu1 = self._nodes_cpu_s()
         ru1 = resource.getrusage(resource.RUSAGE_SELF)
+        driver1 = await self._driver_seconds(nodes)
         h1 = max((await self._heights(range(len(self._urls)))).values(), default=h0)
         f = self.report.figures
         rate = n / elapsed
@@ -690,6 +709,8 @@ class Bench:
             "txs_per_request": cfg.txs_per_request,
             "events_per_tx": 1,
             "latency": "client-side: batch request sent → its committed answer",
+            # the five nodes' drivers over the window, summed: channel → stage → seconds
+            "driver_seconds": _rounded(_summed_deltas(driver0, driver1)),
         }
 
     async def _half_load(self) -> None:
@@ -1097,16 +1118,8 @@ class Bench:
             await asyncio.sleep(0.05)
         t_done = time.monotonic()
         # where the restarted node's channel drivers spent the catch-up (its counters
-        # started with the process): checking answers, applying, writing, waiting; a
-        # diagnosis only — without it (no answer) the figure stands
-        driver: dict[str, dict[str, float]] = {}
-        try:
-            samples = await _samples(self._lenders.http, self._urls[lag], DRIVER_METRIC)
-        except httpx.HTTPError:
-            samples = []
-        for labels, value in samples:
-            stages = driver.setdefault(_label(labels, "channel"), {})
-            stages[_label(labels, "stage")] = round(value, 2)
+        # started with the process): checking answers, applying, writing, waiting
+        driver = _rounded((await self._driver_seconds([lag])).get(lag, {}))
         behind = goal - h_lag0
         f = self.report.figures
         f["catch_up_blocks"] = behind
@@ -1286,6 +1299,28 @@ def run_bench(config: BenchConfig, log: Callable[[str], None] = lambda s: None) 
     """Run the benchmark; see :class:`Bench`. Raises RuntimeError if the network
     cannot be started (``LedgerError`` from a bad ``target`` directory)."""
     return Bench(config, log).run()
+
+
+def _summed_deltas(
+    before: Mapping[int, Mapping[str, Mapping[str, float]]],
+    after: Mapping[int, Mapping[str, Mapping[str, float]]],
+) -> dict[str, dict[str, float]]:
+    """Per channel and stage, the growth of each node's counters from ``before`` to
+    ``after``, summed over the nodes read both times."""
+    out: dict[str, dict[str, float]] = {}
+    for i, channels in after.items():
+        if i not in before:
+            continue
+        for channel, stages in channels.items():
+            total = out.setdefault(channel, {})
+            for stage, value in stages.items():
+                was = before[i].get(channel, {}).get(stage, 0.0)
+                total[stage] = total.get(stage, 0.0) + value - was
+    return out
+
+
+def _rounded(seconds: Mapping[str, Mapping[str, float]]) -> dict[str, dict[str, float]]:
+    return {ch: {k: round(v, 2) for k, v in st.items()} for ch, st in seconds.items()}
 
 
 def _catch_up_stages(details: Mapping[str, Any] | None) -> str:

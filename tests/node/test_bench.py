@@ -112,6 +112,9 @@ def test_bench_quick_reports_every_figure(tmp_path: Path) -> None:
     # the restarted node's supervision driver checked, applied and wrote the blocks
     stages = doc["details"]["catch_up"]["driver_seconds"]["supervision"]
     assert all(stages.get(s, 0) > 0 for s in ("step", "apply", "write")), stages
+    # and the five nodes' supervision drivers did all three in the full-load window
+    stages = doc["details"]["throughput"]["driver_seconds"]["supervision"]
+    assert all(stages.get(s, 0) > 0 for s in ("step", "apply", "write")), stages
     kills = doc["details"]["primary_kill"]["runs"]  # the figure is the slowest of the kills
     assert f["primary_kill_runs"] == len(kills) == 2
     assert f["primary_kill_to_commit_ms"] == max(k["ms"] for k in kills)
@@ -263,3 +266,33 @@ def test_cpu_above_idle_is_per_request_and_never_negative() -> None:
     assert _cpu_above_idle_ms(None, 13.0, 0.2, 10.0, 4) is None  # not our network
     assert _cpu_above_idle_ms(10.0, 13.0, None, 10.0, 4) is None
     assert _cpu_above_idle_ms(10.0, 13.0, 0.2, 10.0, 0) is None
+
+
+def test_driver_seconds_over_a_window_sum_each_nodes_growth() -> None:
+    """The throughput window's driver time: each node's counters after less before,
+    summed by channel and stage; a node missing from either reading is left out, and a
+    stage a node first used in the window counts from zero."""
+    from node.bench import _catch_up_stages, _rounded, _summed_deltas
+
+    before = {
+        0: {"supervision": {"step": 1.0, "apply": 2.0}},
+        1: {"supervision": {"step": 5.0}},
+        2: {"supervision": {"step": 9.0}},
+    }
+    after = {
+        0: {"supervision": {"step": 1.5, "apply": 2.25, "write": 0.5}},
+        1: {"supervision": {"step": 6.0}, "judicial": {"apply": 0.125}},
+        3: {"supervision": {"step": 100.0}},  # not read before: left out
+    }  # node 2 did not answer the second time: left out
+    summed = _summed_deltas(before, after)
+    assert summed == {
+        "supervision": {"step": 1.5, "apply": 0.25, "write": 0.5},
+        "judicial": {"apply": 0.125},
+    }
+    assert _rounded({"x": {"step": 1.23456}}) == {"x": {"step": 1.23}}
+    line = _catch_up_stages({"seconds": 9.5, "driver_seconds": summed})
+    assert line == (
+        "; the supervision driver since its start: step 1.5 s, apply 0.25 s, write 0.5 s "
+        "(window 9.5 s)"
+    )
+    assert _catch_up_stages(None) == _catch_up_stages({"driver_seconds": {}}) == ""
