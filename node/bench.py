@@ -466,23 +466,33 @@ class Bench:
             for i, n in enumerate(self.net.nodes)
         }
 
+    async def _node_samples(
+        self, metric: str, indexes: Iterable[int]
+    ) -> dict[int, list[tuple[str, float]]]:
+        """``metric``'s samples on each of the given nodes (read concurrently), by node
+        index; a node that does not answer is left out."""
+        out: dict[int, list[tuple[str, float]]] = {}
+
+        async def one(i: int) -> None:
+            try:
+                out[i] = await _samples(self._lenders.http, self._urls[i], metric)
+            except httpx.HTTPError:
+                return
+
+        await asyncio.gather(*(one(i) for i in indexes))
+        return out
+
     async def _timeouts(self) -> dict[str, float]:
         """Every reachable node's ``wulian_view_change_timeouts_total`` samples, keyed
         ``"<node index>/<channel>/<timer>"``; a node that does not answer is left out.
         (:meth:`_aphase` also leaves out a node whose process changed in the phase: its
         counters started again from zero.)"""
-        out: dict[str, float] = {}
-
-        async def one(i: int, url: str) -> None:
-            try:
-                samples = await _samples(self._lenders.http, url, TIMEOUTS_METRIC)
-            except httpx.HTTPError:
-                return
-            for labels, value in samples:
-                out[f"{i}/{_label(labels, 'channel')}/{_label(labels, 'timer')}"] = value
-
-        await asyncio.gather(*(one(i, u) for i, u in enumerate(self._urls)))
-        return out
+        read = await self._node_samples(TIMEOUTS_METRIC, range(len(self._urls)))
+        return {
+            f"{i}/{_label(labels, 'channel')}/{_label(labels, 'timer')}": value
+            for i, samples in read.items()
+            for labels, value in samples
+        }
 
     async def _driver_seconds(
         self, indexes: Iterable[int]
@@ -490,11 +500,7 @@ class Bench:
         """``wulian_driver_seconds_total`` of the given nodes: node index → channel →
         stage → seconds. A diagnosis only: a node that does not answer is left out."""
         out: dict[int, dict[str, dict[str, float]]] = {}
-        for i in indexes:
-            try:
-                samples = await _samples(self._lenders.http, self._urls[i], DRIVER_METRIC)
-            except httpx.HTTPError:
-                continue
+        for i, samples in (await self._node_samples(DRIVER_METRIC, indexes)).items():
             node = out[i] = {}
             for labels, value in samples:
                 node.setdefault(_label(labels, "channel"), {})[_label(labels, "stage")] = value
