@@ -25,7 +25,14 @@ from typing import Any, Final
 from channels.context import BlockContext, NetworkParams, TxContext
 from channels.errors import Rejection, TxRejected
 from channels.roles import INSTITUTION_ROLES
-from channels.state import OK, StateReader, WriteSet, height_part, state_root_after
+from channels.state import (
+    OK,
+    ReadMemo,
+    StateReader,
+    WriteSet,
+    height_part,
+    state_root_after,
+)
 from ledger.blocks import Transaction
 from ledger.errors import SchemaError
 
@@ -234,8 +241,10 @@ def apply_block(
     """
     if ctx.channel != rules.channel_id:
         raise ValueError(f"block of {ctx.channel} applied with {rules.channel_id} rules")
-    overlay = WriteSet(state)
-    overlay.put_value(block_meta_key(ctx.height), {"t": ctx.block_time_ms, "n": len(block_txs)})
+    # ``state`` does not change while the block is applied: its repeated reads are
+    # memoised (ReadMemo)
+    overlay = WriteSet(ReadMemo(state))
+    overlay.put_value(block_meta_key(ctx.height), {"n": len(block_txs), "t": ctx.block_time_ms})
     outcomes: list[TxOutcome] = []
     for index, btx in enumerate(block_txs):
         tx = btx.tx

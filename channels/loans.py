@@ -49,7 +49,7 @@ class EventRef:
     index: int
 
     def to_wire(self) -> dict[str, Any]:
-        return {"tx": self.tx_id, "i": self.index}
+        return {"i": self.index, "tx": self.tx_id}
 
     @staticmethod
     def from_wire(raw: dict[str, Any]) -> EventRef:
@@ -75,15 +75,15 @@ class LoanEvent:
 
     def to_wire(self) -> dict[str, Any]:
         return {
-            "report_id": self.report_id,
-            "loan_id": self.loan_id,
-            "borrower_ref": self.borrower_ref,
-            "event": self.event,
             "amount_cents": self.amount_cents,
-            "rate_bp": self.rate_bp,
-            "term_months": self.term_months,
-            "event_time_ms": self.event_time_ms,
+            "borrower_ref": self.borrower_ref,
             "commitment": self.commitment,
+            "event": self.event,
+            "event_time_ms": self.event_time_ms,
+            "loan_id": self.loan_id,
+            "rate_bp": self.rate_bp,
+            "report_id": self.report_id,
+            "term_months": self.term_months,
         }
 
 
@@ -99,18 +99,24 @@ class EventFact:
     ev: LoanEvent
 
     def to_wire(self) -> dict[str, Any]:
-        w = self.ev.to_wire()
-        w.update(
-            {
-                "lender": self.lender,
-                "seq": self.seq,
-                "h": self.height,
-                "t": self.block_time_ms,
-                "tx": self.ref.tx_id,
-                "i": self.ref.index,
-            }
-        )
-        return w
+        ev = self.ev
+        return {
+            "amount_cents": ev.amount_cents,
+            "borrower_ref": ev.borrower_ref,
+            "commitment": ev.commitment,
+            "event": ev.event,
+            "event_time_ms": ev.event_time_ms,
+            "h": self.height,
+            "i": self.ref.index,
+            "lender": self.lender,
+            "loan_id": ev.loan_id,
+            "rate_bp": ev.rate_bp,
+            "report_id": ev.report_id,
+            "seq": self.seq,
+            "t": self.block_time_ms,
+            "term_months": ev.term_months,
+            "tx": self.ref.tx_id,
+        }
 
     @staticmethod
     def from_wire(w: dict[str, Any]) -> EventFact:
@@ -164,21 +170,21 @@ class LoanSummary:
 
     def to_wire(self) -> dict[str, Any]:
         return {
+            "borrower_ref": self.borrower_ref,
+            "contract_height": self.contract_height,
+            "disbursed_cents": self.disbursed_cents,
+            "events": self.events,
+            "last_event_time_ms": self.last_event_time_ms,
             "lender": self.lender,
             "loan_id": self.loan_id,
-            "borrower_ref": self.borrower_ref,
-            "state": self.state,
-            "principal_cents": self.principal_cents,
-            "rate_bp": self.rate_bp,
-            "term_months": self.term_months,
-            "disbursed_cents": self.disbursed_cents,
-            "repaid_cents": self.repaid_cents,
             "outstanding_cents": self.outstanding_cents,
             "overdue_cents": self.overdue_cents,
+            "principal_cents": self.principal_cents,
+            "rate_bp": self.rate_bp,
+            "repaid_cents": self.repaid_cents,
+            "state": self.state,
+            "term_months": self.term_months,
             "written_off_cents": self.written_off_cents,
-            "last_event_time_ms": self.last_event_time_ms,
-            "events": self.events,
-            "contract_height": self.contract_height,
         }
 
     @staticmethod

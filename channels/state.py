@@ -65,6 +65,31 @@ def _prefix_end(prefix: bytes) -> bytes | None:
     return bytes(p)
 
 
+class ReadMemo:
+    """``base`` read through a memo: each key's value (or its absence) is read from
+    ``base`` once. For the span of one block's application, while ``base`` does not
+    change (the block's writes go to a :class:`WriteSet` above this): the transactions
+    of a block read the same few keys again and again (the sender's record, its running
+    totals), each a LevelDB read on a node. Prefix scans are not memoised."""
+
+    def __init__(self, base: StateReader) -> None:
+        self._base = base
+        self._seen: dict[bytes, bytes | None] = {}
+
+    def get(self, key: bytes) -> bytes | None:
+        try:
+            return self._seen[key]
+        except KeyError:
+            value = self._seen[key] = self._base.get(key)
+            return value
+
+    def iter_prefix(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+        return self._base.iter_prefix(prefix)
+
+    def last_below(self, prefix: bytes, stop: bytes) -> tuple[bytes, bytes] | None:
+        return self._base.last_below(prefix, stop)
+
+
 class _SortedKeys:
     """A dict plus its keys in order, sorted lazily: O(1) writes, and O(log n) prefix
     ranges once sorted. A block's overlay takes tens of thousands of writes between

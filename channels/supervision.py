@@ -74,8 +74,12 @@ def _k(*parts: str | bytes) -> bytes:
     return b"/".join([p if isinstance(p, bytes) else p.encode() for p in parts])
 
 
+# The keys written for every reported event are built by concatenation (a third of the
+# cost of _k's join): same bytes (tests/channels/test_hot_path_encoding.py).
+
+
 def lender_key(org: str) -> bytes:
-    return _k(b"sup/lender", org)
+    return b"sup/lender/" + org.encode()
 
 
 def lender_log_prefix(org: str) -> bytes:
@@ -83,11 +87,11 @@ def lender_log_prefix(org: str) -> bytes:
 
 
 def loan_key(org: str, loan_id: str) -> bytes:
-    return _k(b"sup/loan", org, loan_id)
+    return b"sup/loan/" + org.encode() + b"/" + loan_id.encode()
 
 
 def event_prefix(org: str, loan_id: str) -> bytes:
-    return _k(b"sup/ev", org, loan_id) + b"/"
+    return b"sup/ev/" + org.encode() + b"/" + loan_id.encode() + b"/"
 
 
 HX_PREFIX: Final = b"sup/hx/"
@@ -98,34 +102,36 @@ def hx_key(height: int, tx_index: int, i: int) -> bytes:
 
 
 def borrower_prefix(borrower_ref: bytes) -> bytes:
-    return _k(b"sup/bx", borrower_ref.hex()) + b"/"
+    return b"sup/bx/" + borrower_ref.hex().encode() + b"/"
 
 
 def lender_loans_prefix(org: str) -> bytes:
-    return _k(b"sup/lx", org) + b"/"
+    return b"sup/lx/" + org.encode() + b"/"
 
 
 def activity_prefix(org: str) -> bytes:
-    return _k(b"sup/lact", org) + b"/"
+    return b"sup/lact/" + org.encode() + b"/"
 
 
 def book_prefix(org: str) -> bytes:
-    return _k(b"sup/lagg", org) + b"/"
+    return b"sup/lagg/" + org.encode() + b"/"
 
 
 def book_current_key(org: str) -> bytes:
-    return _k(b"sup/lcur", org)
+    return b"sup/lcur/" + org.encode()
 
 
 def report_id_key(org: str, report_id: str) -> bytes:
-    return _k(b"sup/rid", org, report_id)
+    return b"sup/rid/" + org.encode() + b"/" + report_id.encode()
 
 
 def periodic_prefix(org: str, kind: str, period: str) -> bytes:
     return _k(b"sup/prep", org, kind, period) + b"/"
 
 
-EMPTY_BOOK: Final = {"out": 0, "dout": 0, "open": 0, "dlq": 0}
+#: In canonical key order, as every map these rules write (:func:`ledger.encoding.encode`
+#: then packs it as it is, with no sorted copy).
+EMPTY_BOOK: Final = {"dlq": 0, "dout": 0, "open": 0, "out": 0}
 
 
 # -- payloads -------------------------------------------------------------------
