@@ -60,6 +60,7 @@ from typing import Any, Final
 import httpx
 
 from clients import AsyncClient, LoanEvent, PreparedTransaction, TxStatus
+from ledger.blocks import Transaction
 from ledger.crypto import ED25519
 from ledger.genesis import Genesis, load_genesis
 from ledger.hashing import TAG_TX
@@ -107,6 +108,47 @@ CATCH_UP_TXS_PER_BLOCK: Final = 2
 #: idle nodes with a peer down use ~17 % here).
 QUIET_CPU_SHARE: Final = 0.25
 QUIET_SAMPLE_S: Final = 2.0
+
+
+#: ed25519 verifications timed before each phase (the host's speed then; --quick: fewer).
+HOST_SAMPLE_VERIFIES: Final = 1000
+HOST_SAMPLE_VERIFIES_QUICK: Final = 200
+
+
+def _host_range(host: Mapping[str, float] | None) -> str:
+    """``"; before the phases 64.7–98.0 µs"`` from ``details.host_ed25519_us`` (phase →
+    µs), or "" when there is none."""
+    if not host:
+        return ""
+    lo, hi = min(host.values()), max(host.values())
+    return f"; before the phases {lo}–{hi} µs"
+
+
+def _signed_report() -> Transaction:
+    """One signed single-event loan report (a fresh key), as the lenders send them."""
+    from clients._records import build_loan_events
+    from ledger.crypto import Ed25519Signer
+
+    signer = Ed25519Signer.generate()
+    ev = LoanEvent(
+        report_id="r", loan_id="l", borrower_ref=b"\x01" * 32, event="contract",
+        amount_cents=1, rate_bp=1, term_months=1, event_time_ms=1,
+    )  # fmt: skip
+    tx_type, payload, _records = build_loan_events("x", [ev])
+    return Transaction(
+        network=b"\x00" * 32, channel=SUPERVISION, type=tx_type, sender="x",
+        public_key=signer.public_key, nonce=1, time_ms=1, payload=payload,
+    ).signed(signer)  # fmt: skip
+
+
+def _verify_seconds(tx: Transaction, n: int) -> float:
+    """Seconds one ed25519 verification of ``tx``'s signature takes here (mean of
+    ``n``)."""
+    msg, sig, pk = tx.body_bytes, tx.signature, tx.public_key
+    t = time.perf_counter()
+    for _ in range(n):
+        ED25519.verify(pk, TAG_TX, msg, sig)
+    return (time.perf_counter() - t) / n
 
 
 @dataclass(frozen=True)
@@ -367,6 +409,7 @@ class Bench:
         self.report.config["target"] = str(config.target) if config.target else None
         self.net: LocalNetwork | None = None
         self._tmp: Path | None = None
+        self._sample_tx = _signed_report()  # timed before each phase (_aphase)
 
     # ------------------------------------------------------------------ setup
 
@@ -436,6 +479,11 @@ class Bench:
 
     async def _aphase(self, name: str, fn: Callable[[], Awaitable[None]]) -> None:
         self.log(f"bench: {name}…")
+        # the host's speed as the phase starts: a shared VM's varies from one minute to
+        # the next, and every figure of the phase with it (BENCHMARKS.md)
+        n = HOST_SAMPLE_VERIFIES_QUICK if self.config.quick else HOST_SAMPLE_VERIFIES
+        host = self.report.details.setdefault("host_ed25519_us", {})
+        host[name] = round(_verify_seconds(self._sample_tx, n) * 1e6, 1)
         t = time.monotonic()
         before, pids = await self._timeouts(), self._pids()
         try:
@@ -551,26 +599,9 @@ class Bench:
     # ------------------------------------------------------------------ phases
 
     def _ceiling(self) -> None:
-        from clients._records import build_loan_events
-        from ledger.blocks import Transaction
-        from ledger.crypto import Ed25519Signer
-
-        signer = Ed25519Signer.generate()
-        ev = LoanEvent(
-            report_id="r", loan_id="l", borrower_ref=b"\x01" * 32, event="contract",
-            amount_cents=1, rate_bp=1, term_months=1, event_time_ms=1,
-        )  # fmt: skip
-        tx_type, payload, _records = build_loan_events("x", [ev])
-        tx = Transaction(
-            network=b"\x00" * 32, channel=SUPERVISION, type=tx_type, sender="x",
-            public_key=signer.public_key, nonce=1, time_ms=1, payload=payload,
-        ).signed(signer)  # fmt: skip
+        tx = _signed_report()
         n = 500 if self.config.quick else 3000
-        msg, sig, pk = tx.body_bytes, tx.signature, tx.public_key
-        t = time.perf_counter()
-        for _ in range(n):
-            ED25519.verify(pk, TAG_TX, msg, sig)
-        raw = (time.perf_counter() - t) / n
+        raw = _verify_seconds(tx, n)
         t = time.perf_counter()
         for _ in range(n):
             Transaction.decode(tx.encoded()).verify_signature()
@@ -1177,7 +1208,6 @@ class Bench:
         """Seed ``n_blocks`` certified supervision blocks of ``txs_per_block`` reports of
         ``events_per_tx`` events (blocking); returns the new supervision height."""
         from clients._records import build_loan_events
-        from ledger.blocks import Transaction
         from node.seed import seed_blocks
 
         net = self.net
@@ -1358,7 +1388,8 @@ def summary_lines(report: BenchReport) -> list[str]:
     lines = [
         f"machine: {m.get('cores')} cores, {m.get('memory_mb')} MB, {m.get('cpu')}",
         f"ceiling: ed25519 verify {g('ed25519_verify_us', ' µs')} → "
-        f"{g('ceiling_signed_tx_per_s')} signed tx/s (cores / (verify × 5 replicas))",
+        f"{g('ceiling_signed_tx_per_s')} signed tx/s (cores / (verify × 5 replicas))"
+        + _host_range(report.details.get("host_ed25519_us")),
         f"signed tx committed: {g('tx_per_s')} tx/s over {g('tx_window_s', ' s')} "
         f"({g('blocks_per_s')} blocks/s); achieved/ceiling {g('achieved_over_ceiling')}; "
         f"node CPU {g('node_cpu_ms_per_tx', ' ms')}/tx",

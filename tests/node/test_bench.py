@@ -122,6 +122,10 @@ def test_bench_quick_reports_every_figure(tmp_path: Path) -> None:
     # survivors start some on the supervision channel
     vct = doc["details"]["view_change_timeouts"]
     assert set(vct) == set(doc["details"]["phase_s"])
+    # the host's signature speed, sampled as each phase started
+    host = doc["details"]["host_ed25519_us"]
+    assert set(host) == set(doc["details"]["phase_s"])
+    assert all(0 < us < 10_000 for us in host.values()), host
     started = {
         k: n
         for k, n in vct["primary_kill"].items()
@@ -296,3 +300,17 @@ def test_driver_seconds_over_a_window_sum_each_nodes_growth() -> None:
         "(window 9.5 s)"
     )
     assert _catch_up_stages(None) == _catch_up_stages({"driver_seconds": {}}) == ""
+
+
+def test_host_speed_before_the_phases_is_a_range_on_the_ceiling_line() -> None:
+    from node.bench import BenchReport, _host_range, summary_lines
+
+    assert _host_range(None) == _host_range({}) == ""
+    assert _host_range({"idle_latency": 70.1, "throughput": 98.0, "catch_up": 64.7}) == (
+        "; before the phases 64.7–98.0 µs"
+    )
+    report = BenchReport(machine={"cores": 2})
+    report.figures["ed25519_verify_us"] = 66.0
+    report.details["host_ed25519_us"] = {"throughput": 66.5, "anchoring": 91.25}
+    ceiling = next(line for line in summary_lines(report) if line.startswith("ceiling:"))
+    assert ceiling.endswith("; before the phases 66.5–91.25 µs")
