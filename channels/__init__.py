@@ -7,7 +7,8 @@ Deterministic functions of (channel state, transaction, context): see
 * :func:`apply_block`, :class:`BlockTx`, :class:`BlockResult`, :class:`TxOutcome`,
   :class:`ChannelRules`, :class:`TxType` (:mod:`channels.base`)
 * :class:`StateReader`, :class:`WriteSet`, :class:`MemoryState`,
-  :func:`state_root_after`, :data:`GENESIS_STATE_ROOT` (:mod:`channels.state`)
+  :func:`state_root_after`, :func:`state_delta`, :func:`root_after_delta`,
+  :func:`parse_state_delta`, :data:`GENESIS_STATE_ROOT` (:mod:`channels.state`)
 * :class:`BlockContext`, :class:`TxContext`, :class:`NetworkParams`,
   :class:`CrossChannelReader` (:mod:`channels.context`)
 * :class:`Rejection`, :class:`TxRejected`, :class:`NotYetCommitted` (:mod:`channels.errors`)
@@ -30,6 +31,9 @@ from channels.state import (
     MemoryState,
     StateReader,
     WriteSet,
+    parse_state_delta,
+    root_after_delta,
+    state_delta,
     state_root_after,
 )
 
@@ -56,6 +60,9 @@ __all__ = [
     "TxType",
     "WriteSet",
     "apply_block",
+    "parse_state_delta",
+    "root_after_delta",
     "run_rules",
+    "state_delta",
     "state_root_after",
 ]

@@ -31,7 +31,8 @@ from channels.state import (
     StateReader,
     WriteSet,
     height_part,
-    state_root_after,
+    root_after_delta,
+    state_delta,
 )
 from ledger.blocks import Transaction
 from ledger.errors import SchemaError
@@ -223,6 +224,8 @@ class BlockResult:
     #: The block's writes in key order (``None`` = delete), to persist with the block.
     writes: tuple[tuple[bytes, bytes | None], ...]
     state_root: bytes
+    #: What the root covers beyond the previous one (:func:`channels.state.state_delta`)
+    delta: bytes = b""
 
 
 def apply_block(
@@ -265,8 +268,12 @@ def apply_block(
         )
         outcomes.append(rules.apply(overlay, tx, tctx))
     writes = overlay.writes()
-    root = state_root_after(prev_root, writes, [o.code for o in outcomes])
-    return BlockResult(tuple(outcomes), writes, root)
+    delta = state_delta(
+        writes,
+        [o.code for o in outcomes],
+        [dict(o.result) if o.valid and o.result is not None else None for o in outcomes],
+    )
+    return BlockResult(tuple(outcomes), writes, root_after_delta(prev_root, delta), delta)
 
 
 def rejected_extension(name: str) -> ApplyFn:

@@ -7,8 +7,10 @@
   the overlay's own writes. A block gets one overlay; each transaction a child overlay
   that is merged into the block's on success and dropped on rejection, so a rejected
   transaction leaves no trace.
-* :func:`state_root_after` — the chained state digest of a block (a digest of the
-  writes, *not* a Merkle root of the whole state; see ``docs/channels.md``).
+* :func:`state_root_after` — the chained state digest of a block (a digest of its
+  :func:`state_delta`: writes, outcome codes and results; *not* a Merkle root of the
+  whole state; see ``docs/channels.md``). :func:`parse_state_delta` reads a delta
+  back, for a node that catches up without applying the blocks.
 * Height-stamped keys: ``<prefix><height as 12 decimal digits>[/…]``.
   :func:`iter_height_range` and :func:`last_at_or_below` answer "facts in heights
   (lo, hi]" (a handful of prefix ranges: decimal prefix decomposition) and "latest
@@ -23,9 +25,11 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
 from ledger.encoding import decode_own, encode, encode_byte_pairs_and_names
+from ledger.errors import EncodingError
 from ledger.hashing import TAG_STATE, tagged_hash
 
 #: Width of a zero-padded decimal height inside a key.
@@ -281,24 +285,93 @@ def read_value(reader: StateReader, key: bytes) -> Any:
     return None if raw is None else decode_own(raw)
 
 
+def state_delta(
+    block_writes: Sequence[tuple[bytes, bytes | None]],
+    outcome_codes: Sequence[str],
+    outcome_results: Sequence[Any] | None = None,
+) -> bytes:
+    """A block's state delta: what its state digest covers beyond the previous one.
+
+    ``encode([sorted writes, outcome codes, outcome results])``: each write is
+    ``[key, value or None]``; ``outcome_results[i]`` is the result map of VALID
+    transaction ``i`` or ``None`` (rejected transactions' messages are not covered:
+    they are human text). ``None`` for the results means none has one. A node that
+    catches up may take a delta from a peer in place of applying the block, once the
+    delta chains to a certified root (:func:`parse_state_delta`). Raises
+    :class:`~ledger.encoding.EncodingError` for a value that has no canonical form.
+    """
+    writes = sorted(block_writes, key=lambda kv: kv[0])
+    results = [None] * len(outcome_codes) if outcome_results is None else list(outcome_results)
+    if len(results) != len(outcome_codes):
+        raise ValueError("one result per outcome code")
+    # = encode([[[k, v] for k, v in writes], list(outcome_codes), results]), the first
+    # two packed without the normalising walk
+    pairs_and_codes = encode_byte_pairs_and_names(writes, list(outcome_codes))
+    return b"\x93" + pairs_and_codes[1:] + encode(results)
+
+
 def state_root_after(
     prev_root: bytes,
     block_writes: Sequence[tuple[bytes, bytes | None]],
     outcome_codes: Sequence[str],
+    outcome_results: Sequence[Any] | None = None,
 ) -> bytes:
-    """Chained state digest after a block.
+    """Chained state digest after a block:
+    ``tagged_hash(TAG_STATE, prev_root + state_delta(writes, codes, results))``.
 
-    ``tagged_hash(TAG_STATE, prev_root + encode([sorted writes, outcome codes]))`` where
-    each write is ``[key, value or None]``. Two validators that applied the same blocks
-    to the same genesis have the same digest; it is *not* a Merkle root of the state
-    and cannot prove single keys.
+    Two validators that applied the same blocks to the same genesis have the same
+    digest; it is *not* a Merkle root of the state and cannot prove single keys.
     """
+    return root_after_delta(prev_root, state_delta(block_writes, outcome_codes, outcome_results))
+
+
+def root_after_delta(prev_root: bytes, delta: bytes) -> bytes:
+    """The state digest that ``delta`` (:func:`state_delta`) chains ``prev_root`` to."""
     if len(prev_root) != 32:
         raise ValueError("prev_root must be 32 bytes")
-    writes = sorted(block_writes, key=lambda kv: kv[0])
-    # = encode([[[k, v] for k, v in writes], list(outcome_codes)])
-    body = encode_byte_pairs_and_names(writes, list(outcome_codes))
-    return tagged_hash(TAG_STATE, prev_root + body)
+    return tagged_hash(TAG_STATE, prev_root + delta)
+
+
+@dataclass(frozen=True)
+class ParsedDelta:
+    """A decoded :func:`state_delta`."""
+
+    writes: tuple[tuple[bytes, bytes | None], ...]
+    codes: tuple[str, ...]
+    results: tuple[dict[str, Any] | None, ...]
+
+
+def parse_state_delta(delta: bytes, n_txs: int) -> ParsedDelta:
+    """Decode a state delta of a block of ``n_txs`` transactions. Only for a delta
+    whose root was checked against a certified one: it is then the validators' own
+    encoding. Raises :class:`~ledger.encoding.EncodingError` if it is not one
+    (wrong shape, types, or number of outcomes)."""
+    try:
+        raw = decode_own(delta)
+    except Exception as exc:  # msgpack raises several types for garbage
+        raise EncodingError(f"state delta: {exc}") from None
+    if not isinstance(raw, list) or len(raw) != 3:
+        raise EncodingError("state delta: not [writes, codes, results]")
+    pairs, codes, results = raw
+    if not (isinstance(pairs, list) and isinstance(codes, list) and isinstance(results, list)):
+        raise EncodingError("state delta: not [writes, codes, results]")
+    if len(codes) != n_txs or len(results) != n_txs:
+        raise EncodingError(f"state delta: {len(codes)} outcomes for {n_txs} transactions")
+    writes: list[tuple[bytes, bytes | None]] = []
+    for pair in pairs:
+        if (
+            not isinstance(pair, list)
+            or len(pair) != 2
+            or type(pair[0]) is not bytes
+            or not (pair[1] is None or type(pair[1]) is bytes)
+        ):
+            raise EncodingError("state delta: a write is not [bytes key, bytes or nil]")
+        writes.append((pair[0], pair[1]))
+    if not all(type(c) is str for c in codes):
+        raise EncodingError("state delta: outcome codes must be strings")
+    if not all(r is None or isinstance(r, dict) for r in results):
+        raise EncodingError("state delta: outcome results must be maps or nil")
+    return ParsedDelta(tuple(writes), tuple(codes), tuple(results))
 
 
 # -- height-stamped keys --------------------------------------------------------

@@ -18,6 +18,7 @@ from node.rules import (
     Rejected,
     StoreCrossReader,
     TxOutcome,
+    effects_from_parsed_delta,
 )
 
 if TYPE_CHECKING:
@@ -91,7 +92,17 @@ class ProductionLogic:
             TxOutcome(o.code, o.message, dict(o.result) if o.result is not None else None)
             for o in result.outcomes
         )
-        return BlockEffects(outcomes, dict(result.writes), result.state_root)
+        return BlockEffects(outcomes, dict(result.writes), result.state_root, result.delta)
+
+    def delta_root(self, block: Block, prev_root: bytes, delta: bytes) -> bytes:
+        from channels.state import root_after_delta
+
+        return root_after_delta(prev_root, delta)
+
+    def effects_from_delta(
+        self, block: Block, delta: bytes, state_root: bytes
+    ) -> BlockEffects | None:
+        return effects_from_parsed_delta(block, delta, state_root)
 
 
 #: The supervision channel's extension point for the relay's acknowledgements.

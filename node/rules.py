@@ -64,6 +64,10 @@ class BlockEffects:
     outcomes: tuple[TxOutcome, ...]
     writes: Mapping[bytes, bytes | None] = field(hash=False)
     state_root: bytes
+    #: What ``state_root`` covers beyond the previous root (the block's state delta:
+    #: :meth:`ChannelLogic.effects_from_delta` rebuilds these effects from it); empty
+    #: if the logic has none
+    delta: bytes = b""
 
 
 class StoreState:
@@ -137,6 +141,36 @@ class ChannelLogic(Protocol):
         once that channel has caught up."""
         ...
 
+    def delta_root(self, block: Block, prev_root: bytes, delta: bytes) -> bytes:
+        """The state root that applying ``block`` after ``prev_root`` would give if
+        its effects' ``delta`` were ``delta`` (a hash: ``delta`` is not decoded)."""
+        ...
+
+    def effects_from_delta(
+        self, block: Block, delta: bytes, state_root: bytes
+    ) -> BlockEffects | None:
+        """``block``'s effects rebuilt from its ``delta``, which the caller has found to
+        chain to a certified ``state_root`` (:meth:`delta_root`): the block need not be
+        applied. None if the delta cannot stand in for applying it: a transaction was
+        rejected (its message is not in the delta), or the delta does not decode."""
+        ...
+
+
+def effects_from_parsed_delta(block: Block, delta: bytes, state_root: bytes) -> BlockEffects | None:
+    """:meth:`ChannelLogic.effects_from_delta` for a :func:`channels.state.state_delta`
+    (both logics below use that format)."""
+    from channels.state import parse_state_delta
+    from ledger.errors import EncodingError
+
+    try:
+        parsed = parse_state_delta(delta, len(block.transactions))
+    except EncodingError:
+        return None
+    if any(code != OK for code in parsed.codes):
+        return None
+    outcomes = tuple(TxOutcome(OK, "", result) for result in parsed.results)
+    return BlockEffects(outcomes, dict(parsed.writes), state_root, delta)
+
 
 class TestLogic:
     """Write-once key/value rules for the node's own tests (see the module docstring)."""
@@ -180,9 +214,20 @@ class TestLogic:
                 continue
             writes[key] = encode({"v": tx.payload.get("v"), "by": tx.sender})
             outcomes.append(TxOutcome())
-        digest = encode([sorted([k, v] for k, v in writes.items()), [o.code for o in outcomes]])
-        root = tagged_hash(TAG_STATE, prev_root + block.hash + digest)
-        return BlockEffects(tuple(outcomes), writes, root)
+        from channels.state import state_delta
+
+        delta = state_delta(list(writes.items()), [o.code for o in outcomes])
+        return BlockEffects(
+            tuple(outcomes), writes, self.delta_root(block, prev_root, delta), delta
+        )
+
+    def delta_root(self, block: Block, prev_root: bytes, delta: bytes) -> bytes:
+        return tagged_hash(TAG_STATE, prev_root + block.hash + delta)
+
+    def effects_from_delta(
+        self, block: Block, delta: bytes, state_root: bytes
+    ) -> BlockEffects | None:
+        return effects_from_parsed_delta(block, delta, state_root)
 
 
 def channel_logic(channel: str, mode: str, params: Mapping[str, int | str]) -> ChannelLogic:
