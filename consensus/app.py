@@ -27,6 +27,10 @@ class Application(Protocol):
       handed out in :attr:`Ready.committed` are applied before
       :meth:`consensus.replica.Replica.advance` is called.
     * :meth:`committed_block` answers a stored committed block with its certificate.
+    * :meth:`block_extra` answers what the application keeps beside a committed block
+      for nodes that catch up (or ``None``): catch-up answers carry it
+      (:attr:`consensus.messages.Blocks.extras`), and the receiving replica hands it to
+      its application unchecked (:attr:`consensus.replica.Ready.extras`).
     """
 
     def validate_tx(self, tx: Transaction) -> str | None: ...
@@ -36,3 +40,5 @@ class Application(Protocol):
     def state_root_at(self, height: int) -> bytes | None: ...
 
     def committed_block(self, height: int) -> tuple[Block, CommitCertificate] | None: ...
+
+    def block_extra(self, height: int) -> bytes | None: ...

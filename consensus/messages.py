@@ -627,55 +627,81 @@ class Fetch:
 
 @dataclass(frozen=True)
 class Blocks:
-    """Catch-up answer: consecutive committed blocks, each with its certificate."""
+    """Catch-up answer: consecutive committed blocks, each with its certificate.
+
+    ``extras`` is empty or holds one opaque byte string per entry (empty: none for
+    that block): what the application keeps beside each block for nodes that catch
+    up (the node layer: the block's state delta). Consensus passes them on
+    (:attr:`consensus.replica.Ready.extras`) without checking them; the sender's
+    signature covers them, the application checks them against what it can verify.
+    """
 
     channel: str
     sender: str
     entries: tuple[tuple[Block, CommitCertificate], ...]
     signature: bytes = b""
+    extras: tuple[bytes, ...] = ()
 
     kind: ClassVar[str] = KIND_BLOCKS
     tag: ClassVar[str] = TAG_CONSENSUS_MSG
 
+    def __post_init__(self) -> None:
+        if self.extras and len(self.extras) != len(self.entries):
+            raise ValueError("blocks: extras must be empty or one per entry")
+
     @cached_property
     def signing_bytes(self) -> bytes:
-        return encode(
-            {
-                "k": self.kind,
-                "ch": self.channel,
-                "from": self.sender,
-                "e": _digest(
-                    [
-                        [b.hash, tx_signatures_digest(b.transactions), certificate_digest(c)]
-                        for b, c in self.entries
-                    ]
-                ),
-            }
-        )
+        m: dict[str, Any] = {
+            "k": self.kind,
+            "ch": self.channel,
+            "from": self.sender,
+            "e": _digest(
+                [
+                    [b.hash, tx_signatures_digest(b.transactions), certificate_digest(c)]
+                    for b, c in self.entries
+                ]
+            ),
+        }
+        if self.extras:
+            m["x"] = _digest_parts(self.extras)
+        return encode(m)
 
     @cached_property
     def fingerprint(self) -> bytes:
         return _fingerprint(self.tag, self.signing_bytes, self.signature)
 
     def to_wire(self) -> dict[str, Any]:
-        return {
+        w: dict[str, Any] = {
             "k": self.kind,
             "ch": self.channel,
             "from": self.sender,
             "e": [[b.to_wire(), c.to_wire()] for b, c in self.entries],
             "sig": self.signature,
         }
+        if self.extras:
+            w["x"] = list(self.extras)
+        return w
 
     @staticmethod
     def from_wire(raw: Any) -> Blocks:
         m = as_map(raw, KIND_BLOCKS)
-        ch, sender, sig = _head(m, KIND_BLOCKS, frozenset({"e"}))
+        ch, sender, sig = _head(m, KIND_BLOCKS, frozenset({"e", "x"}))
         entries = []
         for item in get_list(m, "e", max_len=MAX_BLOCKS_ENTRIES):
             if not isinstance(item, list) or len(item) != 2:
                 raise SchemaError("blocks: entry must be [block, certificate]")
             entries.append((Block.from_wire(item[0]), CommitCertificate.from_wire(item[1])))
-        return Blocks(ch, sender, tuple(entries), sig)
+        extras: tuple[bytes, ...] = ()
+        if "x" in m:
+            raw_extras = get_list(m, "x", max_len=MAX_BLOCKS_ENTRIES)
+            if (
+                not raw_extras
+                or len(raw_extras) != len(entries)
+                or not all(isinstance(x, bytes) for x in raw_extras)
+            ):
+                raise SchemaError("blocks: extras, if present, must be one byte string per entry")
+            extras = tuple(raw_extras)
+        return Blocks(ch, sender, tuple(entries), sig, extras)
 
 
 Message: TypeAlias = (
@@ -755,6 +781,8 @@ def encode_message(message: Message) -> bytes:
                     for b, c in message.entries
                 ]
             )
+            if message.extras:
+                fields["x"] = encode(list(message.extras))
         return encode_map_of_encoded(fields)
     return encode(message.to_wire())
 

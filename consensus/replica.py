@@ -38,7 +38,7 @@ API extensions beyond the contract (all compatible):
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -154,6 +154,9 @@ class Ready:
     messages: tuple[Outbound, ...]
     committed: tuple[tuple[Block, CommitCertificate], ...]
     evidence: tuple[Misbehaviour, ...]
+    #: height → the opaque extra that a catch-up answer carried for that committed block
+    #: (:attr:`consensus.messages.Blocks.extras`), unchecked: the application's to verify
+    extras: Mapping[int, bytes] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -352,6 +355,7 @@ class Replica:
         # -- outputs -------------------------------------------------------------------
         self._out_messages: list[Outbound] = []
         self._out_committed: list[tuple[Block, CommitCertificate]] = []
+        self._out_extras: dict[int, bytes] = {}
         self._out_evidence: list[Misbehaviour] = []
         self._awaiting: Ready | None = None
 
@@ -620,10 +624,12 @@ class Replica:
             messages=tuple(self._out_messages),
             committed=tuple(self._out_committed),
             evidence=tuple(self._out_evidence),
+            extras=self._out_extras,
         )
         self._dirty = False
         self._out_messages.clear()
         self._out_committed.clear()
+        self._out_extras = {}
         self._out_evidence.clear()
         self._awaiting = rd
         return rd
@@ -1878,21 +1884,27 @@ class Replica:
 
     def _on_fetch(self, f: Fetch) -> None:
         entries: list[tuple[Block, CommitCertificate]] = []
+        extras: list[bytes] = []
         size = 0
         hi = min(f.to_height, f.from_height + self.config.fetch_batch - 1)
         for h in range(f.from_height, hi + 1):
             entry = self.app.committed_block(h)
             if entry is None:
                 break
-            size += _txs_bytes(entry[0]) + 1024
+            extra = self.app.block_extra(h) or b""
+            size += _txs_bytes(entry[0]) + len(extra) + 1024
             if entries and size > self.config.max_message_bytes // 2:
                 break
             entries.append(entry)
+            extras.append(extra)
         self._count("catchup.served_blocks", len(entries))
-        self._send(
-            sign(Blocks(self.config.channel, self.node_id, tuple(entries)), self.config.signer),
-            f.sender,
+        answer = Blocks(
+            self.config.channel,
+            self.node_id,
+            tuple(entries),
+            extras=tuple(extras) if any(extras) else (),
         )
+        self._send(sign(answer, self.config.signer), f.sender)
 
     def _on_blocks(self, b: Blocks) -> None:
         first = b.entries[0][0].height if b.entries else None
@@ -1925,7 +1937,7 @@ class Replica:
     def _take_blocks(self, b: Blocks) -> None:
         """Check and commit ``b``'s blocks above the committed height, in order, up to
         the first that does not link or check (its sender is reported)."""
-        for block, cert in b.entries:
+        for i, (block, cert) in enumerate(b.entries):
             h = block.height
             if h <= self._committed_height:
                 continue
@@ -1940,6 +1952,8 @@ class Replica:
                 break
             self._count("catchup.blocks")
             self._commit(block, cert, by_consensus=False)
+            if b.extras and b.extras[i]:
+                self._out_extras[h] = b.extras[i]
 
     def _check_fetched(self, block: Block, cert: CommitCertificate) -> None:
         h = block.height

@@ -116,6 +116,9 @@ class SimApplication:
             return self._chain[height - 1]
         return None
 
+    def block_extra(self, height: int) -> bytes | None:
+        return None  # the simulated state is rebuilt from the blocks alone
+
     # -- the block store side ----------------------------------------------------------
 
     @property

@@ -52,6 +52,8 @@ class ChainApp:
         self.clients = clients
         self.chain: list[tuple[Block, CommitCertificate]] = []
         self.roots: list[bytes] = [tagged_hash(TAG_STATE, b"genesis")]
+        #: height → what block_extra answers (catch-up answers carry it)
+        self.extras: dict[int, bytes] = {}
         self.reject = reject
 
     def validate_tx(self, tx: Transaction) -> str | None:
@@ -75,6 +77,9 @@ class ChainApp:
 
     def committed_block(self, height: int) -> tuple[Block, CommitCertificate] | None:
         return self.chain[height - 1] if 1 <= height <= len(self.chain) else None
+
+    def block_extra(self, height: int) -> bytes | None:
+        return self.extras.get(height)
 
     @property
     def height(self) -> int:
