@@ -16,6 +16,9 @@ Key layout (``<h>`` is the height as 8-byte big-endian, so keys sort by height):
     c/<ch>/s/<state key>   state value (opaque bytes, owned by the channel layer)
     c/<ch>/m/tip           encode([height, block hash]) of the last block
     c/<ch>/m/root/<h>      state root after applying blocks 1..h (given by the caller)
+    c/<ch>/d/<h>           the block's state delta (opaque bytes from the channel layer:
+                           what the root covers beyond the previous one), kept for the
+                           last ``state_delta_heights`` heights only
     c/<ch>/w/<name>        consensus write-ahead entries (opaque bytes)
 
 Contracts:
@@ -31,7 +34,11 @@ Contracts:
   them for the whole chain.
 * State digest: the channel layer computes the state root after applying a block and
   passes it to ``commit_block``; the store records it per height
-  (:meth:`BlockStore.state_root_at`), since block headers carry a lagged root.
+  (:meth:`BlockStore.state_root_at`), since block headers carry a lagged root. With it
+  the channel layer may pass the block's state delta, which the store keeps for the
+  last ``state_delta_heights`` heights (:meth:`BlockStore.state_delta_at`; served to
+  nodes that catch up, who check it against certified roots). The store does not
+  check a delta: it does not know the channel layer's digest.
 * On open the store refuses (:class:`~ledger.errors.ConfigError`) a ledger made for
   another genesis, and checks the last ``verify_recent`` blocks of every channel,
   raising :class:`~ledger.errors.CorruptLedgerError` naming channel and height.
@@ -108,6 +115,10 @@ DEFAULT_WRITE_BUFFER_BYTES: Final = 8 << 20
 #: records its own compression, so a ledger written either way is read either way.
 COMPRESSIONS: Final = ("none", "snappy")
 DEFAULT_COMPRESSION: Final = "none"
+#: Heights whose state deltas are kept (:meth:`BlockStore.state_delta_at`): a node that
+#: fell up to this many blocks behind catches up without applying them. Each costs
+#: about the size of the block's state writes (~1.4 KB a loan report).
+DEFAULT_STATE_DELTA_HEIGHTS: Final = 16_384
 MIN_WRITE_BUFFER_BYTES: Final = 1 << 20
 MAX_WRITE_BUFFER_BYTES: Final = 256 << 20
 #: LevelDB's own bounds on ``max_open_files`` (it keeps 10 for its log and manifest).
@@ -155,6 +166,8 @@ class BlockCommit:
     state_writes: Mapping[bytes, bytes | None]
     state_root: bytes
     wal: Mapping[str, bytes | None] = field(default_factory=dict)
+    #: The block's state delta (empty: none is kept for it)
+    state_delta: bytes = b""
 
 
 @dataclass(frozen=True)
@@ -215,7 +228,19 @@ def _key_height(suffix: bytes) -> int:
 class _Keys:
     """Key builders for one channel."""
 
-    __slots__ = ("base", "block", "cert", "hash", "header", "root", "state", "tip", "tx", "wal")
+    __slots__ = (
+        "base",
+        "block",
+        "cert",
+        "delta",
+        "hash",
+        "header",
+        "root",
+        "state",
+        "tip",
+        "tx",
+        "wal",
+    )
 
     def __init__(self, channel: str) -> None:
         self.base = b"c/" + channel.encode("ascii") + b"/"
@@ -228,6 +253,7 @@ class _Keys:
         self.tip = self.base + b"m/tip"
         self.root = self.base + b"m/root/"
         self.wal = self.base + b"w/"
+        self.delta = self.base + b"d/"
 
 
 def _check_channel(channel: str) -> None:
@@ -242,8 +268,15 @@ class BlockStore:
     lock. Decoding errors of stored values raise :class:`CorruptLedgerError`.
     """
 
-    def __init__(self, db: plyvel.DB, path: Path, genesis_hash: bytes) -> None:
+    def __init__(
+        self,
+        db: plyvel.DB,
+        path: Path,
+        genesis_hash: bytes,
+        state_delta_heights: int = DEFAULT_STATE_DELTA_HEIGHTS,
+    ) -> None:
         self._db = db
+        self._delta_heights = state_delta_heights
         self._path = path
         self._genesis_hash = genesis_hash
         self._lock = threading.Lock()
@@ -268,12 +301,14 @@ class BlockStore:
         open_tables: int = DEFAULT_OPEN_TABLES,
         write_buffer_bytes: int = DEFAULT_WRITE_BUFFER_BYTES,
         compression: str = DEFAULT_COMPRESSION,
+        state_delta_heights: int = DEFAULT_STATE_DELTA_HEIGHTS,
     ) -> BlockStore:
         """Open (or with ``create=True`` create) the ledger database at ``path``,
         keeping at most ``open_tables`` LevelDB table files open (and mapped; see
         :data:`DEFAULT_OPEN_TABLES`), a write buffer of ``write_buffer_bytes``
         (:data:`DEFAULT_WRITE_BUFFER_BYTES`) and writing tables with ``compression``
-        (:data:`DEFAULT_COMPRESSION`).
+        (:data:`DEFAULT_COMPRESSION`), keeping the state deltas of each channel's last
+        ``state_delta_heights`` heights (:data:`DEFAULT_STATE_DELTA_HEIGHTS`; 0: none).
 
         Raises :class:`StoreError` if the database is missing (and ``create`` is false),
         locked by another process or not LevelDB; :class:`ConfigError` if it was made
@@ -284,7 +319,7 @@ class BlockStore:
         the check (the verifier walks all). ValueError for a genesis hash that is not
         32 bytes, ``open_tables`` outside 64–49,990 (LevelDB's range),
         ``write_buffer_bytes`` outside 1–256 MiB or a ``compression`` not in
-        :data:`COMPRESSIONS`.
+        :data:`COMPRESSIONS` or a negative ``state_delta_heights``.
         """
         p = Path(path)
         if len(genesis_hash) != HASH_SIZE:
@@ -295,6 +330,8 @@ class BlockStore:
             raise ValueError("write_buffer_bytes must be 1 to 256 MiB")
         if compression not in COMPRESSIONS:
             raise ValueError(f"compression must be one of {', '.join(COMPRESSIONS)}")
+        if state_delta_heights < 0:
+            raise ValueError("state_delta_heights must be 0 or more")
         if not create and not p.is_dir():
             raise StoreError(f"no ledger database at {p}")
         if create:
@@ -337,7 +374,7 @@ class BlockStore:
             ) from None
         except OSError as exc:
             raise StoreError(f"cannot open ledger database {p}: {exc.strerror}") from None
-        store = cls(db, p, bytes(genesis_hash))
+        store = cls(db, p, bytes(genesis_hash), state_delta_heights)
         try:
             store._init_meta(create)
             store._load_channels()
@@ -390,6 +427,23 @@ class BlockStore:
                 self._channels.add(name)
         for channel in self._channels:
             self._tips[channel] = self._read_tip(channel)
+            self._prune_deltas(channel)
+
+    def _prune_deltas(self, channel: str) -> None:
+        """Delete the state deltas older than the last ``state_delta_heights`` heights
+        (each commit deletes only the one that falls out of the window: these are left
+        by a wider window of an earlier run)."""
+        keys = self._k(channel)
+        first_kept = self._tips[channel].height - self._delta_heights + 1
+        if first_kept <= 1:
+            return
+        stop = keys.delta + height_key(first_kept)
+        with self._db.iterator(
+            start=keys.delta, stop=stop, include_value=False, verify_checksums=True
+        ) as it:
+            old = list(it)
+        if old:
+            self._write([], old)
 
     def close(self) -> None:
         """Close the database (idempotent)."""
@@ -564,6 +618,11 @@ class BlockStore:
     def state_root_at(self, channel: str, height: int) -> bytes | None:
         """The state root recorded after applying block ``height`` (None if unknown)."""
         return self._get(self._k(channel).root + height_key(height))
+
+    def state_delta_at(self, channel: str, height: int) -> bytes | None:
+        """The state delta stored with block ``height`` (None if none was given, or it
+        is older than the last ``state_delta_heights`` heights)."""
+        return self._get(self._k(channel).delta + height_key(height))
 
     def get_state(self, channel: str, key: bytes) -> bytes | None:
         return self._get(self._k(channel).state + key)
@@ -792,6 +851,12 @@ class BlockStore:
         ops[keys.cert + hk] = encode(certificate.to_wire())
         ops[keys.hash + block_hash] = hk
         ops[keys.root + hk] = bytes(state_root)
+        keep = self._delta_heights
+        if keep > 0:
+            if c.state_delta:
+                ops[keys.delta + hk] = bytes(c.state_delta)
+            if h > keep:
+                ops[keys.delta + height_key(h - keep)] = None
         for index, tx in enumerate(block.transactions):
             tx_id = tx.tx_id
             if tx_id in seen:

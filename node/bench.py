@@ -220,6 +220,9 @@ class BenchReport:
 
 TIMEOUTS_METRIC = "wulian_view_change_timeouts_total"
 DRIVER_METRIC = "wulian_driver_seconds_total"
+CATCHUP_METRIC = "wulian_catchup_total"
+#: the catch-up events the phase reports (``wulian_catchup_total``; docs/node.md)
+CATCHUP_EVENTS_SHOWN = frozenset({"blocks", "delta_blocks", "delta_refused"})
 
 
 async def _samples(http: httpx.AsyncClient, url: str, metric: str) -> list[tuple[str, float]]:
@@ -548,11 +551,18 @@ class Bench:
     ) -> dict[int, dict[str, dict[str, float]]]:
         """``wulian_driver_seconds_total`` of the given nodes: node index → channel →
         stage → seconds. A diagnosis only: a node that does not answer is left out."""
+        return await self._by_channel(DRIVER_METRIC, "stage", indexes)
+
+    async def _by_channel(
+        self, metric: str, label: str, indexes: Iterable[int]
+    ) -> dict[int, dict[str, dict[str, float]]]:
+        """``metric``'s samples on the given nodes: node index → channel → ``label``'s
+        value → sample (a node that does not answer is left out)."""
         out: dict[int, dict[str, dict[str, float]]] = {}
-        for i, samples in (await self._node_samples(DRIVER_METRIC, indexes)).items():
+        for i, samples in (await self._node_samples(metric, indexes)).items():
             node = out[i] = {}
             for labels, value in samples:
-                node.setdefault(_label(labels, "channel"), {})[_label(labels, "stage")] = value
+                node.setdefault(_label(labels, "channel"), {})[_label(labels, label)] = value
         return out
 
     async def _run_async(
@@ -1158,6 +1168,9 @@ class Bench:
         # where the restarted node's channel drivers spent the catch-up (its counters
         # started with the process): checking answers, applying, writing, waiting
         driver = _rounded((await self._driver_seconds([lag])).get(lag, {}))
+        # and how it caught up: blocks committed from answers, of them taken from their
+        # state deltas (not applied), deltas refused
+        events = (await self._by_channel(CATCHUP_METRIC, "event", [lag])).get(lag, {})
         behind = goal - h_lag0
         f = self.report.figures
         f["catch_up_blocks"] = behind
@@ -1173,6 +1186,10 @@ class Bench:
             "note": "blocks/s counted from the restarted node answering /healthz",
             "seconds": round(t_done - t_healthy, 2),
             "driver_seconds": driver,
+            "catchup_events": {
+                ch: {k: int(v) for k, v in ev.items() if k in CATCHUP_EVENTS_SHOWN}
+                for ch, ev in events.items()
+            },
         }
 
     async def _stop_and_seed(
@@ -1374,7 +1391,13 @@ def _catch_up_stages(details: Mapping[str, Any] | None) -> str:
         f"{k} {v} s" for k, v in sorted(stages.items(), key=lambda kv: order.get(kv[0], 99))
     )
     window = details.get("seconds")
-    return f"; the {SUPERVISION} driver since its start: {spent} (window {window} s)"
+    line = f"; the {SUPERVISION} driver since its start: {spent} (window {window} s)"
+    events = details.get("catchup_events", {}).get(SUPERVISION, {})
+    if events.get("blocks"):
+        line += (
+            f"; {events.get('delta_blocks', 0)} of its {events['blocks']} blocks from state deltas"
+        )
+    return line
 
 
 def summary_lines(report: BenchReport) -> list[str]:

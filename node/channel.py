@@ -29,7 +29,7 @@ import contextlib
 import logging
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
@@ -185,6 +185,18 @@ class _NodeApplication:
         if block is None or cert is None:
             return None
         return block, cert
+
+    def block_extra(self, height: int) -> bytes | None:
+        """The block's state delta, if this node still keeps it."""
+        return self._s.store.state_delta_at(self._s.channel, height)
+
+
+@dataclass(frozen=True)
+class _DeltaEffects:
+    """A block's effects taken from its proven state delta, valid on ``prev_root``."""
+
+    prev_root: bytes
+    effects: BlockEffects
 
 
 def _commit_bytes(batch: Sequence[BlockCommit], limit: int) -> int:
@@ -743,9 +755,18 @@ class ChannelService:
         durable = self._durable_wal.changes(persist) if persist is not None else None
         batch = self._unwritten  # applied, not yet written; _write_blocks empties it
         overlay: WriteSet | None = None  # their state writes over the store's state
+        t_delta = time.perf_counter()
+        from_delta = self._delta_effects(committed, rd.extras) if rd.extras else {}
+        self._spent("apply", t_delta)
         for i, (block, cert) in enumerate(committed):
             while True:
                 t_apply = time.perf_counter()
+                proven = from_delta.get(block.height)
+                if proven is not None and self._prev_root(block.height) == proven.prev_root:
+                    effects = proven.effects
+                    self.metrics.catchup.inc(1, self.channel, "delta_blocks")
+                    self._spent("apply", t_apply)
+                    break
                 try:
                     effects = await self._apply(block, overlay)
                     self._spent("apply", t_apply)
@@ -767,7 +788,9 @@ class ChannelService:
             last = i == len(committed) - 1
             if durable is not None and last:
                 wal.update(durable)
-            batch.append(BlockCommit(block, cert, effects.writes, effects.state_root, wal))
+            batch.append(
+                BlockCommit(block, cert, effects.writes, effects.state_root, wal, effects.delta)
+            )
             self.governance.observe_block(block)
             batch_bytes = sum(len(c.block.encoded()) for c in batch)
             if last or len(batch) >= COMMIT_BATCH_BLOCKS or batch_bytes >= COMMIT_BATCH_BYTES:
@@ -878,14 +901,7 @@ class ChannelService:
         root is the last one's). Raises :class:`NeedsOtherChannel` while it needs
         another channel's height that this node has not applied yet (the caller waits:
         never a guess)."""
-        if self._unwritten:
-            prev_root: bytes | None = self._unwritten[-1].state_root
-        elif block.height == 1:
-            prev_root = self.logic.initial_state_root()
-        else:
-            prev_root = self.store.state_root_at(self.channel, block.height - 1)
-        if prev_root is None:
-            raise RuntimeError(f"no state root recorded for height {block.height - 1}")
+        prev_root = self._prev_root(block.height)
         state = self._state if overlay is None else overlay
         roles = [self.role_of(tx.sender, tx.public_key, block.height) for tx in block.transactions]
         # A large block takes this node's CPU for a second or more: applied in a worker
@@ -896,6 +912,68 @@ class ChannelService:
                 self.logic.apply_block, block, roles, state, self._cross, prev_root
             )
         return self.logic.apply_block(block, roles, state, self._cross, prev_root)
+
+    def _prev_root(self, height: int) -> bytes:
+        """The state root that block ``height`` (the next to apply) builds on: the last
+        unwritten block's, or the store's. Raises RuntimeError if none is recorded."""
+        if self._unwritten:
+            prev_root: bytes | None = self._unwritten[-1].state_root
+        elif height == 1:
+            prev_root = self.logic.initial_state_root()
+        else:
+            prev_root = self.store.state_root_at(self.channel, height - 1)
+        if prev_root is None:
+            raise RuntimeError(f"no state root recorded for height {height - 1}")
+        return prev_root
+
+    def _delta_effects(
+        self, committed: Sequence[tuple[Block, CommitCertificate]], extras: Mapping[int, bytes]
+    ) -> dict[int, _DeltaEffects]:
+        """The effects of the ``committed`` blocks (a catch-up answer's) that their
+        state deltas (``extras``, from the peer that answered: untrusted) prove, so
+        they need not be applied.
+
+        The deltas are chained from the root the first block builds on
+        (:meth:`ChannelLogic.delta_root`). A header certifies the root of its
+        ``state_height``, which lags it by the pipelining window: a delta is used only
+        if a certified header among ``committed`` names the root it chains to, or
+        that of a later block's (the chain covers every delta before it). The blocks
+        from the first missing delta on are applied as usual, and so are those from a
+        delta whose root a header refuses (counted: ``delta_refused``), and a block
+        whose delta cannot stand in for it (:meth:`ChannelLogic.effects_from_delta`:
+        a rejected transaction's message). Each result names the root it builds on;
+        the caller uses it only on that root."""
+        chain: list[tuple[Block, bytes, bytes, bytes]] = []  # block, delta, prev, root
+        prev = self._prev_root(committed[0][0].height)
+        for block, _ in committed:
+            delta = extras.get(block.height)
+            if delta is None:
+                break
+            root = self.logic.delta_root(block, prev, delta)
+            chain.append((block, delta, prev, root))
+            prev = root
+        certified = {b.header.state_height: b.header.state_root for b, _ in committed}
+        proven = 0
+        for block, _, _, root in chain:
+            want = certified.get(block.height)
+            if want is None:
+                continue
+            if want != root:
+                self.metrics.catchup.inc(1, self.channel, "delta_refused")
+                log.warning(
+                    "a catch-up answer's state delta does not match the certified root",
+                    extra={"channel": self.channel, "height": block.height},
+                )
+                break
+            proven = block.height
+        out: dict[int, _DeltaEffects] = {}
+        for block, delta, prev_root, root in chain:
+            if block.height > proven:
+                break
+            effects = self.logic.effects_from_delta(block, delta, root)
+            if effects is not None:  # else it is applied (a rejection's message)
+                out[block.height] = _DeltaEffects(prev_root, effects)
+        return out
 
     def _log_wait(self, block: Block, exc: NeedsOtherChannel) -> None:
         """Say (every 5 s at most) that ``block`` waits for another channel."""

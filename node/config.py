@@ -36,6 +36,7 @@ Example (``wulian up`` writes one per node)::
     ledger_open_tables = 64  # LevelDB table files kept open (and mapped)
     ledger_write_buffer_mb = 8  # LevelDB's write buffer (up to two in memory)
     ledger_compression = "none"  # or "snappy": ~2.6x less disk, ~13 % more CPU a tx
+    state_delta_heights = 16384  # state deltas kept for catching-up peers (0: none)
 
     [consensus]              # every field optional; defaults of consensus.ReplicaConfig,
     window = 8               # except status_interval_ms, partial_batch_inflight,
@@ -75,6 +76,7 @@ from ledger.schema import is_name
 from ledger.store import (
     DEFAULT_COMPRESSION,
     DEFAULT_OPEN_TABLES,
+    DEFAULT_STATE_DELTA_HEIGHTS,
     DEFAULT_WRITE_BUFFER_BYTES,
     MAX_OPEN_TABLES,
     MAX_WRITE_BUFFER_BYTES,
@@ -161,6 +163,7 @@ class _Limits(_Strict):
         le=MAX_WRITE_BUFFER_BYTES >> 20,
     )
     ledger_compression: Literal["none", "snappy"] = DEFAULT_COMPRESSION
+    state_delta_heights: int = Field(default=DEFAULT_STATE_DELTA_HEIGHTS, ge=0, le=10_000_000)
 
 
 class _Consensus(_Strict):
@@ -238,6 +241,9 @@ class Limits:
     ledger_write_buffer_mb: int = DEFAULT_WRITE_BUFFER_BYTES >> 20
     #: How LevelDB compresses table blocks (ledger.store.DEFAULT_COMPRESSION).
     ledger_compression: str = DEFAULT_COMPRESSION
+    #: Heights whose state deltas are kept for nodes that catch up
+    #: (ledger.store.DEFAULT_STATE_DELTA_HEIGHTS; 0: none, they apply every block).
+    state_delta_heights: int = DEFAULT_STATE_DELTA_HEIGHTS
 
 
 @dataclass(frozen=True)

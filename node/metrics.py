@@ -256,7 +256,9 @@ class NodeMetrics:
             "wulian_catchup_total",
             "Catch-up by event: fetches (requests sent), blocks (committed from answers), "
             "timeouts (requests unanswered in time, asked again elsewhere), "
-            "bad_certificate (answers refused), served_blocks (blocks sent to others)",
+            "bad_certificate (answers refused), served_blocks (blocks sent to others), "
+            "delta_blocks (blocks taken from their proven state deltas, not applied), "
+            "delta_refused (answers whose state deltas did not match a certified root)",
             ["channel", "event"],
         )
         self.loop_lag = r.histogram(

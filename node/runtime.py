@@ -186,6 +186,7 @@ class NodeRuntime:
             open_tables=config.limits.ledger_open_tables,
             write_buffer_bytes=config.limits.ledger_write_buffer_mb << 20,
             compression=config.limits.ledger_compression,
+            state_delta_heights=config.limits.state_delta_heights,
         )
         try:
             return cls(config, genesis, store)

@@ -112,6 +112,12 @@ def test_bench_quick_reports_every_figure(tmp_path: Path) -> None:
     # the restarted node's supervision driver checked, applied and wrote the blocks
     stages = doc["details"]["catch_up"]["driver_seconds"]["supervision"]
     assert all(stages.get(s, 0) > 0 for s in ("step", "apply", "write")), stages
+    # most of them from their state deltas, proven by the certified roots: only the
+    # blocks whose roots no header among them certifies yet were applied
+    events = doc["details"]["catch_up"]["catchup_events"]["supervision"]
+    assert events["blocks"] >= f["catch_up_blocks"]
+    assert events["blocks"] // 2 <= events["delta_blocks"] < events["blocks"], events
+    assert events.get("delta_refused", 0) == 0
     # and the five nodes' supervision drivers did all three in the full-load window
     stages = doc["details"]["throughput"]["driver_seconds"]["supervision"]
     assert all(stages.get(s, 0) > 0 for s in ("step", "apply", "write")), stages
@@ -300,6 +306,10 @@ def test_driver_seconds_over_a_window_sum_each_nodes_growth() -> None:
         "(window 9.5 s)"
     )
     assert _catch_up_stages(None) == _catch_up_stages({"driver_seconds": {}}) == ""
+    events = {"supervision": {"blocks": 200, "delta_blocks": 192}}
+    assert _catch_up_stages(
+        {"seconds": 9.5, "driver_seconds": summed, "catchup_events": events}
+    ).endswith("(window 9.5 s); 192 of its 200 blocks from state deltas")
 
 
 def test_host_speed_before_the_phases_is_a_range_on_the_ceiling_line() -> None:
