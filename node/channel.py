@@ -37,7 +37,7 @@ from channels.state import WriteSet
 from consensus.app import Application
 from consensus.config import ReplicaConfig
 from consensus.durable import DurableState
-from consensus.messages import Message
+from consensus.messages import Blocks, Message
 from consensus.replica import (
     SEND_AFTER_STORE,
     SEND_BEFORE_PERSIST,
@@ -53,6 +53,7 @@ from ledger.encoding import decode, encode
 from ledger.errors import LedgerError
 from ledger.genesis import CONFIG_UPDATE, ChannelConfig, Genesis, Permissions
 from ledger.governance import ChannelGovernance
+from ledger.hashing import TAG_COMMIT_VOTE, TAG_TX
 from ledger.store import BlockCommit, BlockStore
 from node import consensus_port as cport
 from node.durable_wal import DurableWal
@@ -65,6 +66,7 @@ from node.rules import (
     StoreState,
     TxOutcome,
 )
+from node.signatures import Check, MemoisedEd25519, verify_ahead
 
 if TYPE_CHECKING:
     from node.peers import PeerTransport
@@ -250,6 +252,7 @@ class ChannelService:
         self.logic = logic
         self.metrics = metrics
         self.transport = transport
+        self._scheme = scheme
         self._tick_ms = tick_ms
         self._inbox_limit = inbox_limit
         self._status_cache = status_cache
@@ -633,6 +636,8 @@ class ChannelService:
         while self._inbox:
             kind, item = self._inbox.popleft()
             if kind == "msg":
+                if isinstance(item, Blocks) and isinstance(self._scheme, MemoisedEd25519):
+                    verify_ahead(self._scheme, self._answer_checks(item))
                 replica.step(item)
             else:
                 txs, fut = item
@@ -648,6 +653,33 @@ class ChannelService:
                 break
         # the clients' transactions of this turn leave in one FORWARD, not on the tick
         replica.flush_forwards()
+
+    def _answer_checks(self, answer: Blocks) -> list[Check]:
+        """The signatures the replica checks in a catch-up answer, for
+        :func:`~node.signatures.verify_ahead`: each certificate's votes (keys of the
+        validators at that height, as the replica takes them) and each client
+        signature the memo would remember, of the blocks above the stored height."""
+        assert isinstance(self._scheme, MemoisedEd25519)
+        memo = self._scheme
+        top = self.store.height(self.channel)
+        checks: list[Check] = []
+        for block, cert in answer.entries:
+            if block.height <= top:
+                continue
+            members = self.governance.validators_at(block.height).by_id
+            vote_message = cert.message()
+            for vote in cert.votes:
+                member = members.get(vote.validator)
+                if member is not None:
+                    checks.append(
+                        (member.public_key, TAG_COMMIT_VOTE, vote_message, vote.signature)
+                    )
+            checks.extend(
+                (tx.public_key, TAG_TX, tx.body_bytes, tx.signature)
+                for tx in block.transactions
+                if memo.remembers(tx.body_bytes)
+            )
+        return checks
 
     def _submit_now(self, replica: Replica, txs: list[Transaction]) -> list[SubmitOutcome]:
         results = replica.submit(txs)

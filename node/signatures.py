@@ -18,7 +18,10 @@ front of it; this one also serves the rules and is shared by the node's threads.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import threading
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Final
 
 from ledger.crypto import PUBLIC_KEY_SIZE, SIGNATURE_SIZE, Ed25519Scheme
@@ -55,6 +58,10 @@ class MemoisedEd25519(Ed25519Scheme):
     def __len__(self) -> int:
         return len(self._memo)
 
+    def remembers(self, message: bytes) -> bool:
+        """Whether a verification of ``message`` would be remembered (its length)."""
+        return len(message) <= self._max_message
+
     def verify(self, public_key: bytes, tag: str, message: bytes, signature: bytes) -> bool:
         if len(message) > self._max_message:
             return super().verify(public_key, tag, message, signature)
@@ -72,3 +79,48 @@ class MemoisedEd25519(Ed25519Scheme):
         with self._lock:
             self._memo.add(key)
         return True
+
+
+#: (public key, tag, message, signature): one verification for :func:`verify_ahead`
+Check = tuple[bytes, str, bytes, bytes]
+
+#: Below this many checks :func:`verify_ahead` does them on the calling thread alone.
+AHEAD_MIN_CHECKS: Final = 16
+
+_helper: ThreadPoolExecutor | None = None
+_helper_lock = threading.Lock()
+
+
+def _helper_thread() -> ThreadPoolExecutor:
+    global _helper
+    with _helper_lock:
+        if _helper is None:
+            _helper = ThreadPoolExecutor(max_workers=1, thread_name_prefix="verify-ahead")
+        return _helper
+
+
+def verify_ahead(scheme: MemoisedEd25519, checks: Sequence[Check]) -> None:
+    """Verify ``checks`` with ``scheme`` on two cores, this thread and a helper thread
+    taking the next check in turn, and return when all are done: the good ones are in
+    the memo, so the replica's own checks of them (one after the other, on the event
+    loop) find them there. A bad signature is not remembered and is found by that own
+    check; nothing is decided here. Ed25519 releases the GIL, and both threads spend
+    nearly all their time inside it, so neither waits long for the other to hand the
+    GIL back (a helper checking while the loop ran Python waited up to a switch
+    interval for it after each signature: BENCHMARKS.md, session 11)."""
+    n = len(checks)
+    if n < AHEAD_MIN_CHECKS:
+        for c in checks:
+            scheme.verify(*c)
+        return
+    turns = itertools.count()  # next() of a count is atomic: each index goes to one thread
+
+    def run() -> None:
+        for i in turns:
+            if i >= n:
+                return
+            scheme.verify(*checks[i])
+
+    helper = _helper_thread().submit(run)
+    run()
+    helper.result()
