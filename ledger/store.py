@@ -18,7 +18,8 @@ Key layout (``<h>`` is the height as 8-byte big-endian, so keys sort by height):
     c/<ch>/m/root/<h>      state root after applying blocks 1..h (given by the caller)
     c/<ch>/d/<h>           the block's state delta (opaque bytes from the channel layer:
                            what the root covers beyond the previous one), kept for the
-                           last ``state_delta_heights`` heights only
+                           last ``state_delta_heights`` heights (and
+                           ``state_delta_bytes``) only
     c/<ch>/w/<name>        consensus write-ahead entries (opaque bytes)
 
 Contracts:
@@ -52,8 +53,9 @@ Contracts:
 
 from __future__ import annotations
 
+import itertools
 import threading
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -117,8 +119,11 @@ COMPRESSIONS: Final = ("none", "snappy")
 DEFAULT_COMPRESSION: Final = "none"
 #: Heights whose state deltas are kept (:meth:`BlockStore.state_delta_at`): a node that
 #: fell up to this many blocks behind catches up without applying them. Each costs
-#: about the size of the block's state writes (~1.4 KB a loan report).
+#: about the size of the block's state writes (~1.4 KB a loan report)…
 DEFAULT_STATE_DELTA_HEIGHTS: Final = 16_384
+#: …and a channel keeps at most this many bytes of them (the oldest go first): ~180,000
+#: loan reports' worth, so large blocks do not make the window's disk use unbounded.
+DEFAULT_STATE_DELTA_BYTES: Final = 256 << 20
 MIN_WRITE_BUFFER_BYTES: Final = 1 << 20
 MAX_WRITE_BUFFER_BYTES: Final = 256 << 20
 #: LevelDB's own bounds on ``max_open_files`` (it keeps 10 for its log and manifest).
@@ -274,9 +279,14 @@ class BlockStore:
         path: Path,
         genesis_hash: bytes,
         state_delta_heights: int = DEFAULT_STATE_DELTA_HEIGHTS,
+        state_delta_bytes: int = DEFAULT_STATE_DELTA_BYTES,
     ) -> None:
         self._db = db
         self._delta_heights = state_delta_heights
+        self._delta_budget = state_delta_bytes
+        #: per channel: (height, size) of each kept delta, oldest first, and their sum
+        self._deltas: dict[str, deque[tuple[int, int]]] = {}
+        self._delta_bytes: dict[str, int] = {}
         self._path = path
         self._genesis_hash = genesis_hash
         self._lock = threading.Lock()
@@ -302,13 +312,16 @@ class BlockStore:
         write_buffer_bytes: int = DEFAULT_WRITE_BUFFER_BYTES,
         compression: str = DEFAULT_COMPRESSION,
         state_delta_heights: int = DEFAULT_STATE_DELTA_HEIGHTS,
+        state_delta_bytes: int = DEFAULT_STATE_DELTA_BYTES,
     ) -> BlockStore:
         """Open (or with ``create=True`` create) the ledger database at ``path``,
         keeping at most ``open_tables`` LevelDB table files open (and mapped; see
         :data:`DEFAULT_OPEN_TABLES`), a write buffer of ``write_buffer_bytes``
         (:data:`DEFAULT_WRITE_BUFFER_BYTES`) and writing tables with ``compression``
         (:data:`DEFAULT_COMPRESSION`), keeping the state deltas of each channel's last
-        ``state_delta_heights`` heights (:data:`DEFAULT_STATE_DELTA_HEIGHTS`; 0: none).
+        ``state_delta_heights`` heights (:data:`DEFAULT_STATE_DELTA_HEIGHTS`; 0: none)
+        and at most ``state_delta_bytes`` of them (:data:`DEFAULT_STATE_DELTA_BYTES`;
+        the oldest go first).
 
         Raises :class:`StoreError` if the database is missing (and ``create`` is false),
         locked by another process or not LevelDB; :class:`ConfigError` if it was made
@@ -319,7 +332,8 @@ class BlockStore:
         the check (the verifier walks all). ValueError for a genesis hash that is not
         32 bytes, ``open_tables`` outside 64–49,990 (LevelDB's range),
         ``write_buffer_bytes`` outside 1–256 MiB or a ``compression`` not in
-        :data:`COMPRESSIONS` or a negative ``state_delta_heights``.
+        :data:`COMPRESSIONS` or a negative ``state_delta_heights`` or
+        ``state_delta_bytes``.
         """
         p = Path(path)
         if len(genesis_hash) != HASH_SIZE:
@@ -330,8 +344,8 @@ class BlockStore:
             raise ValueError("write_buffer_bytes must be 1 to 256 MiB")
         if compression not in COMPRESSIONS:
             raise ValueError(f"compression must be one of {', '.join(COMPRESSIONS)}")
-        if state_delta_heights < 0:
-            raise ValueError("state_delta_heights must be 0 or more")
+        if state_delta_heights < 0 or state_delta_bytes < 0:
+            raise ValueError("state_delta_heights and state_delta_bytes must be 0 or more")
         if not create and not p.is_dir():
             raise StoreError(f"no ledger database at {p}")
         if create:
@@ -374,7 +388,7 @@ class BlockStore:
             ) from None
         except OSError as exc:
             raise StoreError(f"cannot open ledger database {p}: {exc.strerror}") from None
-        store = cls(db, p, bytes(genesis_hash), state_delta_heights)
+        store = cls(db, p, bytes(genesis_hash), state_delta_heights, state_delta_bytes)
         try:
             store._init_meta(create)
             store._load_channels()
@@ -430,20 +444,68 @@ class BlockStore:
             self._prune_deltas(channel)
 
     def _prune_deltas(self, channel: str) -> None:
-        """Delete the state deltas older than the last ``state_delta_heights`` heights
-        (each commit deletes only the one that falls out of the window: these are left
-        by a wider window of an earlier run)."""
+        """Load the sizes of the channel's kept state deltas, deleting those outside
+        the last ``state_delta_heights`` heights or the ``state_delta_bytes`` budget
+        (left by a wider window or budget of an earlier run)."""
         keys = self._k(channel)
         first_kept = self._tips[channel].height - self._delta_heights + 1
-        if first_kept <= 1:
-            return
-        stop = keys.delta + height_key(first_kept)
-        with self._db.iterator(
-            start=keys.delta, stop=stop, include_value=False, verify_checksums=True
-        ) as it:
-            old = list(it)
+        kept: deque[tuple[int, int]] = deque()
+        old: list[bytes] = []
+        with self._db.iterator(prefix=keys.delta, verify_checksums=True) as it:
+            for key, value in it:
+                h = int.from_bytes(key[len(keys.delta) :], "big")
+                if h < first_kept:
+                    old.append(key)
+                else:
+                    kept.append((h, len(value)))
+        total = sum(size for _, size in kept)
+        while kept and total > self._delta_budget:
+            h, size = kept.popleft()
+            total -= size
+            old.append(keys.delta + height_key(h))
         if old:
             self._write([], old)
+        self._deltas[channel] = kept
+        self._delta_bytes[channel] = total
+
+    def _stage_deltas(
+        self,
+        channel: str,
+        keys: _Keys,
+        commits: Sequence[BlockCommit],
+        ops: dict[bytes, bytes | None],
+    ) -> tuple[list[tuple[int, int]], int, int]:
+        """Add the ``commits``' state deltas to ``ops``, with the deletion of the oldest
+        that leave the window (heights or bytes). Returns what to record once ``ops``
+        is written (:meth:`_kept_deltas`): the new deltas' (height, size), how many
+        of the oldest go, and the bytes then kept."""
+        kept = self._deltas.setdefault(channel, deque())
+        total = self._delta_bytes.get(channel, 0)
+        new: list[tuple[int, int]] = []
+        if self._delta_heights > 0 and self._delta_budget > 0:
+            for c in commits:
+                if c.state_delta:
+                    ops[keys.delta + height_key(c.block.height)] = bytes(c.state_delta)
+                    new.append((c.block.height, len(c.state_delta)))
+                    total += len(c.state_delta)
+        first_kept = commits[-1].block.height - self._delta_heights + 1
+        dropped = 0
+        for h, size in itertools.chain(kept, new):
+            if h >= first_kept and total <= self._delta_budget:
+                break
+            ops[keys.delta + height_key(h)] = None
+            total -= size
+            dropped += 1
+        return new, dropped, total
+
+    def _kept_deltas(self, channel: str, staged: tuple[list[tuple[int, int]], int, int]) -> None:
+        """Record what :meth:`_stage_deltas` staged, now that it is written."""
+        new, dropped, total = staged
+        kept = self._deltas[channel]
+        kept.extend(new)
+        for _ in range(dropped):
+            kept.popleft()
+        self._delta_bytes[channel] = total
 
     def close(self) -> None:
         """Close the database (idempotent)."""
@@ -803,10 +865,12 @@ class BlockStore:
             if channel not in self._channels:
                 ops[_G_CHANNEL + channel.encode("ascii")] = b""
             ops[keys.tip] = encode([tip.height, tip.hash])
+            deltas = self._stage_deltas(channel, keys, commits, ops)
             self._write(
                 [(k, v) for k, v in ops.items() if v is not None],
                 [k for k, v in ops.items() if v is None],
             )
+            self._kept_deltas(channel, deltas)
             self._tips[channel] = tip
             self._channels.add(channel)
             for h, block, size in done:
@@ -851,12 +915,6 @@ class BlockStore:
         ops[keys.cert + hk] = encode(certificate.to_wire())
         ops[keys.hash + block_hash] = hk
         ops[keys.root + hk] = bytes(state_root)
-        keep = self._delta_heights
-        if keep > 0:
-            if c.state_delta:
-                ops[keys.delta + hk] = bytes(c.state_delta)
-            if h > keep:
-                ops[keys.delta + height_key(h - keep)] = None
         for index, tx in enumerate(block.transactions):
             tx_id = tx.tx_id
             if tx_id in seen:

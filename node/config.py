@@ -37,6 +37,7 @@ Example (``wulian up`` writes one per node)::
     ledger_write_buffer_mb = 8  # LevelDB's write buffer (up to two in memory)
     ledger_compression = "none"  # or "snappy": ~2.6x less disk, ~13 % more CPU a tx
     state_delta_heights = 16384  # state deltas kept for catching-up peers (0: none)
+    state_delta_mb = 256     # … at most this many MiB of them per channel
 
     [consensus]              # every field optional; defaults of consensus.ReplicaConfig,
     window = 8               # except status_interval_ms, partial_batch_inflight,
@@ -76,6 +77,7 @@ from ledger.schema import is_name
 from ledger.store import (
     DEFAULT_COMPRESSION,
     DEFAULT_OPEN_TABLES,
+    DEFAULT_STATE_DELTA_BYTES,
     DEFAULT_STATE_DELTA_HEIGHTS,
     DEFAULT_WRITE_BUFFER_BYTES,
     MAX_OPEN_TABLES,
@@ -164,6 +166,7 @@ class _Limits(_Strict):
     )
     ledger_compression: Literal["none", "snappy"] = DEFAULT_COMPRESSION
     state_delta_heights: int = Field(default=DEFAULT_STATE_DELTA_HEIGHTS, ge=0, le=10_000_000)
+    state_delta_mb: int = Field(default=DEFAULT_STATE_DELTA_BYTES >> 20, ge=0, le=1 << 20)
 
 
 class _Consensus(_Strict):
@@ -244,6 +247,8 @@ class Limits:
     #: Heights whose state deltas are kept for nodes that catch up
     #: (ledger.store.DEFAULT_STATE_DELTA_HEIGHTS; 0: none, they apply every block).
     state_delta_heights: int = DEFAULT_STATE_DELTA_HEIGHTS
+    #: …and at most this many MiB of them per channel (DEFAULT_STATE_DELTA_BYTES).
+    state_delta_mb: int = DEFAULT_STATE_DELTA_BYTES >> 20
 
 
 @dataclass(frozen=True)

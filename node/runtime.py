@@ -187,6 +187,7 @@ class NodeRuntime:
             write_buffer_bytes=config.limits.ledger_write_buffer_mb << 20,
             compression=config.limits.ledger_compression,
             state_delta_heights=config.limits.state_delta_heights,
+            state_delta_bytes=config.limits.state_delta_mb << 20,
         )
         try:
             return cls(config, genesis, store)

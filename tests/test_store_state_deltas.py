@@ -1,5 +1,6 @@
 """The store keeps the state delta given with a block for the last
-``state_delta_heights`` heights only, across reopening."""
+``state_delta_heights`` heights and ``state_delta_bytes`` bytes only, across
+reopening."""
 
 from __future__ import annotations
 
@@ -121,3 +122,50 @@ def test_deltas_survive_close_and_reopen(tmp_path: Path) -> None:
         assert kept(store, 5) == [3, 4, 5]
     with BlockStore.open(path, chain.genesis_hash, create=False, state_delta_heights=3) as store:
         assert kept(store, 5) == [3, 4, 5]
+
+
+def test_a_narrower_window_or_budget_applies_when_the_store_opens(tmp_path: Path) -> None:
+    """Deltas a wider window of an earlier run kept are deleted on open, not served."""
+    chain = make_chain(6, 1)
+    commits = [commit_of(b, c) for b, c in chain.blocks]
+    path = tmp_path / "ledger"
+    with open_store(path, chain.genesis_hash) as store:
+        store.commit_blocks(CH, commits[:5])
+        assert kept(store, 5) == [1, 2, 3, 4, 5]
+    with BlockStore.open(path, chain.genesis_hash, create=False, state_delta_heights=2) as store:
+        assert kept(store, 5) == [4, 5]
+        store.commit_blocks(CH, commits[5:])
+        assert kept(store, 6) == [5, 6]
+    size = len(delta_of(6))
+    with BlockStore.open(path, chain.genesis_hash, create=False, state_delta_bytes=size) as store:
+        assert kept(store, 6) == [6]
+    with BlockStore.open(path, chain.genesis_hash, create=False, state_delta_heights=0) as store:
+        assert kept(store, 6) == []
+
+
+@pytest.mark.parametrize("batched", [False, True], ids=["one-by-one", "one-batch"])
+def test_the_oldest_deltas_go_once_their_bytes_exceed_the_budget(
+    tmp_path: Path, batched: bool
+) -> None:
+    """``state_delta_bytes`` bounds the window's disk use whatever the blocks' size:
+    the oldest deltas go first; one larger than the whole budget is not kept."""
+    chain = make_chain(8, 1)
+    big = {h: bytes([h]) * 100 for h in range(1, 9)}
+    big[7] = b"\x07" * 1000  # alone over the budget
+    commits = [commit_of(b, c, big[b.height]) for b, c in chain.blocks]
+    path = tmp_path / "ledger"
+    with BlockStore.open(path, chain.genesis_hash, create=True, state_delta_bytes=250) as store:
+        if batched:
+            store.commit_blocks(CH, commits[:6])
+        else:
+            for commit in commits[:6]:
+                store.commit_blocks(CH, [commit])
+        assert [h for h in range(1, 7) if store.state_delta_at(CH, h)] == [5, 6]
+        store.commit_blocks(CH, commits[6:7])
+        assert [h for h in range(1, 8) if store.state_delta_at(CH, h)] == []
+        store.commit_blocks(CH, commits[7:])
+        assert [h for h in range(1, 9) if store.state_delta_at(CH, h)] == [8]
+        assert store.state_delta_at(CH, 8) == big[8]
+    with BlockStore.open(path, chain.genesis_hash, create=False, state_delta_bytes=250) as store:
+        assert [h for h in range(1, 9) if store.state_delta_at(CH, h)] == [8]
+        assert store.height(CH) == 8  # the blocks themselves are all there
