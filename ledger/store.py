@@ -37,8 +37,9 @@ Contracts:
   passes it to ``commit_block``; the store records it per height
   (:meth:`BlockStore.state_root_at`), since block headers carry a lagged root. With it
   the channel layer may pass the block's state delta, which the store keeps for the
-  last ``state_delta_heights`` heights (:meth:`BlockStore.state_delta_at`; served to
-  nodes that catch up, who check it against certified roots). The store does not
+  last ``state_delta_heights`` heights, at most ``state_delta_bytes`` of them per
+  channel (:meth:`BlockStore.state_delta_at`; served to nodes that catch up, who check
+  it against certified roots). The store does not
   check a delta: it does not know the channel layer's digest.
 * On open the store refuses (:class:`~ledger.errors.ConfigError`) a ledger made for
   another genesis, and checks the last ``verify_recent`` blocks of every channel,
@@ -683,7 +684,7 @@ class BlockStore:
 
     def state_delta_at(self, channel: str, height: int) -> bytes | None:
         """The state delta stored with block ``height`` (None if none was given, or it
-        is older than the last ``state_delta_heights`` heights)."""
+        has left the window: ``state_delta_heights``, ``state_delta_bytes``)."""
         return self._get(self._k(channel).delta + height_key(height))
 
     def get_state(self, channel: str, key: bytes) -> bytes | None:
