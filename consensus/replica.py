@@ -395,6 +395,18 @@ class Replica:
     def committed_hash(self) -> bytes:
         return self._committed_hash
 
+    def would_take(self, answer: Blocks) -> bool:
+        """Whether stepping ``answer`` (a catch-up answer) would check its blocks: it
+        continues the committed chain, or it answers a FETCH of ours (then it may be
+        held until the gap below it is filled). False for an answer that would be
+        dropped unchecked, or that brings nothing above the committed height."""
+        if not answer.entries or answer.entries[-1][0].height <= self._committed_height:
+            return False
+        first = answer.entries[0][0].height
+        if first <= self._committed_height + 1:
+            return True
+        return any(f.peer == answer.sender and f.lo == first for f in self._fetches)
+
     @property
     def behind_by(self) -> int:
         """Heights known to be committed beyond this replica's own: the certified

@@ -636,7 +636,11 @@ class ChannelService:
         while self._inbox:
             kind, item = self._inbox.popleft()
             if kind == "msg":
-                if isinstance(item, Blocks) and isinstance(self._scheme, MemoisedEd25519):
+                if (
+                    isinstance(item, Blocks)
+                    and isinstance(self._scheme, MemoisedEd25519)
+                    and replica.would_take(item)  # not one it drops unchecked
+                ):
                     verify_ahead(self._scheme, self._answer_checks(item))
                 replica.step(item)
             else:

@@ -13,6 +13,8 @@ builds it; its replicas and cross-chain rules get it): catch-up of 10,000 blocks
 alternating runs 487.9 / 505.0 against 447.4 / 476.8 blocks/s (BENCHMARKS.md,
 session 12). The replica's own :class:`consensus.verification.SignatureCache` sits in
 front of it; this one also serves the rules and is shared by the node's threads.
+:func:`verify_ahead` fills it from a catch-up answer on two cores before the replica
+steps the answer.
 """
 
 from __future__ import annotations
@@ -107,19 +109,24 @@ def verify_ahead(scheme: MemoisedEd25519, checks: Sequence[Check]) -> None:
     check; nothing is decided here. Ed25519 releases the GIL, and both threads spend
     nearly all their time inside it, so neither waits long for the other to hand the
     GIL back (a helper checking while the loop ran Python waited up to a switch
-    interval for it after each signature: BENCHMARKS.md, session 11)."""
+    interval for it after each signature: BENCHMARKS.md, session 11). Both stop at
+    the first bad signature: the replica stops there too (and reports the sender), so
+    a forged answer costs no more than the replica's own checks would."""
     n = len(checks)
     if n < AHEAD_MIN_CHECKS:
         for c in checks:
-            scheme.verify(*c)
+            if not scheme.verify(*c):
+                return
         return
     turns = itertools.count()  # next() of a count is atomic: each index goes to one thread
+    bad = threading.Event()
 
     def run() -> None:
         for i in turns:
-            if i >= n:
+            if i >= n or bad.is_set():
                 return
-            scheme.verify(*checks[i])
+            if not scheme.verify(*checks[i]):
+                bad.set()
 
     helper = _helper_thread().submit(run)
     run()

@@ -50,7 +50,7 @@ def _checks(n: int, bad: set[int]) -> list[Check]:
 
 def test_both_threads_check_and_only_good_signatures_are_remembered() -> None:
     scheme = _Recording()
-    bad = {3, 77, 300}
+    bad = {399}  # the last: every check before it is made (they stop at a bad one)
     checks = _checks(400, bad)
     verify_ahead(scheme, checks)
     assert len(scheme.threads) == 400  # each check once
@@ -109,3 +109,49 @@ def test_an_answers_checks_are_the_ones_its_replica_makes(
     committed = replica.ready().committed
     assert [b.height for b, _ in committed] == list(range(1, 13))
     assert reached == [answer.signing_bytes]  # only the answer's own signature
+
+
+def test_both_threads_stop_at_the_first_bad_signature() -> None:
+    """A forged answer costs about what the replica's own checks would: the checks
+    stop at its first bad signature (the replica stops at that block too)."""
+    scheme = _Recording()
+    verify_ahead(scheme, _checks(400, {10}))
+    assert 11 <= len(scheme.threads) < 40
+    few = _Recording()
+    verify_ahead(few, _checks(AHEAD_MIN_CHECKS - 1, {2}))
+    assert len(few.threads) == 3
+
+
+def _drain(svc: Any, answer: Blocks) -> None:
+    import asyncio
+
+    async def go() -> None:
+        svc._inbox.append(("msg", answer))
+        assert svc.replica is not None
+        svc._drain_inbox(svc.replica, asyncio.get_running_loop().time() + 5)
+
+    asyncio.run(go())
+
+
+def test_only_an_answer_the_replica_would_check_is_verified_ahead(
+    two_nodes: tuple[NodeRuntime, NodeRuntime], tmp_path: Path
+) -> None:
+    """An answer ahead of the chain that nobody asked for is dropped by the replica
+    after one signature: the driver does not check its blocks ahead either."""
+    src, dst = two_nodes
+    blocks = build_chain(tmp_path, src.channels[CH], [[f"k{i}"] for i in range(12)])
+    signer = load_key_file(tmp_path / "net" / "keys" / "bureau-node.key").signer
+    svc = dst.channels[CH]
+    replica = svc.replica
+    assert replica is not None and isinstance(svc._scheme, MemoisedEd25519)
+    ahead = sign(Blocks(CH, "bureau-node", tuple(blocks[4:])), signer)
+    assert not replica.would_take(ahead)
+    _drain(svc, ahead)
+    assert len(svc._scheme) <= 1  # at most the answer's own signature
+    assert replica.committed_height == 0
+    answer = sign(Blocks(CH, "bureau-node", tuple(blocks)), signer)
+    assert replica.would_take(answer)
+    _drain(svc, answer)
+    assert len(svc._scheme) >= 12 * 5  # votes and client signatures, checked ahead
+    assert replica.committed_height == 12
+    assert not replica.would_take(answer)  # nothing above the committed height now
