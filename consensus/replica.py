@@ -403,9 +403,7 @@ class Replica:
         if not answer.entries or answer.entries[-1][0].height <= self._committed_height:
             return False
         first = answer.entries[0][0].height
-        if first <= self._committed_height + 1:
-            return True
-        return any(f.peer == answer.sender and f.lo == first for f in self._fetches)
+        return first <= self._committed_height + 1 or self._fetch_answered_by(answer) is not None
 
     @property
     def behind_by(self) -> int:
@@ -1918,12 +1916,18 @@ class Replica:
         )
         self._send(sign(answer, self.config.signer), f.sender)
 
-    def _on_blocks(self, b: Blocks) -> None:
+    def _fetch_answered_by(self, b: Blocks) -> _FetchState | None:
+        """Our FETCH in flight that ``b`` answers (same peer and first height; an empty
+        answer, any of that peer's), or None."""
         first = b.entries[0][0].height if b.entries else None
-        asked = next(
+        return next(
             (f for f in self._fetches if f.peer == b.sender and (first is None or f.lo == first)),
             None,
         )
+
+    def _on_blocks(self, b: Blocks) -> None:
+        first = b.entries[0][0].height if b.entries else None
+        asked = self._fetch_answered_by(b)
         if asked is not None:
             self._fetches.remove(asked)
             self._last_answer_bytes = sum(_txs_bytes(blk) for blk, _ in b.entries)
