@@ -81,8 +81,9 @@ class ReplicaConfig:
     #: ahead of a gap (an earlier one is late, or was cut short by its size) is held
     #: until the gap is filled; held answers count against this limit. More than one
     #: only once the last answer carried at most ``fetch_parallel_bytes`` of
-    #: transactions (large answers are paced by their own checking, and each one in
-    #: flight or held costs memory): the first request goes alone.
+    #: transactions and extras (the application's per-block bytes, e.g. state deltas;
+    #: large answers are paced by their own checking, and each one in flight or held
+    #: costs memory): the first request goes alone.
     fetch_parallel: int = 1
     fetch_parallel_bytes: int = 4 << 20
     #: Period of STATUS broadcasts (which drive catch-up and NEW-VIEW retransmission).

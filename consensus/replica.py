@@ -341,7 +341,8 @@ class Replica:
         #: Messages of views this replica left, by height (see :class:`_Observed`).
         self._observed: dict[int, _Observed] = {}
         self._held: dict[int, Blocks] = {}
-        #: Transaction bytes of the last answer to a request of ours (None: none yet).
+        #: Transaction and extra (state delta) bytes of the last answer to a request of
+        #: ours (None: none yet).
         self._last_answer_bytes: int | None = None
         self._fetch_turn = 0
         self._behind_since: int | None = None
@@ -1930,7 +1931,9 @@ class Replica:
         asked = self._fetch_answered_by(b)
         if asked is not None:
             self._fetches.remove(asked)
-            self._last_answer_bytes = sum(_txs_bytes(blk) for blk, _ in b.entries)
+            self._last_answer_bytes = sum(_txs_bytes(blk) for blk, _ in b.entries) + sum(
+                len(x) for x in b.extras
+            )
         if first is not None and first > self._committed_height + 1:
             if asked is not None:
                 self._held[first] = b  # ahead of a gap that another answer fills

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import pytest
 from test_replica_harness import CHANNEL, GENESIS_PREV, Cluster
 
 from consensus import Blocks, Commit, Fetch, Prepare, PrePrepare, Status, ViewChange, sign
 from consensus.errors import BAD_CERTIFICATE
+from consensus.replica import _txs_bytes
 from ledger.blocks import Block, build_block
 from ledger.certificate import Vote
 
@@ -307,15 +309,25 @@ def test_a_late_first_request_is_asked_again_and_the_held_answer_then_taken() ->
     assert r.committed_height == 6
 
 
-def test_large_answers_are_fetched_one_at_a_time() -> None:
-    c, chain = _cut_off(10, fetch_batch=2, fetch_parallel=2, fetch_parallel_bytes=1)
+@pytest.mark.parametrize(
+    ("parallel_bytes", "extra"),
+    [(1, b""), (2_000, b"d" * 1_500)],
+    ids=["by_transactions", "by_extras"],
+)
+def test_large_answers_are_fetched_one_at_a_time(parallel_bytes: int, extra: bytes) -> None:
+    """An answer's extras (a node's state deltas: several times its transactions' bytes
+    for a large block) count toward its size like its transactions."""
+    c, chain = _cut_off(10, fetch_batch=2, fetch_parallel=2, fetch_parallel_bytes=parallel_bytes)
+    assert sum(_txs_bytes(b) for b, _ in chain[:2]) < 2_000  # extras alone make it large
     _claims(c, 10, "n1", "n2")
     c.run(300)
     for lo in (1, 3, 5):
         [(peer, got_lo, hi)] = _fetches(c)  # one at a time: each answer is "large"
         assert (got_lo, hi) == (lo, lo + 1)
         c.sent.clear()
-        _answer(c, chain, peer, lo, lo + 1)
+        entries = tuple(chain[lo - 1 : lo + 1])
+        extras = (extra,) * len(entries) if extra else ()
+        c.step("n4", sign(Blocks(CHANNEL, peer, entries, extras=extras), c.node_signers[peer]))
         c.run(300)
     assert c.replicas["n4"].committed_height == 6
 
