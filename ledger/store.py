@@ -20,7 +20,11 @@ Key layout (``<h>`` is the height as 8-byte big-endian, so keys sort by height):
                            what the root covers beyond the previous one), kept for the
                            last ``state_delta_heights`` heights (and
                            ``state_delta_bytes``) only
+    c/<ch>/ds/<h>          that delta's size, 4-byte big-endian, written and deleted
+                           with it (the store opens without reading the deltas)
     c/<ch>/w/<name>        consensus write-ahead entries (opaque bytes)
+    g/delta_sizes          b"" — every kept delta has its size entry (a store written
+                           before them gets them once, when it first opens)
 
 Contracts:
 
@@ -139,6 +143,7 @@ RECENT_BLOCK_BYTES: Final = 8 * 1024 * 1024
 _G_GENESIS: Final = b"g/genesis"
 _G_VERSION: Final = b"g/version"
 _G_CHANNEL: Final = b"g/ch/"
+_G_DELTA_SIZES: Final = b"g/delta_sizes"
 
 
 class StoreError(LedgerError):
@@ -239,6 +244,7 @@ class _Keys:
         "block",
         "cert",
         "delta",
+        "delta_size",
         "hash",
         "header",
         "root",
@@ -260,6 +266,12 @@ class _Keys:
         self.root = self.base + b"m/root/"
         self.wal = self.base + b"w/"
         self.delta = self.base + b"d/"
+        self.delta_size = self.base + b"ds/"
+
+
+def _size_bytes(size: int) -> bytes:
+    """A state delta's size entry (4-byte big-endian; a delta is far below 4 GiB)."""
+    return size.to_bytes(4, "big")
 
 
 def _check_channel(channel: str) -> None:
@@ -440,32 +452,56 @@ class BlockStore:
                 if not is_name(name):
                     raise CorruptLedgerError(f"ledger corrupt: bad channel entry {key!r}")
                 self._channels.add(name)
+        sized = self._get(_G_DELTA_SIZES) is not None
         for channel in self._channels:
             self._tips[channel] = self._read_tip(channel)
+            if not sized:
+                self._index_delta_sizes(channel)
             self._prune_deltas(channel)
+        if not sized:
+            self._write([(_G_DELTA_SIZES, b"")], [])
+
+    def _index_delta_sizes(self, channel: str) -> None:
+        """Write the size entry of each kept state delta of ``channel`` (a store written
+        before they existed: its deltas are read this once)."""
+        keys = self._k(channel)
+        puts = []
+        with self._db.iterator(prefix=keys.delta, verify_checksums=True) as it:
+            for key, value in it:
+                puts.append((keys.delta_size + key[len(keys.delta) :], _size_bytes(len(value))))
+        if puts:
+            self._write(puts, [])
 
     def _prune_deltas(self, channel: str) -> None:
-        """Load the sizes of the channel's kept state deltas, deleting those outside
-        the last ``state_delta_heights`` heights or the ``state_delta_bytes`` budget
-        (left by a wider window or budget of an earlier run)."""
+        """Load the sizes of the channel's kept state deltas (their size entries, not
+        the deltas), deleting those outside the last ``state_delta_heights`` heights or
+        the ``state_delta_bytes`` budget (left by a wider window or budget of an
+        earlier run). Raises :class:`CorruptLedgerError` for a malformed size entry."""
         keys = self._k(channel)
         first_kept = self._tips[channel].height - self._delta_heights + 1
         kept: deque[tuple[int, int]] = deque()
-        old: list[bytes] = []
-        with self._db.iterator(prefix=keys.delta, verify_checksums=True) as it:
+        old: list[int] = []
+        with self._db.iterator(prefix=keys.delta_size, verify_checksums=True) as it:
             for key, value in it:
-                h = int.from_bytes(key[len(keys.delta) :], "big")
+                hk = key[len(keys.delta_size) :]
+                if len(hk) != 8 or len(value) != 4:
+                    raise CorruptLedgerError(
+                        f"ledger corrupt: bad state delta size entry {key!r} on channel "
+                        f"{channel!r}",
+                        channel=channel,
+                    )
+                h = int.from_bytes(hk, "big")
                 if h < first_kept:
-                    old.append(key)
+                    old.append(h)
                 else:
-                    kept.append((h, len(value)))
+                    kept.append((h, int.from_bytes(value, "big")))
         total = sum(size for _, size in kept)
         while kept and total > self._delta_budget:
             h, size = kept.popleft()
             total -= size
-            old.append(keys.delta + height_key(h))
+            old.append(h)
         if old:
-            self._write([], old)
+            self._write([], [k + height_key(h) for h in old for k in (keys.delta, keys.delta_size)])
         self._deltas[channel] = kept
         self._delta_bytes[channel] = total
 
@@ -486,7 +522,9 @@ class BlockStore:
         if self._delta_heights > 0 and self._delta_budget > 0:
             for c in commits:
                 if c.state_delta:
-                    ops[keys.delta + height_key(c.block.height)] = bytes(c.state_delta)
+                    hk = height_key(c.block.height)
+                    ops[keys.delta + hk] = bytes(c.state_delta)
+                    ops[keys.delta_size + hk] = _size_bytes(len(c.state_delta))
                     new.append((c.block.height, len(c.state_delta)))
                     total += len(c.state_delta)
         first_kept = commits[-1].block.height - self._delta_heights + 1
@@ -495,6 +533,7 @@ class BlockStore:
             if h >= first_kept and total <= self._delta_budget:
                 break
             ops[keys.delta + height_key(h)] = None
+            ops[keys.delta_size + height_key(h)] = None
             total -= size
             dropped += 1
         return new, dropped, total

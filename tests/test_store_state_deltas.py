@@ -1,6 +1,7 @@
 """The store keeps the state delta given with a block for the last
 ``state_delta_heights`` heights and ``state_delta_bytes`` bytes only, across
-reopening."""
+reopening; it learns their sizes on opening from size entries kept beside them, not
+from the deltas (a store written before those gets them once)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytest
 
 from ledger.blocks import Block
 from ledger.certificate import CommitCertificate
+from ledger.errors import CorruptLedgerError
 from ledger.ledger_verify import verify_channel
 from ledger.store import DEFAULT_STATE_DELTA_HEIGHTS, BlockCommit, BlockStore
 from tests.helpers_chain import make_chain, state_root_after, state_writes
@@ -43,10 +45,22 @@ def deltas(store: BlockStore, top: int) -> dict[int, bytes | None]:
 
 
 def kept(store: BlockStore, top: int) -> list[int]:
-    """The heights in 1..``top`` that have a delta (checked: the one given with the block)."""
+    """The heights in 1..``top`` that have a delta (checked: the one given with the block,
+    and a size entry for each and no other)."""
     have = {h: d for h, d in deltas(store, top).items() if d is not None}
     assert have == {h: delta_of(h) for h in have}
+    assert size_entries(store) == {h: len(d) for h, d in have.items()}
     return sorted(have)
+
+
+DELTA = b"c/" + CH.encode() + b"/d/"
+SIZE = b"c/" + CH.encode() + b"/ds/"
+
+
+def size_entries(store: BlockStore) -> dict[int, int]:
+    """The store's size entries of the channel's deltas, read from LevelDB itself."""
+    with store._db.iterator(prefix=SIZE) as it:
+        return {int.from_bytes(k[len(SIZE) :], "big"): int.from_bytes(v, "big") for k, v in it}
 
 
 def test_a_delta_given_with_a_block_is_read_back(tmp_path: Path) -> None:
@@ -169,3 +183,52 @@ def test_the_oldest_deltas_go_once_their_bytes_exceed_the_budget(
     with BlockStore.open(path, chain.genesis_hash, create=False, state_delta_bytes=250) as store:
         assert [h for h in range(1, 9) if store.state_delta_at(CH, h)] == [8]
         assert store.height(CH) == 8  # the blocks themselves are all there
+
+
+def test_the_sizes_on_opening_come_from_the_size_entries(tmp_path: Path) -> None:
+    """Opening reads the size entries, not the deltas: an entry that says 1,000 bytes
+    puts its delta over a 250-byte budget, although the delta itself is 7 bytes."""
+    chain = make_chain(3, 1)
+    path = tmp_path / "ledger"
+    with open_store(path, chain.genesis_hash) as store:
+        store.commit_blocks(CH, [commit_of(b, c) for b, c in chain.blocks])
+        assert kept(store, 3) == [1, 2, 3]
+        store._db.put(SIZE + (2).to_bytes(8, "big"), (1000).to_bytes(4, "big"))
+    with BlockStore.open(path, chain.genesis_hash, create=False, state_delta_bytes=250) as store:
+        assert kept(store, 3) == [3]  # 2 "weighs" 1,000: it and the older 1 went
+
+
+def test_a_store_written_before_the_size_entries_gets_them_once(tmp_path: Path) -> None:
+    chain = make_chain(4, 1)
+    path = tmp_path / "ledger"
+    with open_store(path, chain.genesis_hash) as store:
+        store.commit_blocks(CH, [commit_of(b, c) for b, c in chain.blocks])
+        for h in range(1, 5):  # as the previous version left it
+            store._db.delete(SIZE + h.to_bytes(8, "big"))
+        store._db.delete(b"g/delta_sizes")
+        assert size_entries(store) == {}
+    size = len(delta_of(4))
+    with BlockStore.open(
+        path, chain.genesis_hash, create=False, state_delta_bytes=2 * size
+    ) as store:
+        assert kept(store, 4) == [3, 4]  # sizes read from the deltas, then the budget
+        assert store._db.get(b"g/delta_sizes") == b""
+    with open_store(path, chain.genesis_hash) as store:
+        assert kept(store, 4) == [3, 4]
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [(SIZE + (2).to_bytes(8, "big"), b"\x00\x01"), (SIZE + b"\x02", (7).to_bytes(4, "big"))],
+    ids=["short-value", "short-height"],
+)
+def test_a_malformed_size_entry_is_refused_on_opening(
+    tmp_path: Path, key: bytes, value: bytes
+) -> None:
+    chain = make_chain(2, 1)
+    path = tmp_path / "ledger"
+    with open_store(path, chain.genesis_hash) as store:
+        store.commit_blocks(CH, [commit_of(b, c) for b, c in chain.blocks])
+        store._db.put(key, value)
+    with pytest.raises(CorruptLedgerError, match="state delta size entry"):
+        BlockStore.open(path, chain.genesis_hash, create=False)
