@@ -15,7 +15,11 @@ checks, in this order for each height ``h``:
    distinct votes) against the validator set in force at ``h``;
 8. every transaction signature verifies (optional; a transaction's signature is not
    covered by its id, so this is the only check that notices a damaged signature);
-9. every transaction id is indexed at ``(h, index)``.
+9. every transaction id is indexed at ``(h, index)``;
+10. if a state delta is kept for ``h`` and the caller gives the channel layer's state
+    digest (:class:`StateDigest`; the ledger layer does not know it), the delta chains
+    the state root recorded at ``h−1`` (block 1: the digest's initial root) to the one
+    recorded at ``h`` — a delta the node would serve to a peer catching up.
 
 After the walk: the tip metadata names the last block, and each index holds exactly
 one entry per block (or per transaction), so stray entries are noticed.
@@ -25,7 +29,7 @@ The walk stops at the FIRST mismatch and the report names its height.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -41,6 +45,16 @@ from ledger.store import BlockStore
 
 #: Name of the LevelDB directory inside a node's data directory.
 LEDGER_DIR_NAME = "ledger"
+
+
+@dataclass(frozen=True)
+class StateDigest:
+    """The channel layer's state digest, to check kept state deltas with: the root
+    before block 1, and ``root_after(block, prev_root, delta)``, the root that ``delta``
+    chains ``prev_root`` to for ``block``."""
+
+    initial_root: bytes
+    root_after: Callable[[Block, bytes, bytes], bytes]
 
 
 @dataclass(frozen=True)
@@ -110,8 +124,10 @@ def verify_channel(
     *,
     observe: Callable[[Block], object] | None = None,
     tx_signatures: bool = True,
+    state_digest: StateDigest | None = None,
 ) -> VerifyReport:
-    """Verify every block of ``channel`` in ``store`` (see the module docstring).
+    """Verify every block of ``channel`` in ``store`` (see the module docstring; the
+    kept state deltas only with ``state_digest``).
 
     ``validators_at(h)`` gives the validator set for the certificate at height ``h``;
     ``observe(block)`` is called after block ``h`` verified and before
@@ -153,6 +169,10 @@ def verify_channel(
                         "header state root differs from the state root recorded at "
                         f"height {header.state_height}",
                     )
+            if state_digest is not None:
+                problem = _check_delta(store, channel, block, state_digest)
+                if problem is not None:
+                    return fail(h, problem)
             raw_cert = store.raw_certificate(channel, h)
             if raw_cert is None:  # check_block_record saw it; a concurrent writer did not
                 return fail(h, "certificate missing")
@@ -201,6 +221,19 @@ def verify_channel(
     return VerifyReport(channel, blocks, txs, prev if blocks else None)
 
 
+def _check_delta(store: BlockStore, channel: str, block: Block, digest: StateDigest) -> str | None:
+    """Why the state delta kept for ``block`` does not chain the recorded roots (None:
+    it does, or none is kept)."""
+    h = block.height
+    delta = store.state_delta_at(channel, h)
+    if delta is None:
+        return None
+    prev = digest.initial_root if h == 1 else store.state_root_at(channel, h - 1)
+    if prev is None or digest.root_after(block, prev, delta) != store.state_root_at(channel, h):
+        return "the state delta kept for this block does not lead to its recorded state root"
+    return None
+
+
 def verify_ledger(
     data_dir: str | Path,
     genesis: Genesis,
@@ -210,8 +243,10 @@ def verify_ledger(
     ),
     scheme: SignatureScheme = ED25519,
     tx_signatures: bool = True,
+    state_digests: Mapping[str, StateDigest] | None = None,
 ) -> list[VerifyReport]:
-    """Verify every channel of the node ledger in ``data_dir/ledger``.
+    """Verify every channel of the node ledger in ``data_dir/ledger`` (the kept state
+    deltas of the channels ``state_digests`` names, with their channel's digest).
 
     Channels come in genesis order; a channel stored in the ledger but absent from the
     genesis is reported as a mismatch at height 1. Raises :class:`ledger.store.StoreError`
@@ -233,6 +268,7 @@ def verify_ledger(
                     scheme,
                     observe=tracker.observe_block,
                     tx_signatures=tx_signatures,
+                    state_digest=(state_digests or {}).get(channel),
                 )
             )
         for channel in store.channels():

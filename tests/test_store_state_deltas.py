@@ -12,7 +12,8 @@ import pytest
 from ledger.blocks import Block
 from ledger.certificate import CommitCertificate
 from ledger.errors import CorruptLedgerError
-from ledger.ledger_verify import verify_channel
+from ledger.hashing import TAG_STATE, tagged_hash
+from ledger.ledger_verify import StateDigest, verify_channel
 from ledger.store import DEFAULT_STATE_DELTA_HEIGHTS, BlockCommit, BlockStore
 from tests.helpers_chain import make_chain, state_root_after, state_writes
 
@@ -232,3 +233,44 @@ def test_a_malformed_size_entry_is_refused_on_opening(
         store._db.put(key, value)
     with pytest.raises(CorruptLedgerError, match="state delta size entry"):
         BlockStore.open(path, chain.genesis_hash, create=False)
+
+
+INITIAL = tagged_hash(TAG_STATE, b"before block 1")
+
+
+def toy_digest() -> StateDigest:
+    """A digest under which block h's delta is ``b"from:" + root(h - 1)``: it leads to the
+    toy root recorded after the block, anything else to a root nobody recorded."""
+
+    def root_after(block: Block, prev: bytes, delta: bytes) -> bytes:
+        return state_root_after(block) if delta == b"from:" + prev else bytes(32)
+
+    return StateDigest(INITIAL, root_after)
+
+
+def test_ledger_verify_checks_the_kept_deltas_against_the_roots(tmp_path: Path) -> None:
+    chain = make_chain(4, 1)
+    prev = INITIAL
+    commits = []
+    for b, c in chain.blocks:
+        commits.append(commit_of(b, c, b"from:" + prev))
+        prev = state_root_after(b)
+    with open_store(tmp_path / "ledger", chain.genesis_hash) as store:
+        store.commit_blocks(CH, commits)
+
+        def verify(digest: StateDigest | None) -> object:
+            return verify_channel(
+                store, CH, chain.genesis_hash, lambda _h: chain.validators, state_digest=digest
+            )
+
+        report = verify(toy_digest())
+        assert report.ok and report.blocks == 4, report.line()
+        for h in (1, 3):  # block 1 chains from the digest's initial root
+            good = store.state_delta_at(CH, h)
+            assert good is not None
+            store._db.put(DELTA + h.to_bytes(8, "big"), good + b"!")
+            report = verify(toy_digest())
+            assert report.failed_height == h and "state delta" in str(report.problem)
+            assert verify(None).ok  # without the channel layer's digest: not checked
+            store._db.put(DELTA + h.to_bytes(8, "big"), good)
+        assert verify(toy_digest()).ok

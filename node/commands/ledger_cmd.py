@@ -2,11 +2,13 @@
 
 Walks every block of every channel (hash links, transaction roots, indexes, commit
 certificates against the validator set in force at each height, transaction
-signatures). The genesis is ``--genesis``, ``DATA/genesis.json`` or the one the
-node's ``DATA/node.toml`` names. Exit 0 with one summary line per channel when all is
-well; exit 1 with one line naming the channel and height of the first mismatch; exit 1
-with one line (no traceback) if the data directory is missing, locked by a running
-node, or not a ledger, or its ``node.toml`` is not a valid node config.
+signatures, and each kept state delta against the state roots, with the channel rules
+``DATA/node.toml`` names: the production rules without one). The genesis is
+``--genesis``, ``DATA/genesis.json`` or the one the node's ``DATA/node.toml`` names.
+Exit 0 with one summary line per channel when all is well; exit 1 with one line naming
+the channel and height of the first mismatch; exit 1 with one line (no traceback) if
+the data directory is missing, locked by a running node, or not a ledger, or its
+``node.toml`` is not a valid node config.
 """
 
 from __future__ import annotations
@@ -15,9 +17,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from ledger.genesis import load_genesis
-from ledger.ledger_verify import verify_ledger
+from ledger.genesis import Genesis, load_genesis
+from ledger.ledger_verify import StateDigest, verify_ledger
 from node.config import load_node_config
+from node.rules import channel_logic
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -54,11 +57,29 @@ def genesis_file_for(data: Path) -> Path:
     return load_node_config(config).genesis_file
 
 
+def state_digests(data: Path, genesis: Genesis) -> dict[str, StateDigest]:
+    """Each channel's state digest under the rules of ``DATA/node.toml`` (without one:
+    the production rules), to check the kept state deltas with. Raises
+    :class:`ConfigError` for a ``node.toml`` that is not a valid node config."""
+    config = data / "node.toml"
+    mode = load_node_config(config).rules if config.is_file() else "channels"
+    out = {}
+    for entry in genesis.channels:
+        logic = channel_logic(entry.channel_id, mode, entry.params)
+        out[entry.channel_id] = StateDigest(logic.initial_state_root(), logic.delta_root)
+    return out
+
+
 def run_verify(args: argparse.Namespace) -> int:
     data = Path(args.data)
     genesis_path = Path(args.genesis) if args.genesis else genesis_file_for(data)
     genesis = load_genesis(genesis_path)
-    reports = verify_ledger(data, genesis, tx_signatures=not args.skip_tx_signatures)
+    reports = verify_ledger(
+        data,
+        genesis,
+        tx_signatures=not args.skip_tx_signatures,
+        state_digests=state_digests(data, genesis),
+    )
     failed = False
     for report in reports:
         if report.ok:

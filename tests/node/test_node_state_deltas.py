@@ -219,3 +219,36 @@ def test_deltas_are_kept_for_the_configured_heights(runtime: NodeRuntime, tmp_pa
         assert app.block_extra(block.height) == src.store.state_delta_at(CH, block.height)
         assert app.block_extra(block.height)
     assert app.block_extra(3) is None
+
+
+@pytest.mark.parametrize("rules", ["test", "channels"])
+def test_ledger_verify_checks_a_nodes_kept_deltas(
+    rules: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``wulian ledger verify`` checks each kept delta with the rules the node's config
+    names (the production rules reject these test transactions: their deltas hold the
+    outcome codes): it leads from the recorded root before it (block 1: the rules'
+    initial root) to the one after; one damaged delta is reported with its height."""
+    from ledger.store import BlockStore
+    from node.cli import main
+
+    runtime = NodeRuntime.open(load_node_config(write_config(tmp_path, rules=rules)))
+    try:
+        build_chain(tmp_path, runtime.channels[CH], [[f"k{i}", f"j{i}"] for i in range(6)])
+    finally:
+        runtime.store.close()
+    data = tmp_path / "bureau-node"
+    assert main(["ledger", "verify", "--data", str(data)]) == 0
+    for h in (1, 4):
+        with BlockStore.open(data / "ledger", runtime.genesis.hash, create=False) as store:
+            delta = store.state_delta_at(CH, h)
+            assert delta is not None
+            key = b"c/" + CH.encode() + b"/d/" + h.to_bytes(8, "big")
+            store._db.put(key, delta[:-1])
+        capsys.readouterr()
+        assert main(["ledger", "verify", "--data", str(data)]) == 1
+        err = capsys.readouterr().err
+        assert CH in err and f"height {h}" in err and "state delta" in err, err
+        with BlockStore.open(data / "ledger", runtime.genesis.hash, create=False) as store:
+            store._db.put(key, delta)
+    assert main(["ledger", "verify", "--data", str(data)]) == 0

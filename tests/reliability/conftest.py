@@ -32,6 +32,7 @@ from clients import ClientError, LoanEvent
 from ledger.genesis import Genesis
 from ledger.ledger_verify import verify_ledger
 from ledger.store import BlockStore
+from node.commands.ledger_cmd import state_digests
 from node.localnet import REPO_ROOT
 from tests.node.netfixture import TestNetwork
 
@@ -243,7 +244,8 @@ def ledger_verify_cli(
 def verify_in_process(data_dir: Path, genesis: Genesis) -> list[str]:
     """:func:`ledger.ledger_verify.verify_ledger` on a stopped data directory (what
     ``wulian ledger verify`` runs, without a process start): the problem lines."""
-    return [r.line() for r in verify_ledger(data_dir, genesis) if not r.ok]
+    digests = state_digests(data_dir, genesis)
+    return [r.line() for r in verify_ledger(data_dir, genesis, state_digests=digests) if not r.ok]
 
 
 def node_dir(net: TestNetwork, i: int) -> Path:
