@@ -173,7 +173,8 @@ class _Anchor:
 
 def _txs_bytes(block: Block) -> int:
     """Approximate wire size of ``block``'s transactions (bodies and signatures): what
-    a catch-up answer is bounded by, and what ``fetch_parallel_bytes`` compares."""
+    a catch-up answer is bounded by (with its extras), and what ``fetch_parallel_bytes``
+    compares (likewise)."""
     return sum(len(tx.body_bytes) + 96 for tx in block.transactions)
 
 

@@ -41,7 +41,7 @@ from ledger.encoding import decode
 from ledger.errors import CorruptLedgerError, LedgerError
 from ledger.genesis import Genesis
 from ledger.governance import ChannelGovernance
-from ledger.store import BlockStore
+from ledger.store import DEFAULT_STATE_DELTA_BYTES, DEFAULT_STATE_DELTA_HEIGHTS, BlockStore
 
 #: Name of the LevelDB directory inside a node's data directory.
 LEDGER_DIR_NAME = "ledger"
@@ -62,7 +62,9 @@ class VerifyReport:
     """Outcome of verifying one channel.
 
     ``blocks`` and ``transactions`` count what verified before the first mismatch;
-    ``failed_height`` and ``problem`` describe that mismatch (both None when ok).
+    ``failed_height`` and ``problem`` describe that mismatch (both None when ok);
+    ``state_deltas`` counts the kept state deltas checked (None: not checked, no
+    digest was given).
     """
 
     channel: str
@@ -71,6 +73,7 @@ class VerifyReport:
     tip_hash: bytes | None = None
     failed_height: int | None = None
     problem: str | None = None
+    state_deltas: int | None = None
 
     @property
     def ok(self) -> bool:
@@ -81,7 +84,11 @@ class VerifyReport:
         if self.problem is not None:
             return f"channel {self.channel!r} height {self.failed_height}: {self.problem}"
         tip = f", tip {self.tip_hash.hex()[:16]}…" if self.tip_hash else ""
-        return f"{self.channel}: ok — {self.blocks} blocks, {self.transactions} transactions{tip}"
+        deltas = "" if self.state_deltas is None else f", {self.state_deltas} state deltas"
+        return (
+            f"{self.channel}: ok — {self.blocks} blocks, {self.transactions} transactions"
+            f"{deltas}{tip}"
+        )
 
 
 class ValidatorTrackerLike(Protocol):
@@ -138,6 +145,7 @@ def verify_channel(
     prev = channel_genesis_hash(genesis_hash, channel)
     blocks = 0
     txs = 0
+    deltas = 0
 
     def fail(height: int, problem: str) -> VerifyReport:
         return VerifyReport(channel, blocks, txs, None, height, problem)
@@ -170,9 +178,12 @@ def verify_channel(
                         f"height {header.state_height}",
                     )
             if state_digest is not None:
-                problem = _check_delta(store, channel, block, state_digest)
-                if problem is not None:
-                    return fail(h, problem)
+                kept = store.state_delta_at(channel, h)
+                if kept is not None:
+                    problem = _check_delta(store, channel, block, kept, state_digest)
+                    if problem is not None:
+                        return fail(h, problem)
+                    deltas += 1
             raw_cert = store.raw_certificate(channel, h)
             if raw_cert is None:  # check_block_record saw it; a concurrent writer did not
                 return fail(h, "certificate missing")
@@ -218,16 +229,16 @@ def verify_channel(
     ):
         if count != want:
             return fail(blocks, f"{count} {what} stored for {want} expected (stray entries)")
-    return VerifyReport(channel, blocks, txs, prev if blocks else None)
+    checked = None if state_digest is None else deltas
+    return VerifyReport(channel, blocks, txs, prev if blocks else None, state_deltas=checked)
 
 
-def _check_delta(store: BlockStore, channel: str, block: Block, digest: StateDigest) -> str | None:
-    """Why the state delta kept for ``block`` does not chain the recorded roots (None:
-    it does, or none is kept)."""
+def _check_delta(
+    store: BlockStore, channel: str, block: Block, delta: bytes, digest: StateDigest
+) -> str | None:
+    """Why ``delta``, the state delta kept for ``block``, does not lead from the root
+    recorded below it to the one recorded at it (None: it does)."""
     h = block.height
-    delta = store.state_delta_at(channel, h)
-    if delta is None:
-        return None
     prev = digest.initial_root if h == 1 else store.state_root_at(channel, h - 1)
     if prev is None or digest.root_after(block, prev, delta) != store.state_root_at(channel, h):
         return "the state delta kept for this block does not lead to its recorded state root"
@@ -244,18 +255,30 @@ def verify_ledger(
     scheme: SignatureScheme = ED25519,
     tx_signatures: bool = True,
     state_digests: Mapping[str, StateDigest] | None = None,
+    state_delta_heights: int = DEFAULT_STATE_DELTA_HEIGHTS,
+    state_delta_bytes: int = DEFAULT_STATE_DELTA_BYTES,
 ) -> list[VerifyReport]:
     """Verify every channel of the node ledger in ``data_dir/ledger`` (the kept state
     deltas of the channels ``state_digests`` names, with their channel's digest).
 
     Channels come in genesis order; a channel stored in the ledger but absent from the
-    genesis is reported as a mismatch at height 1. Raises :class:`ledger.store.StoreError`
-    if the database is missing, locked or not LevelDB, and
-    :class:`ledger.errors.ConfigError` if it belongs to another genesis.
+    genesis is reported as a mismatch at height 1. The store is opened with the node's
+    delta window, ``state_delta_heights`` and ``state_delta_bytes`` (opening deletes the
+    deltas outside it: :meth:`BlockStore.open`). Raises
+    :class:`ledger.store.StoreError` if the database is missing, locked or not LevelDB,
+    :class:`ledger.errors.ConfigError` if it belongs to another genesis, and
+    :class:`ledger.errors.CorruptLedgerError` if LevelDB reports damage on opening.
     """
     path = Path(data_dir) / LEDGER_DIR_NAME
     reports: list[VerifyReport] = []
-    with BlockStore.open(path, genesis.hash, create=False, verify_recent=0) as store:
+    with BlockStore.open(
+        path,
+        genesis.hash,
+        create=False,
+        verify_recent=0,
+        state_delta_heights=state_delta_heights,
+        state_delta_bytes=state_delta_bytes,
+    ) as store:
         known = [entry.channel_id for entry in genesis.channels]
         for channel in known:
             tracker = tracker_factory(genesis, channel, scheme)

@@ -341,8 +341,10 @@ class BlockStore:
         for another genesis or store format, or holds foreign data; and
         :class:`CorruptLedgerError` if any channel's last ``verify_recent`` blocks (fewer
         if they hold over ``verify_recent_txs`` transactions; see :meth:`check_recent`)
-        are inconsistent or LevelDB reports damaged files. ``verify_recent=0`` skips
-        the check (the verifier walks all). ValueError for a genesis hash that is not
+        are inconsistent, LevelDB reports damaged files or a state delta's size entry is
+        malformed. ``verify_recent=0`` skips the check (the verifier walks all). Opening
+        writes: the state deltas outside the window are deleted, and a store written
+        before the deltas' size entries gets them. ValueError for a genesis hash that is not
         32 bytes, ``open_tables`` outside 64–49,990 (LevelDB's range),
         ``write_buffer_bytes`` outside 1–256 MiB or a ``compression`` not in
         :data:`COMPRESSIONS` or a negative ``state_delta_heights`` or
@@ -468,7 +470,9 @@ class BlockStore:
         puts = []
         with self._db.iterator(prefix=keys.delta, verify_checksums=True) as it:
             for key, value in it:
-                puts.append((keys.delta_size + key[len(keys.delta) :], _size_bytes(len(value))))
+                hk = key[len(keys.delta) :]
+                if len(hk) == 8:  # else not a delta this store wrote: left alone
+                    puts.append((keys.delta_size + hk, _size_bytes(len(value))))
         if puts:
             self._write(puts, [])
 

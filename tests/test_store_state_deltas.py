@@ -207,6 +207,7 @@ def test_a_store_written_before_the_size_entries_gets_them_once(tmp_path: Path) 
         for h in range(1, 5):  # as the previous version left it
             store._db.delete(SIZE + h.to_bytes(8, "big"))
         store._db.delete(b"g/delta_sizes")
+        store._db.put(DELTA + b"\x01", b"not a height")  # no delta this store wrote
         assert size_entries(store) == {}
     size = len(delta_of(4))
     with BlockStore.open(

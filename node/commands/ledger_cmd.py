@@ -2,8 +2,8 @@
 
 Walks every block of every channel (hash links, transaction roots, indexes, commit
 certificates against the validator set in force at each height, transaction
-signatures, and each kept state delta against the state roots, with the channel rules
-``DATA/node.toml`` names: the production rules without one). The genesis is
+signatures, and each kept state delta against the state roots under the channel rules
+``DATA/node.toml`` names: not without one). The genesis is
 ``--genesis``, ``DATA/genesis.json`` or the one the node's ``DATA/node.toml`` names.
 Exit 0 with one summary line per channel when all is well; exit 1 with one line naming
 the channel and height of the first mismatch; exit 1 with one line (no traceback) if
@@ -17,9 +17,11 @@ import argparse
 import sys
 from pathlib import Path
 
+from ledger.errors import ConfigError
 from ledger.genesis import Genesis, load_genesis
 from ledger.ledger_verify import StateDigest, verify_ledger
-from node.config import load_node_config
+from ledger.store import DEFAULT_STATE_DELTA_BYTES, DEFAULT_STATE_DELTA_HEIGHTS
+from node.config import NodeConfig, load_node_config
 from node.rules import channel_logic
 
 
@@ -57,15 +59,26 @@ def genesis_file_for(data: Path) -> Path:
     return load_node_config(config).genesis_file
 
 
-def state_digests(data: Path, genesis: Genesis) -> dict[str, StateDigest]:
-    """Each channel's state digest under the rules of ``DATA/node.toml`` (without one:
-    the production rules), to check the kept state deltas with. Raises
-    :class:`ConfigError` for a ``node.toml`` that is not a valid node config."""
+def node_config_of(data: Path) -> NodeConfig | None:
+    """The node config ``DATA/node.toml`` (None without one). Raises
+    :class:`ConfigError` if it is not a valid node config."""
     config = data / "node.toml"
-    mode = load_node_config(config).rules if config.is_file() else "channels"
+    return load_node_config(config) if config.is_file() else None
+
+
+def state_digests(node: NodeConfig | None, genesis: Genesis) -> dict[str, StateDigest]:
+    """Each channel's state digest under the channel rules ``node`` names, to check the
+    kept state deltas with. No digest for a ledger without its node's config (its rules
+    are not known: the deltas are not checked), nor for a channel whose rules cannot be
+    built here (:func:`node.rules.channel_logic` raises :class:`ConfigError`)."""
+    if node is None:
+        return {}
     out = {}
     for entry in genesis.channels:
-        logic = channel_logic(entry.channel_id, mode, entry.params)
+        try:
+            logic = channel_logic(entry.channel_id, node.rules, entry.params)
+        except ConfigError:
+            continue
         out[entry.channel_id] = StateDigest(logic.initial_state_root(), logic.delta_root)
     return out
 
@@ -74,11 +87,16 @@ def run_verify(args: argparse.Namespace) -> int:
     data = Path(args.data)
     genesis_path = Path(args.genesis) if args.genesis else genesis_file_for(data)
     genesis = load_genesis(genesis_path)
+    node = node_config_of(data)
+    limits = node.limits if node is not None else None
     reports = verify_ledger(
         data,
         genesis,
         tx_signatures=not args.skip_tx_signatures,
-        state_digests=state_digests(data, genesis),
+        state_digests=state_digests(node, genesis),
+        # the node's delta window: opening the store prunes the deltas outside it
+        state_delta_heights=(limits.state_delta_heights if limits else DEFAULT_STATE_DELTA_HEIGHTS),
+        state_delta_bytes=(limits.state_delta_mb << 20 if limits else DEFAULT_STATE_DELTA_BYTES),
     )
     failed = False
     for report in reports:

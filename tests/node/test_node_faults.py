@@ -14,7 +14,7 @@ import pytest
 
 from ledger.genesis import load_genesis
 from ledger.ledger_verify import verify_ledger
-from node.commands.ledger_cmd import state_digests
+from node.commands.ledger_cmd import node_config_of, state_digests
 from tests.node.netfixture import Client, TestNetwork, seed_blocks, start_network
 
 pytestmark = pytest.mark.network
@@ -173,7 +173,9 @@ def test_every_ledger_verifies_after_the_faults(net: TestNetwork) -> None:
     genesis = load_genesis(net.data_dir / "genesis.json")
     for node in net.nodes:
         data = node.config_path.parent
-        reports = verify_ledger(data, genesis, state_digests=state_digests(data, genesis))
+        reports = verify_ledger(
+            data, genesis, state_digests=state_digests(node_config_of(data), genesis)
+        )
         for report in reports:
             assert report.problem is None, (node.node_id, report)
         sup = next(r for r in reports if r.channel == CH)

@@ -238,7 +238,9 @@ def test_ledger_verify_checks_a_nodes_kept_deltas(
     finally:
         runtime.store.close()
     data = tmp_path / "bureau-node"
+    capsys.readouterr()
     assert main(["ledger", "verify", "--data", str(data)]) == 0
+    assert f"{CH}: ok — 6 blocks, 12 transactions, 6 state deltas" in capsys.readouterr().out
     for h in (1, 4):
         with BlockStore.open(data / "ledger", runtime.genesis.hash, create=False) as store:
             delta = store.state_delta_at(CH, h)
@@ -252,3 +254,26 @@ def test_ledger_verify_checks_a_nodes_kept_deltas(
         with BlockStore.open(data / "ledger", runtime.genesis.hash, create=False) as store:
             store._db.put(key, delta)
     assert main(["ledger", "verify", "--data", str(data)]) == 0
+
+
+def test_ledger_verify_opens_the_store_with_the_nodes_delta_window(
+    runtime: NodeRuntime, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Opening a store applies its delta window (the deltas outside it are deleted):
+    ``ledger verify`` opens it with the window of the node's config, not the defaults,
+    and without a ``node.toml`` (rules unknown) checks no delta."""
+    from node.cli import main
+
+    build_chain(tmp_path, runtime.channels[CH], [[f"k{i}"] for i in range(6)])
+    runtime.store.close()
+    data = tmp_path / "bureau-node"
+    config = data / "node.toml"
+    config.write_text(config.read_text() + "\n[limits]\nstate_delta_heights = 4\n")
+    capsys.readouterr()
+    assert main(["ledger", "verify", "--data", str(data)]) == 0
+    assert f"{CH}: ok — 6 blocks, 6 transactions, 4 state deltas" in capsys.readouterr().out
+    genesis = tmp_path / "net" / "genesis.json"
+    config.rename(data / "elsewhere.toml")
+    assert main(["ledger", "verify", "--data", str(data), "--genesis", str(genesis)]) == 0
+    out = capsys.readouterr().out
+    assert f"{CH}: ok — 6 blocks, 6 transactions," in out and "state deltas" not in out

@@ -32,7 +32,7 @@ from clients import ClientError, LoanEvent
 from ledger.genesis import Genesis
 from ledger.ledger_verify import verify_ledger
 from ledger.store import BlockStore
-from node.commands.ledger_cmd import state_digests
+from node.commands.ledger_cmd import node_config_of, state_digests
 from node.localnet import REPO_ROOT
 from tests.node.netfixture import TestNetwork
 
@@ -244,7 +244,7 @@ def ledger_verify_cli(
 def verify_in_process(data_dir: Path, genesis: Genesis) -> list[str]:
     """:func:`ledger.ledger_verify.verify_ledger` on a stopped data directory (what
     ``wulian ledger verify`` runs, without a process start): the problem lines."""
-    digests = state_digests(data_dir, genesis)
+    digests = state_digests(node_config_of(data_dir), genesis)
     return [r.line() for r in verify_ledger(data_dir, genesis, state_digests=digests) if not r.ok]
 
 
