@@ -61,7 +61,7 @@ from __future__ import annotations
 import itertools
 import threading
 from collections import OrderedDict, deque
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -482,9 +482,7 @@ class BlockStore:
         the ``state_delta_bytes`` budget (left by a wider window or budget of an
         earlier run). Raises :class:`CorruptLedgerError` for a malformed size entry."""
         keys = self._k(channel)
-        first_kept = self._tips[channel].height - self._delta_heights + 1
         kept: deque[tuple[int, int]] = deque()
-        old: list[int] = []
         with self._db.iterator(prefix=keys.delta_size, verify_checksums=True) as it:
             for key, value in it:
                 hk = key[len(keys.delta_size) :]
@@ -494,20 +492,31 @@ class BlockStore:
                         f"{channel!r}",
                         channel=channel,
                     )
-                h = int.from_bytes(hk, "big")
-                if h < first_kept:
-                    old.append(h)
-                else:
-                    kept.append((h, int.from_bytes(value, "big")))
+                kept.append((int.from_bytes(hk, "big"), int.from_bytes(value, "big")))
         total = sum(size for _, size in kept)
-        while kept and total > self._delta_budget:
-            h, size = kept.popleft()
-            total -= size
-            old.append(h)
+        old, total = self._leaving(kept, total, self._tips[channel].height)
         if old:
             self._write([], [k + height_key(h) for h in old for k in (keys.delta, keys.delta_size)])
+        for _ in old:
+            kept.popleft()
         self._deltas[channel] = kept
         self._delta_bytes[channel] = total
+
+    def _leaving(
+        self, deltas: Iterable[tuple[int, int]], total: int, top: int
+    ) -> tuple[list[int], int]:
+        """The heights of the oldest of ``deltas`` ((height, size), oldest first, their
+        sizes summing to ``total``) that leave the window once ``top`` is the channel's
+        height: below its last ``state_delta_heights`` heights, or over the
+        ``state_delta_bytes`` budget. Returns them and the bytes then kept."""
+        first_kept = top - self._delta_heights + 1
+        out: list[int] = []
+        for h, size in deltas:
+            if h >= first_kept and total <= self._delta_budget:
+                break
+            out.append(h)
+            total -= size
+        return out, total
 
     def _stage_deltas(
         self,
@@ -531,16 +540,11 @@ class BlockStore:
                     ops[keys.delta_size + hk] = _size_bytes(len(c.state_delta))
                     new.append((c.block.height, len(c.state_delta)))
                     total += len(c.state_delta)
-        first_kept = commits[-1].block.height - self._delta_heights + 1
-        dropped = 0
-        for h, size in itertools.chain(kept, new):
-            if h >= first_kept and total <= self._delta_budget:
-                break
+        old, total = self._leaving(itertools.chain(kept, new), total, commits[-1].block.height)
+        for h in old:
             ops[keys.delta + height_key(h)] = None
             ops[keys.delta_size + height_key(h)] = None
-            total -= size
-            dropped += 1
-        return new, dropped, total
+        return new, len(old), total
 
     def _kept_deltas(self, channel: str, staged: tuple[list[tuple[int, int]], int, int]) -> None:
         """Record what :meth:`_stage_deltas` staged, now that it is written."""

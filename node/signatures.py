@@ -113,11 +113,6 @@ def verify_ahead(scheme: MemoisedEd25519, checks: Sequence[Check]) -> None:
     the first bad signature: the replica stops there too (and reports the sender), so
     a forged answer costs no more than the replica's own checks would."""
     n = len(checks)
-    if n < AHEAD_MIN_CHECKS:
-        for c in checks:
-            if not scheme.verify(*c):
-                return
-        return
     turns = itertools.count()  # next() of a count is atomic: each index goes to one thread
     bad = threading.Event()
 
@@ -128,6 +123,9 @@ def verify_ahead(scheme: MemoisedEd25519, checks: Sequence[Check]) -> None:
             if not scheme.verify(*checks[i]):
                 bad.set()
 
+    if n < AHEAD_MIN_CHECKS:  # not worth waking the helper
+        run()
+        return
     helper = _helper_thread().submit(run)
     run()
     helper.result()

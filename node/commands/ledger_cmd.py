@@ -46,17 +46,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     v.set_defaults(func=run_verify)
 
 
-def genesis_file_for(data: Path) -> Path:
+def genesis_file_for(data: Path, node: NodeConfig | None) -> Path:
     """The genesis file of a node's data directory: ``DATA/genesis.json`` if there is
-    one, else the ``genesis_file`` named by ``DATA/node.toml`` (a node made by ``wulian
-    up`` keeps its config beside its ledger and the genesis two levels up), else
-    ``DATA/genesis.json`` (whose absence :func:`load_genesis` reports). Raises
-    :class:`ConfigError` for a ``node.toml`` that is not a valid node config."""
+    one, else the ``genesis_file`` named by ``node``, its ``DATA/node.toml``
+    (:func:`node_config_of`; a node made by ``wulian up`` keeps its config beside its
+    ledger and the genesis two levels up), else ``DATA/genesis.json`` (whose absence
+    :func:`load_genesis` reports)."""
     own = data / "genesis.json"
-    config = data / "node.toml"
-    if own.exists() or not config.is_file():
+    if own.exists() or node is None:
         return own
-    return load_node_config(config).genesis_file
+    return node.genesis_file
 
 
 def node_config_of(data: Path) -> NodeConfig | None:
@@ -85,9 +84,9 @@ def state_digests(node: NodeConfig | None, genesis: Genesis) -> dict[str, StateD
 
 def run_verify(args: argparse.Namespace) -> int:
     data = Path(args.data)
-    genesis_path = Path(args.genesis) if args.genesis else genesis_file_for(data)
-    genesis = load_genesis(genesis_path)
     node = node_config_of(data)
+    genesis_path = Path(args.genesis) if args.genesis else genesis_file_for(data, node)
+    genesis = load_genesis(genesis_path)
     limits = node.limits if node is not None else None
     reports = verify_ledger(
         data,
