@@ -6,7 +6,8 @@ This is the only module that touches LevelDB (plyvel). The database lives at
 Key layout (``<h>`` is the height as 8-byte big-endian, so keys sort by height)::
 
     g/genesis              genesis hash this ledger was created for
-    g/version              store format version (b"1")
+    g/version              store format version (b"2"; a b"1" store is upgraded when it
+                           first opens, see below)
     g/ch/<channel>         b"" — the channel has at least one block
     c/<ch>/b/<h>           encoded Block (header and transactions)
     c/<ch>/e/<h>           encoded BlockHeader (cheap header reads; equals the block's)
@@ -23,8 +24,14 @@ Key layout (``<h>`` is the height as 8-byte big-endian, so keys sort by height):
     c/<ch>/ds/<h>          that delta's size, 4-byte big-endian, written and deleted
                            with it (the store opens without reading the deltas)
     c/<ch>/w/<name>        consensus write-ahead entries (opaque bytes)
-    g/delta_sizes          b"" — every kept delta has its size entry (a store written
-                           before them gets them once, when it first opens)
+
+Format versions: b"2" (this store) has a size entry for each kept delta and for nothing
+else. A b"1" store (older binaries; they kept no size entries, or kept them without
+telling older binaries apart: ``g/delta_sizes``) is upgraded when it first opens: every
+channel's size entries are rebuilt from its deltas, then the version becomes b"2" —
+which a format-1 binary refuses to open, so a rolled-back node cannot leave deltas
+without entries or entries without deltas behind. A crash during the upgrade leaves
+b"1", and the next open rebuilds again.
 
 Contracts:
 
@@ -77,7 +84,9 @@ from ledger.errors import ConfigError, CorruptLedgerError, LedgerError
 from ledger.hashing import HASH_SIZE
 from ledger.schema import is_name
 
-FORMAT_VERSION: Final = b"1"
+FORMAT_VERSION: Final = b"2"
+#: Store formats that opening upgrades to :data:`FORMAT_VERSION` (see the module doc).
+UPGRADABLE_VERSIONS: Final = frozenset({b"1"})
 #: How many of each channel's last blocks are rechecked when the store opens…
 DEFAULT_VERIFY_RECENT: Final = 16
 #: …unless they hold more transactions than this (then fewer blocks, at least the last
@@ -143,6 +152,7 @@ RECENT_BLOCK_BYTES: Final = 8 * 1024 * 1024
 _G_GENESIS: Final = b"g/genesis"
 _G_VERSION: Final = b"g/version"
 _G_CHANNEL: Final = b"g/ch/"
+#: Format 1 only: set by binaries that kept size entries; removed by the upgrade.
 _G_DELTA_SIZES: Final = b"g/delta_sizes"
 
 
@@ -309,6 +319,8 @@ class BlockStore:
         #: Decoded blocks of the latest commits, oldest first, and their encoded bytes.
         self._recent: OrderedDict[tuple[str, int], tuple[Block, int]] = OrderedDict()
         self._recent_bytes = 0
+        #: opening a format-1 store: rebuild the size entries, then mark it format 2
+        self._upgrading = False
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -338,13 +350,13 @@ class BlockStore:
 
         Raises :class:`StoreError` if the database is missing (and ``create`` is false),
         locked by another process or not LevelDB; :class:`ConfigError` if it was made
-        for another genesis or store format, or holds foreign data; and
+        for another genesis or an unknown store format, or holds foreign data; and
         :class:`CorruptLedgerError` if any channel's last ``verify_recent`` blocks (fewer
         if they hold over ``verify_recent_txs`` transactions; see :meth:`check_recent`)
         are inconsistent, LevelDB reports damaged files or a state delta's size entry is
         malformed. ``verify_recent=0`` skips the check (the verifier walks all). Opening
-        writes: the state deltas outside the window are deleted, and a store written
-        before the deltas' size entries gets them. ValueError for a genesis hash that is not
+        writes: the state deltas outside the window are deleted, and a format-1 store is
+        upgraded to format 2 (module doc). ValueError for a genesis hash that is not
         32 bytes, ``open_tables`` outside 64–49,990 (LevelDB's range),
         ``write_buffer_bytes`` outside 1–256 MiB or a ``compression`` not in
         :data:`COMPRESSIONS` or a negative ``state_delta_heights`` or
@@ -442,9 +454,14 @@ class BlockStore:
                 f"not {self._genesis_hash.hex()[:16]}… (wrong data directory or genesis file?)",
             )
         version = self._get(_G_VERSION)
-        if version != FORMAT_VERSION:
+        if version in UPGRADABLE_VERSIONS:
+            self._upgrading = True
+        elif version != FORMAT_VERSION:
             raise ConfigError(
-                str(self._path), "version", f"unsupported ledger format version {version!r}"
+                str(self._path),
+                "version",
+                f"unsupported ledger format version {version!r} (this wulian reads "
+                f"{FORMAT_VERSION!r} and upgrades {b'1'!r}: a newer release wrote it?)",
             )
 
     def _load_channels(self) -> None:
@@ -454,18 +471,19 @@ class BlockStore:
                 if not is_name(name):
                     raise CorruptLedgerError(f"ledger corrupt: bad channel entry {key!r}")
                 self._channels.add(name)
-        sized = self._get(_G_DELTA_SIZES) is not None
         for channel in self._channels:
             self._tips[channel] = self._read_tip(channel)
-            if not sized:
+            if self._upgrading:
                 self._index_delta_sizes(channel)
             self._prune_deltas(channel)
-        if not sized:
-            self._write([(_G_DELTA_SIZES, b"")], [])
+        if self._upgrading:  # every channel rebuilt: now (and only now) format 2
+            self._write([(_G_VERSION, FORMAT_VERSION)], [_G_DELTA_SIZES])
+            self._upgrading = False
 
     def _index_delta_sizes(self, channel: str) -> None:
-        """Write the size entry of each kept state delta of ``channel`` (a store written
-        before they existed: its deltas are read this once)."""
+        """Rebuild ``channel``'s size entries from its kept state deltas (upgrading a
+        format-1 store: its deltas are read this once), in one synced batch: an entry
+        for each delta, none else (a stale or malformed one is deleted)."""
         keys = self._k(channel)
         puts = []
         with self._db.iterator(prefix=keys.delta, verify_checksums=True) as it:
@@ -473,8 +491,12 @@ class BlockStore:
                 hk = key[len(keys.delta) :]
                 if len(hk) == 8:  # else not a delta this store wrote: left alone
                     puts.append((keys.delta_size + hk, _size_bytes(len(value))))
-        if puts:
-            self._write(puts, [])
+        with self._db.iterator(
+            prefix=keys.delta_size, include_value=False, verify_checksums=True
+        ) as it:
+            stale = list(it)
+        if puts or stale:
+            self._write(puts, stale)  # deletes go first: a rebuilt entry stays
 
     def _prune_deltas(self, channel: str) -> None:
         """Load the sizes of the channel's kept state deltas (their size entries, not

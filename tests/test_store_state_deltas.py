@@ -7,14 +7,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import plyvel
 import pytest
 
 from ledger.blocks import Block
 from ledger.certificate import CommitCertificate
-from ledger.errors import CorruptLedgerError
+from ledger.errors import ConfigError, CorruptLedgerError
 from ledger.hashing import TAG_STATE, tagged_hash
 from ledger.ledger_verify import StateDigest, verify_channel
-from ledger.store import DEFAULT_STATE_DELTA_HEIGHTS, BlockCommit, BlockStore
+from ledger.store import DEFAULT_STATE_DELTA_HEIGHTS, FORMAT_VERSION, BlockCommit, BlockStore
 from tests.helpers_chain import make_chain, state_root_after, state_writes
 
 CH = "supervision"
@@ -199,24 +200,95 @@ def test_the_sizes_on_opening_come_from_the_size_entries(tmp_path: Path) -> None
         assert kept(store, 3) == [3]  # 2 "weighs" 1,000: it and the older 1 went
 
 
-def test_a_store_written_before_the_size_entries_gets_them_once(tmp_path: Path) -> None:
+def as_format_1(store: BlockStore, *, marked: bool) -> None:
+    """Make ``store`` look as a format-1 binary left it (``marked``: one that kept size
+    entries and set ``g/delta_sizes``)."""
+    store._db.put(b"g/version", b"1")
+    if marked:
+        store._db.put(b"g/delta_sizes", b"")
+
+
+def test_a_format_1_store_without_size_entries_gets_them_once(tmp_path: Path) -> None:
     chain = make_chain(4, 1)
     path = tmp_path / "ledger"
     with open_store(path, chain.genesis_hash) as store:
         store.commit_blocks(CH, [commit_of(b, c) for b, c in chain.blocks])
-        for h in range(1, 5):  # as the previous version left it
+        for h in range(1, 5):  # as the binaries before the size entries left it
             store._db.delete(SIZE + h.to_bytes(8, "big"))
-        store._db.delete(b"g/delta_sizes")
         store._db.put(DELTA + b"\x01", b"not a height")  # no delta this store wrote
+        as_format_1(store, marked=False)
         assert size_entries(store) == {}
     size = len(delta_of(4))
     with BlockStore.open(
         path, chain.genesis_hash, create=False, state_delta_bytes=2 * size
     ) as store:
         assert kept(store, 4) == [3, 4]  # sizes read from the deltas, then the budget
-        assert store._db.get(b"g/delta_sizes") == b""
+        assert size_entries(store) == {3: size, 4: size}
+        assert store._db.get(b"g/version") == FORMAT_VERSION == b"2"
+        assert store._db.get(DELTA + b"\x01") == b"not a height"  # left alone
     with open_store(path, chain.genesis_hash) as store:
         assert kept(store, 4) == [3, 4]
+
+
+def test_upgrading_a_format_1_store_rebuilds_entries_a_rollback_left_wrong(
+    tmp_path: Path,
+) -> None:
+    """A node rolled back to a binary without size entries, then forward again: the
+    deltas it wrote have no entries, the ones it pruned left theirs behind, and the
+    marker still says all is indexed. The upgrade trusts none of it."""
+    chain = make_chain(6, 1)
+    path = tmp_path / "ledger"
+    with open_store(path, chain.genesis_hash) as store:
+        store.commit_blocks(CH, [commit_of(b, c) for b, c in chain.blocks])
+        for h in (1, 2):  # pruned by the old binary: the deltas gone, entries left
+            store._db.delete(DELTA + h.to_bytes(8, "big"))
+        for h in (5, 6):  # written by the old binary: no entries
+            store._db.delete(SIZE + h.to_bytes(8, "big"))
+        store._db.put(SIZE + b"\x02", b"junk")  # malformed: would refuse a format-2 open
+        as_format_1(store, marked=True)
+    with BlockStore.open(path, chain.genesis_hash, create=False) as store:
+        size = len(delta_of(3))
+        assert size_entries(store) == {3: size, 4: size, 5: size, 6: size}
+        assert store._delta_bytes[CH] == 4 * size
+        assert store._db.get(b"g/version") == b"2"
+        assert store._db.get(b"g/delta_sizes") is None
+
+
+def test_a_crash_during_the_upgrade_leaves_format_1_and_the_next_open_finishes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    chain = make_chain(3, 1)
+    path = tmp_path / "ledger"
+    with open_store(path, chain.genesis_hash) as store:
+        store.commit_blocks(CH, [commit_of(b, c) for b, c in chain.blocks])
+        store._db.delete(SIZE + (3).to_bytes(8, "big"))
+        as_format_1(store, marked=True)
+
+    def crash(self: BlockStore, channel: str) -> None:
+        raise OSError("power cut")
+
+    with monkeypatch.context() as m:
+        m.setattr(BlockStore, "_prune_deltas", crash)  # after the rebuild, before the mark
+        with pytest.raises(OSError, match="power cut"):
+            BlockStore.open(path, chain.genesis_hash, create=False)
+    with BlockStore.open(path, chain.genesis_hash, create=False) as store:
+        assert store._db.get(b"g/version") == b"2"
+        size = len(delta_of(3))
+        assert size_entries(store) == {1: size, 2: size, 3: size}
+
+
+@pytest.mark.parametrize("version", [b"0", b"3", b""])
+def test_an_unknown_store_format_is_refused(tmp_path: Path, version: bytes) -> None:
+    """What a format-1 binary does with a format-2 store: the same refusal."""
+    chain = make_chain(2, 1)
+    path = tmp_path / "ledger"
+    with open_store(path, chain.genesis_hash) as store:
+        store.commit_blocks(CH, [commit_of(b, c) for b, c in chain.blocks])
+        store._db.put(b"g/version", version)
+    with pytest.raises(ConfigError, match="unsupported ledger format version"):
+        BlockStore.open(path, chain.genesis_hash, create=False)
+    with plyvel.DB(str(path)) as db:  # refused without a write
+        assert db.get(b"g/version") == version
 
 
 @pytest.mark.parametrize(
