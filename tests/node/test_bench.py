@@ -91,6 +91,9 @@ def test_bench_quick_reports_every_figure(tmp_path: Path) -> None:
     assert [t[0] for t in trace] == sorted(t[0] for t in trace)
     assert max(t[1] for t in trace) == half["worst_request_ms"]
     assert {t[2] for t in trace} <= set(range(5))
+    # the host sampled on the settled network; the sample taken on the backlog kept aside
+    settle = doc["details"]["half_load_settle"]
+    assert 0 < settle["host_ed25519_us_before"] < 10_000, settle
     for size in ("1", "10", "100"):  # every idle request committed, min ≤ p50 ≤ max
         idle = doc["details"]["idle_latency"]["sizes"][size]
         assert idle["committed"] == idle["requests"] == 3, idle
