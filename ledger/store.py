@@ -354,13 +354,13 @@ class BlockStore:
         :class:`CorruptLedgerError` if any channel's last ``verify_recent`` blocks (fewer
         if they hold over ``verify_recent_txs`` transactions; see :meth:`check_recent`)
         are inconsistent, LevelDB reports damaged files or a state delta's size entry is
-        malformed. ``verify_recent=0`` skips the check (the verifier walks all). Opening
-        writes: the state deltas outside the window are deleted, and a format-1 store is
-        upgraded to format 2 (module doc). ValueError for a genesis hash that is not
-        32 bytes, ``open_tables`` outside 64–49,990 (LevelDB's range),
-        ``write_buffer_bytes`` outside 1–256 MiB or a ``compression`` not in
-        :data:`COMPRESSIONS` or a negative ``state_delta_heights`` or
-        ``state_delta_bytes``.
+        malformed (format 2; a format-1 store's are rebuilt). ``verify_recent=0`` skips
+        the check (the verifier walks all). Opening writes: the state deltas outside the
+        window are deleted, and a format-1 store is upgraded to format 2 (module doc).
+        ValueError for a genesis hash that is not 32 bytes, ``open_tables`` outside
+        64–49,990 (LevelDB's range), ``write_buffer_bytes`` outside 1–256 MiB or a
+        ``compression`` not in :data:`COMPRESSIONS` or a negative
+        ``state_delta_heights`` or ``state_delta_bytes``.
         """
         p = Path(path)
         if len(genesis_hash) != HASH_SIZE:

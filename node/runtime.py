@@ -34,6 +34,24 @@ from node.workers import ChannelWorker, org_workers
 log = logging.getLogger("wulian.node")
 
 
+def open_node_store(config: NodeConfig, genesis_hash: bytes, *, create: bool) -> BlockStore:
+    """Open the node's ledger (``config.ledger_dir``) with its ``[limits]``: tables,
+    write buffer, compression and state-delta window. Whatever opens a node's ledger
+    opens it so: opening prunes the deltas outside the window it is given. Raises what
+    :meth:`BlockStore.open` raises."""
+    limits = config.limits
+    return BlockStore.open(
+        config.ledger_dir,
+        genesis_hash,
+        create=create,
+        open_tables=limits.ledger_open_tables,
+        write_buffer_bytes=limits.ledger_write_buffer_mb << 20,
+        compression=limits.ledger_compression,
+        state_delta_heights=limits.state_delta_heights,
+        state_delta_bytes=limits.state_delta_mb << 20,
+    )
+
+
 def wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -179,16 +197,7 @@ class NodeRuntime:
             raise ConfigError(
                 str(config.data_dir), "", f"cannot create data directory ({exc.strerror})"
             ) from None
-        store = BlockStore.open(
-            config.ledger_dir,
-            genesis.hash,
-            create=True,
-            open_tables=config.limits.ledger_open_tables,
-            write_buffer_bytes=config.limits.ledger_write_buffer_mb << 20,
-            compression=config.limits.ledger_compression,
-            state_delta_heights=config.limits.state_delta_heights,
-            state_delta_bytes=config.limits.state_delta_mb << 20,
-        )
+        store = open_node_store(config, genesis.hash, create=True)
         try:
             return cls(config, genesis, store)
         except BaseException:

@@ -206,6 +206,8 @@ def as_format_1(store: BlockStore, *, marked: bool) -> None:
     store._db.put(b"g/version", b"1")
     if marked:
         store._db.put(b"g/delta_sizes", b"")
+    else:
+        store._db.delete(b"g/delta_sizes")
 
 
 def test_a_format_1_store_without_size_entries_gets_them_once(tmp_path: Path) -> None:
@@ -257,29 +259,54 @@ def test_upgrading_a_format_1_store_rebuilds_entries_a_rollback_left_wrong(
 def test_a_crash_during_the_upgrade_leaves_format_1_and_the_next_open_finishes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    chain = make_chain(3, 1)
+    """Two channels, the power cut while the second is rebuilt: the first is rebuilt,
+    the version still says 1, and the next open rebuilds both and says 2."""
+    channels = ("risk", "supervision")
+    chains = {ch: make_chain(3, 1, channel=ch) for ch in channels}
+    genesis = chains["risk"].genesis_hash
     path = tmp_path / "ledger"
-    with open_store(path, chain.genesis_hash) as store:
-        store.commit_blocks(CH, [commit_of(b, c) for b, c in chain.blocks])
-        store._db.delete(SIZE + (3).to_bytes(8, "big"))
-        as_format_1(store, marked=True)
 
-    def crash(self: BlockStore, channel: str) -> None:
-        raise OSError("power cut")
+    def entries(db: plyvel.DB, channel: str) -> list[int]:
+        prefix = b"c/" + channel.encode() + b"/ds/"
+        with db.iterator(prefix=prefix, include_value=False) as it:
+            return [int.from_bytes(k[len(prefix) :], "big") for k in it]
+
+    with open_store(path, genesis) as store:
+        for ch, chain in chains.items():
+            store.commit_blocks(ch, [commit_of(b, c) for b, c in chain.blocks])
+            store._db.delete(b"c/" + ch.encode() + b"/ds/" + (3).to_bytes(8, "big"))
+        as_format_1(store, marked=True)
+    rebuilt: list[str] = []
+    rebuild = BlockStore._index_delta_sizes
+
+    def cut_on_second(self: BlockStore, channel: str) -> None:
+        if rebuilt:
+            raise OSError("power cut")
+        rebuild(self, channel)
+        rebuilt.append(channel)
 
     with monkeypatch.context() as m:
-        m.setattr(BlockStore, "_prune_deltas", crash)  # after the rebuild, before the mark
+        m.setattr(BlockStore, "_index_delta_sizes", cut_on_second)
         with pytest.raises(OSError, match="power cut"):
-            BlockStore.open(path, chain.genesis_hash, create=False)
-    with BlockStore.open(path, chain.genesis_hash, create=False) as store:
+            BlockStore.open(path, genesis, create=False)
+    (first,) = rebuilt
+    (second,) = set(channels) - {first}
+    with plyvel.DB(str(path)) as db:
+        assert db.get(b"g/version") == b"1"
+        assert entries(db, first) == [1, 2, 3]
+        assert entries(db, second) == [1, 2]
+    with BlockStore.open(path, genesis, create=False) as store:
         assert store._db.get(b"g/version") == b"2"
-        size = len(delta_of(3))
-        assert size_entries(store) == {1: size, 2: size, 3: size}
+        assert {ch: entries(store._db, ch) for ch in channels} == {
+            "risk": [1, 2, 3],
+            "supervision": [1, 2, 3],
+        }
 
 
 @pytest.mark.parametrize("version", [b"0", b"3", b""])
 def test_an_unknown_store_format_is_refused(tmp_path: Path, version: bytes) -> None:
-    """What a format-1 binary does with a format-2 store: the same refusal."""
+    """A store format this binary neither reads nor upgrades (as a format-1 binary
+    refuses format 2) is refused, and left as it is."""
     chain = make_chain(2, 1)
     path = tmp_path / "ledger"
     with open_store(path, chain.genesis_hash) as store:

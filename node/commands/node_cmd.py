@@ -8,7 +8,8 @@ other) stops the node at startup with one line naming the damage and the way out
 ``--repair`` moves the broken store aside (``DATA/ledger.broken-<UTC time>``, kept for
 inspection; keys, genesis and config are untouched) and starts on an empty store,
 which the node refills from its peers, checking every block's commit certificate.
-``--repair`` on a sound ledger changes nothing.
+``--repair`` on a sound ledger changes nothing, beyond what opening the ledger does
+(a format-1 ledger is upgraded to format 2, docs/node.md).
 """
 
 from __future__ import annotations
@@ -71,14 +72,15 @@ def repair_ledger(config: NodeConfig) -> Path | None:
     """Move a damaged ledger database aside so the node starts empty and catches up.
 
     Returns where the broken store went (``DATA/ledger.broken-<UTC time>``), or None if
-    the ledger is missing or opens cleanly (then nothing is touched). Raises, touching
+    the ledger is missing or opens cleanly (then it is left as the node's opening
+    leaves it: a format-1 ledger upgraded, the state deltas outside the node's window
+    dropped). Raises, touching
     nothing, :class:`ConfigError` if the key or genesis does not belong to this node or
     the store was made for another genesis, and :class:`~ledger.store.StoreError` if
     it is locked by a running node or is not a LevelDB database at all.
     """
     from ledger.genesis import load_genesis
-    from ledger.store import BlockStore
-    from node.runtime import NodeRuntime
+    from node.runtime import NodeRuntime, open_node_store
 
     genesis = load_genesis(config.genesis_file)
     NodeRuntime.check_identity(config, genesis)
@@ -86,7 +88,7 @@ def repair_ledger(config: NodeConfig) -> Path | None:
     if not ledger.exists():
         return None
     try:
-        BlockStore.open(ledger, genesis.hash, create=False).close()
+        open_node_store(config, genesis.hash, create=False).close()
         return None
     except CorruptLedgerError:
         pass

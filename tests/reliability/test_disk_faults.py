@@ -331,3 +331,29 @@ def test_repair_moves_only_a_damaged_ledger(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="genesis"):
         repair_ledger(config)
     assert config.ledger_dir.is_dir()
+
+
+def test_repair_opens_a_sound_ledger_with_the_nodes_delta_window(tmp_path: Path) -> None:
+    """Opening prunes the state deltas outside the window it is given: ``--repair``
+    opens with the node's ``[limits]``, so it keeps what the node keeps (here a
+    2-height window prunes a 6-block ledger's deltas to two; the defaults keep all)."""
+    from dataclasses import replace
+
+    from node.commands.node_cmd import repair_ledger
+    from node.config import load_node_config
+    from tests.helpers_chain import extend_chain, make_validators
+    from tests.test_store_state_deltas import commit_of
+
+    prepared = TestNetwork.prepare(
+        tmp_path, base_port=free_base_port(), rules="test", genesis_hook=add_lenders
+    )
+    config = load_node_config(prepared.nodes[0].config_path)
+    config = replace(config, limits=replace(config.limits, state_delta_heights=2))
+    vset, signers = make_validators()
+    chain = extend_chain(Chain(prepared.genesis.hash, vset, signers, []), 6, 1)
+    with BlockStore.open(config.ledger_dir, prepared.genesis.hash, create=True) as store:
+        store.commit_blocks("supervision", [commit_of(b, c) for b, c in chain.blocks])
+    assert repair_ledger(config) is None  # sound: not moved
+    with BlockStore.open(config.ledger_dir, prepared.genesis.hash, create=False) as store:
+        kept = [h for h in range(1, 7) if store.state_delta_at("supervision", h)]
+    assert kept == [5, 6]
