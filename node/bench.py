@@ -507,13 +507,12 @@ class Bench:
         timeouts = self.report.details.setdefault("view_change_timeouts", {})
         timeouts[name] = dict(sorted(delta.items()))
 
-    def _sample_host(self, phase: str) -> float:
+    def _sample_host(self, phase: str) -> None:
         """Time an ed25519 verification in this process now and record it as
         ``details.host_ed25519_us[phase]`` (µs; replaces an earlier sample)."""
         n = HOST_SAMPLE_VERIFIES_QUICK if self.config.quick else HOST_SAMPLE_VERIFIES
         host = self.report.details.setdefault("host_ed25519_us", {})
-        us = host[phase] = round(_verify_seconds(self._sample_tx, n) * 1e6, 1)
-        return us
+        host[phase] = round(_verify_seconds(self._sample_tx, n) * 1e6, 1)
 
     def _pids(self) -> dict[int, int | None]:
         """Each local node's process id (None if not running); {} for a target network."""
