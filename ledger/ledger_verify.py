@@ -41,7 +41,7 @@ from ledger.encoding import decode
 from ledger.errors import CorruptLedgerError, LedgerError
 from ledger.genesis import Genesis
 from ledger.governance import ChannelGovernance
-from ledger.store import DEFAULT_STATE_DELTA_BYTES, DEFAULT_STATE_DELTA_HEIGHTS, BlockStore
+from ledger.store import BlockStore
 
 #: Name of the LevelDB directory inside a node's data directory.
 LEDGER_DIR_NAME = "ledger"
@@ -255,16 +255,14 @@ def verify_ledger(
     scheme: SignatureScheme = ED25519,
     tx_signatures: bool = True,
     state_digests: Mapping[str, StateDigest] | None = None,
-    state_delta_heights: int = DEFAULT_STATE_DELTA_HEIGHTS,
-    state_delta_bytes: int = DEFAULT_STATE_DELTA_BYTES,
 ) -> list[VerifyReport]:
     """Verify every channel of the node ledger in ``data_dir/ledger`` (the kept state
     deltas of the channels ``state_digests`` names, with their channel's digest).
 
     Channels come in genesis order; a channel stored in the ledger but absent from the
-    genesis is reported as a mismatch at height 1. The store is opened with the node's
-    delta window, ``state_delta_heights`` and ``state_delta_bytes`` (opening deletes the
-    deltas outside it: :meth:`BlockStore.open`). Raises
+    genesis is reported as a mismatch at height 1. The store is opened read-only: nothing
+    is written (no delta pruned, a format-1 ledger left format 1; every delta on disk
+    is checked). Raises
     :class:`ledger.store.StoreError` if the database is missing, locked or not LevelDB,
     :class:`ledger.errors.ConfigError` if it belongs to another genesis, and
     :class:`ledger.errors.CorruptLedgerError` if LevelDB reports damage on opening.
@@ -276,8 +274,7 @@ def verify_ledger(
         genesis.hash,
         create=False,
         verify_recent=0,
-        state_delta_heights=state_delta_heights,
-        state_delta_bytes=state_delta_bytes,
+        read_only=True,
     ) as store:
         known = [entry.channel_id for entry in genesis.channels]
         for channel in known:

@@ -303,8 +303,10 @@ class BlockStore:
         genesis_hash: bytes,
         state_delta_heights: int = DEFAULT_STATE_DELTA_HEIGHTS,
         state_delta_bytes: int = DEFAULT_STATE_DELTA_BYTES,
+        read_only: bool = False,
     ) -> None:
         self._db = db
+        self._read_only = read_only
         self._delta_heights = state_delta_heights
         self._delta_budget = state_delta_bytes
         #: per channel: (height, size) of each kept delta, oldest first, and their sum
@@ -319,7 +321,8 @@ class BlockStore:
         #: Decoded blocks of the latest commits, oldest first, and their encoded bytes.
         self._recent: OrderedDict[tuple[str, int], tuple[Block, int]] = OrderedDict()
         self._recent_bytes = 0
-        #: opening a format-1 store: rebuild the size entries, then mark it format 2
+        #: a format-1 store: its size entries are not trusted (rebuilt on opening, or
+        #: read from the deltas when read-only); False once it is marked format 2
         self._upgrading = False
 
     # ------------------------------------------------------------------ lifecycle
@@ -338,6 +341,7 @@ class BlockStore:
         compression: str = DEFAULT_COMPRESSION,
         state_delta_heights: int = DEFAULT_STATE_DELTA_HEIGHTS,
         state_delta_bytes: int = DEFAULT_STATE_DELTA_BYTES,
+        read_only: bool = False,
     ) -> BlockStore:
         """Open (or with ``create=True`` create) the ledger database at ``path``,
         keeping at most ``open_tables`` LevelDB table files open (and mapped; see
@@ -356,11 +360,15 @@ class BlockStore:
         are inconsistent, LevelDB reports damaged files or a state delta's size entry is
         malformed (format 2; a format-1 store's are rebuilt). ``verify_recent=0`` skips
         the check (the verifier walks all). Opening writes: the state deltas outside the
-        window are deleted, and a format-1 store is upgraded to format 2 (module doc).
-        ValueError for a genesis hash that is not 32 bytes, ``open_tables`` outside
-        64–49,990 (LevelDB's range), ``write_buffer_bytes`` outside 1–256 MiB or a
-        ``compression`` not in :data:`COMPRESSIONS` or a negative
-        ``state_delta_heights`` or ``state_delta_bytes``.
+        window are deleted, and a format-1 store is upgraded to format 2 (module doc) —
+        unless ``read_only``: then nothing is written (every delta stays, a format-1 store
+        stays format 1, its deltas' sizes read from the deltas) and every write raises
+        :class:`StoreError` (LevelDB may still replay its log into a table file: the
+        same content). ValueError for ``create`` with ``read_only``, a genesis hash that
+        is not 32 bytes, ``open_tables`` outside 64–49,990 (LevelDB's range),
+        ``write_buffer_bytes`` outside 1–256 MiB, a ``compression`` not in
+        :data:`COMPRESSIONS` or a negative ``state_delta_heights`` or
+        ``state_delta_bytes``.
         """
         p = Path(path)
         if len(genesis_hash) != HASH_SIZE:
@@ -373,6 +381,8 @@ class BlockStore:
             raise ValueError(f"compression must be one of {', '.join(COMPRESSIONS)}")
         if state_delta_heights < 0 or state_delta_bytes < 0:
             raise ValueError("state_delta_heights and state_delta_bytes must be 0 or more")
+        if create and read_only:
+            raise ValueError("a store cannot be created read-only")
         if not create and not p.is_dir():
             raise StoreError(f"no ledger database at {p}")
         if create:
@@ -415,7 +425,7 @@ class BlockStore:
             ) from None
         except OSError as exc:
             raise StoreError(f"cannot open ledger database {p}: {exc.strerror}") from None
-        store = cls(db, p, bytes(genesis_hash), state_delta_heights, state_delta_bytes)
+        store = cls(db, p, bytes(genesis_hash), state_delta_heights, state_delta_bytes, read_only)
         try:
             store._init_meta(create)
             store._load_channels()
@@ -471,26 +481,36 @@ class BlockStore:
                 if not is_name(name):
                     raise CorruptLedgerError(f"ledger corrupt: bad channel entry {key!r}")
                 self._channels.add(name)
+        upgrade = self._upgrading and not self._read_only
         for channel in self._channels:
             self._tips[channel] = self._read_tip(channel)
-            if self._upgrading:
+            if upgrade:
                 self._index_delta_sizes(channel)
             self._prune_deltas(channel)
-        if self._upgrading:  # every channel rebuilt: now (and only now) format 2
+        if upgrade:  # every channel rebuilt: now (and only now) format 2
             self._write([(_G_VERSION, FORMAT_VERSION)], [_G_DELTA_SIZES])
             self._upgrading = False
+
+    def _sizes_of_deltas(self, keys: _Keys) -> list[tuple[int, int]]:
+        """(height, size) of each kept state delta, oldest first, read from the deltas
+        themselves (a key that is not 8 bytes of height is no delta this store wrote)."""
+        out = []
+        with self._db.iterator(prefix=keys.delta, verify_checksums=True) as it:
+            for key, value in it:
+                hk = key[len(keys.delta) :]
+                if len(hk) == 8:
+                    out.append((int.from_bytes(hk, "big"), len(value)))
+        return out
 
     def _index_delta_sizes(self, channel: str) -> None:
         """Rebuild ``channel``'s size entries from its kept state deltas (upgrading a
         format-1 store: its deltas are read this once), in one synced batch: an entry
         for each delta, none else (a stale or malformed one is deleted)."""
         keys = self._k(channel)
-        puts = []
-        with self._db.iterator(prefix=keys.delta, verify_checksums=True) as it:
-            for key, value in it:
-                hk = key[len(keys.delta) :]
-                if len(hk) == 8:  # else not a delta this store wrote: left alone
-                    puts.append((keys.delta_size + hk, _size_bytes(len(value))))
+        puts = [
+            (keys.delta_size + height_key(h), _size_bytes(size))
+            for h, size in self._sizes_of_deltas(keys)
+        ]
         with self._db.iterator(
             prefix=keys.delta_size, include_value=False, verify_checksums=True
         ) as it:
@@ -500,27 +520,34 @@ class BlockStore:
 
     def _prune_deltas(self, channel: str) -> None:
         """Load the sizes of the channel's kept state deltas (their size entries, not
-        the deltas), deleting those outside the last ``state_delta_heights`` heights or
-        the ``state_delta_bytes`` budget (left by a wider window or budget of an
-        earlier run). Raises :class:`CorruptLedgerError` for a malformed size entry."""
+        the deltas; a format-1 store open read-only: the deltas), deleting those
+        outside the last ``state_delta_heights`` heights or the ``state_delta_bytes``
+        budget (left by a wider window or budget of an earlier run; read-only: none).
+        Raises :class:`CorruptLedgerError` for a malformed size entry."""
         keys = self._k(channel)
         kept: deque[tuple[int, int]] = deque()
-        with self._db.iterator(prefix=keys.delta_size, verify_checksums=True) as it:
-            for key, value in it:
-                hk = key[len(keys.delta_size) :]
-                if len(hk) != 8 or len(value) != 4:
-                    raise CorruptLedgerError(
-                        f"ledger corrupt: bad state delta size entry {key!r} on channel "
-                        f"{channel!r}",
-                        channel=channel,
-                    )
-                kept.append((int.from_bytes(hk, "big"), int.from_bytes(value, "big")))
+        if self._upgrading and self._read_only:  # format 1's entries are not trusted
+            kept.extend(self._sizes_of_deltas(keys))
+        else:
+            with self._db.iterator(prefix=keys.delta_size, verify_checksums=True) as it:
+                for key, value in it:
+                    hk = key[len(keys.delta_size) :]
+                    if len(hk) != 8 or len(value) != 4:
+                        raise CorruptLedgerError(
+                            f"ledger corrupt: bad state delta size entry {key!r} on channel "
+                            f"{channel!r}",
+                            channel=channel,
+                        )
+                    kept.append((int.from_bytes(hk, "big"), int.from_bytes(value, "big")))
         total = sum(size for _, size in kept)
-        old, total = self._leaving(kept, total, self._tips[channel].height)
-        if old:
-            self._write([], [k + height_key(h) for h in old for k in (keys.delta, keys.delta_size)])
-        for _ in old:
-            kept.popleft()
+        if not self._read_only:
+            old, total = self._leaving(kept, total, self._tips[channel].height)
+            if old:
+                self._write(
+                    [], [k + height_key(h) for h in old for k in (keys.delta, keys.delta_size)]
+                )
+            for _ in old:
+                kept.popleft()
         self._deltas[channel] = kept
         self._delta_bytes[channel] = total
 
@@ -1019,7 +1046,10 @@ class BlockStore:
         """The single point where data reaches LevelDB: one synced batch.
 
         Deletes are applied before puts (a key both deleted and put ends up put).
+        Raises :class:`StoreError` on a store opened read-only, writing nothing.
         """
+        if self._read_only:
+            raise StoreError(f"ledger database {self._path} is open read-only")
         try:
             with self._db.write_batch(sync=True) as wb:
                 for key in deletes:

@@ -15,7 +15,13 @@ from ledger.certificate import CommitCertificate
 from ledger.errors import ConfigError, CorruptLedgerError
 from ledger.hashing import TAG_STATE, tagged_hash
 from ledger.ledger_verify import StateDigest, verify_channel
-from ledger.store import DEFAULT_STATE_DELTA_HEIGHTS, FORMAT_VERSION, BlockCommit, BlockStore
+from ledger.store import (
+    DEFAULT_STATE_DELTA_HEIGHTS,
+    FORMAT_VERSION,
+    BlockCommit,
+    BlockStore,
+    StoreError,
+)
 from tests.helpers_chain import make_chain, state_root_after, state_writes
 
 CH = "supervision"
@@ -301,6 +307,34 @@ def test_a_crash_during_the_upgrade_leaves_format_1_and_the_next_open_finishes(
             "risk": [1, 2, 3],
             "supervision": [1, 2, 3],
         }
+
+
+def test_a_store_open_read_only_writes_nothing(tmp_path: Path) -> None:
+    """Read-only (``wulian ledger verify``): a format-1 store stays format 1 with its
+    entries as they were, sized from its deltas; deltas outside the window stay; a
+    commit is refused with nothing written."""
+    chain = make_chain(6, 1)
+    path = tmp_path / "ledger"
+    with open_store(path, chain.genesis_hash) as store:
+        store.commit_blocks(CH, [commit_of(b, c) for b, c in chain.blocks[:5]])
+        store._db.delete(SIZE + (5).to_bytes(8, "big"))  # as a format-1 binary may leave it
+        store._db.put(SIZE + b"\x02", b"junk")
+        as_format_1(store, marked=True)
+    with plyvel.DB(str(path)) as db:
+        before = dict(db.iterator())
+    with BlockStore.open(
+        path, chain.genesis_hash, create=False, state_delta_heights=2, read_only=True
+    ) as store:
+        assert [h for h in range(1, 6) if store.state_delta_at(CH, h)] == [1, 2, 3, 4, 5]
+        assert store._delta_bytes[CH] == 5 * len(delta_of(1))  # from the deltas
+        b6, c6 = chain.blocks[5]
+        with pytest.raises(StoreError, match="read-only"):
+            store.commit_blocks(CH, [commit_of(b6, c6)])
+        assert store.height(CH) == 5
+    with plyvel.DB(str(path)) as db:
+        assert dict(db.iterator()) == before
+    with pytest.raises(ValueError, match="read-only"):
+        BlockStore.open(tmp_path / "new", chain.genesis_hash, create=True, read_only=True)
 
 
 @pytest.mark.parametrize("version", [b"0", b"3", b""])

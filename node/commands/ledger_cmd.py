@@ -20,7 +20,6 @@ from pathlib import Path
 from ledger.errors import ConfigError
 from ledger.genesis import Genesis, load_genesis
 from ledger.ledger_verify import StateDigest, verify_ledger
-from ledger.store import DEFAULT_STATE_DELTA_BYTES, DEFAULT_STATE_DELTA_HEIGHTS
 from node.config import NodeConfig, load_node_config
 from node.rules import channel_logic
 
@@ -87,15 +86,11 @@ def run_verify(args: argparse.Namespace) -> int:
     node = node_config_of(data)
     genesis_path = Path(args.genesis) if args.genesis else genesis_file_for(data, node)
     genesis = load_genesis(genesis_path)
-    limits = node.limits if node is not None else None
     reports = verify_ledger(
         data,
         genesis,
         tx_signatures=not args.skip_tx_signatures,
         state_digests=state_digests(node, genesis),
-        # the node's delta window: opening the store prunes the deltas outside it
-        state_delta_heights=(limits.state_delta_heights if limits else DEFAULT_STATE_DELTA_HEIGHTS),
-        state_delta_bytes=(limits.state_delta_mb << 20 if limits else DEFAULT_STATE_DELTA_BYTES),
     )
     failed = False
     for report in reports:

@@ -256,12 +256,15 @@ def test_ledger_verify_checks_a_nodes_kept_deltas(
     assert main(["ledger", "verify", "--data", str(data)]) == 0
 
 
-def test_ledger_verify_opens_the_store_with_the_nodes_delta_window(
+def test_ledger_verify_writes_nothing(
     runtime: NodeRuntime, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Opening a store applies its delta window (the deltas outside it are deleted):
-    ``ledger verify`` opens it with the window of the node's config, not the defaults,
-    and without a ``node.toml`` (rules unknown) checks no delta."""
+    """``ledger verify`` opens the store read-only: a node's opening would delete the
+    deltas outside its (here narrowed) window and upgrade a format-1 ledger; verifying
+    checks every delta on disk and leaves the ledger as it was. Without a
+    ``node.toml`` (rules unknown) it checks no delta."""
+    import plyvel
+
     from node.cli import main
 
     build_chain(tmp_path, runtime.channels[CH], [[f"k{i}"] for i in range(6)])
@@ -269,9 +272,14 @@ def test_ledger_verify_opens_the_store_with_the_nodes_delta_window(
     data = tmp_path / "bureau-node"
     config = data / "node.toml"
     config.write_text(config.read_text() + "\n[limits]\nstate_delta_heights = 4\n")
+    with plyvel.DB(str(data / "ledger")) as db:
+        db.put(b"g/version", b"1")  # as an earlier wulian left it
+        before = dict(db.iterator())
     capsys.readouterr()
     assert main(["ledger", "verify", "--data", str(data)]) == 0
-    assert f"{CH}: ok — 6 blocks, 6 transactions, 4 state deltas" in capsys.readouterr().out
+    assert f"{CH}: ok — 6 blocks, 6 transactions, 6 state deltas" in capsys.readouterr().out
+    with plyvel.DB(str(data / "ledger")) as db:
+        assert dict(db.iterator()) == before
     genesis = tmp_path / "net" / "genesis.json"
     config.rename(data / "elsewhere.toml")
     assert main(["ledger", "verify", "--data", str(data), "--genesis", str(genesis)]) == 0
