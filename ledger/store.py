@@ -481,13 +481,11 @@ class BlockStore:
                 if not is_name(name):
                     raise CorruptLedgerError(f"ledger corrupt: bad channel entry {key!r}")
                 self._channels.add(name)
-        upgrade = self._upgrading and not self._read_only
         for channel in self._channels:
             self._tips[channel] = self._read_tip(channel)
-            if upgrade:
-                self._index_delta_sizes(channel)
             self._prune_deltas(channel)
-        if upgrade:  # every channel rebuilt: now (and only now) format 2
+        if self._upgrading and not self._read_only:
+            # every channel rebuilt: now (and only now) format 2
             self._write([(_G_VERSION, FORMAT_VERSION)], [_G_DELTA_SIZES])
             self._upgrading = False
 
@@ -502,52 +500,52 @@ class BlockStore:
                     out.append((int.from_bytes(hk, "big"), len(value)))
         return out
 
-    def _index_delta_sizes(self, channel: str) -> None:
-        """Rebuild ``channel``'s size entries from its kept state deltas (upgrading a
-        format-1 store: its deltas are read this once), in one synced batch: an entry
-        for each delta, none else (a stale or malformed one is deleted)."""
-        keys = self._k(channel)
-        puts = [
-            (keys.delta_size + height_key(h), _size_bytes(size))
-            for h, size in self._sizes_of_deltas(keys)
-        ]
-        with self._db.iterator(
-            prefix=keys.delta_size, include_value=False, verify_checksums=True
-        ) as it:
-            stale = list(it)
-        if puts or stale:
-            self._write(puts, stale)  # deletes go first: a rebuilt entry stays
+    def _size_entries(self, channel: str, keys: _Keys) -> list[tuple[int, int]]:
+        """(height, size) of each size entry, oldest first. Raises
+        :class:`CorruptLedgerError` for a malformed one."""
+        out = []
+        with self._db.iterator(prefix=keys.delta_size, verify_checksums=True) as it:
+            for key, value in it:
+                hk = key[len(keys.delta_size) :]
+                if len(hk) != 8 or len(value) != 4:
+                    raise CorruptLedgerError(
+                        f"ledger corrupt: bad state delta size entry {key!r} on channel "
+                        f"{channel!r}",
+                        channel=channel,
+                    )
+                out.append((int.from_bytes(hk, "big"), int.from_bytes(value, "big")))
+        return out
 
     def _prune_deltas(self, channel: str) -> None:
-        """Load the sizes of the channel's kept state deltas (their size entries, not
-        the deltas; a format-1 store open read-only: the deltas), deleting those
-        outside the last ``state_delta_heights`` heights or the ``state_delta_bytes``
-        budget (left by a wider window or budget of an earlier run; read-only: none).
-        Raises :class:`CorruptLedgerError` for a malformed size entry."""
+        """Load the sizes of the channel's kept state deltas and delete those outside
+        the last ``state_delta_heights`` heights or the ``state_delta_bytes`` budget
+        (left by a wider window or budget of an earlier run), in one synced batch.
+
+        Format 2: the sizes come from the size entries, not the deltas; raises
+        :class:`CorruptLedgerError` for a malformed entry. Format 1 (its entries are
+        not trusted): from the deltas themselves (read this once), and the same batch
+        rebuilds the entries — one for each delta kept, none else (stale or malformed
+        ones deleted). Read-only: the sizes only, nothing deleted or rebuilt."""
         keys = self._k(channel)
-        kept: deque[tuple[int, int]] = deque()
-        if self._upgrading and self._read_only:  # format 1's entries are not trusted
-            kept.extend(self._sizes_of_deltas(keys))
+        if self._upgrading:
+            kept = deque(self._sizes_of_deltas(keys))
         else:
-            with self._db.iterator(prefix=keys.delta_size, verify_checksums=True) as it:
-                for key, value in it:
-                    hk = key[len(keys.delta_size) :]
-                    if len(hk) != 8 or len(value) != 4:
-                        raise CorruptLedgerError(
-                            f"ledger corrupt: bad state delta size entry {key!r} on channel "
-                            f"{channel!r}",
-                            channel=channel,
-                        )
-                    kept.append((int.from_bytes(hk, "big"), int.from_bytes(value, "big")))
+            kept = deque(self._size_entries(channel, keys))
         total = sum(size for _, size in kept)
         if not self._read_only:
             old, total = self._leaving(kept, total, self._tips[channel].height)
-            if old:
-                self._write(
-                    [], [k + height_key(h) for h in old for k in (keys.delta, keys.delta_size)]
-                )
+            deletes = [k + height_key(h) for h in old for k in (keys.delta, keys.delta_size)]
             for _ in old:
                 kept.popleft()
+            puts = []
+            if self._upgrading:
+                with self._db.iterator(
+                    prefix=keys.delta_size, include_value=False, verify_checksums=True
+                ) as it:
+                    deletes.extend(it)
+                puts = [(keys.delta_size + height_key(h), _size_bytes(n)) for h, n in kept]
+            if puts or deletes:
+                self._write(puts, deletes)  # deletes go first: a rebuilt entry stays
         self._deltas[channel] = kept
         self._delta_bytes[channel] = total
 

@@ -283,7 +283,7 @@ def test_a_crash_during_the_upgrade_leaves_format_1_and_the_next_open_finishes(
             store._db.delete(b"c/" + ch.encode() + b"/ds/" + (3).to_bytes(8, "big"))
         as_format_1(store, marked=True)
     rebuilt: list[str] = []
-    rebuild = BlockStore._index_delta_sizes
+    rebuild = BlockStore._prune_deltas
 
     def cut_on_second(self: BlockStore, channel: str) -> None:
         if rebuilt:
@@ -292,7 +292,7 @@ def test_a_crash_during_the_upgrade_leaves_format_1_and_the_next_open_finishes(
         rebuilt.append(channel)
 
     with monkeypatch.context() as m:
-        m.setattr(BlockStore, "_index_delta_sizes", cut_on_second)
+        m.setattr(BlockStore, "_prune_deltas", cut_on_second)
         with pytest.raises(OSError, match="power cut"):
             BlockStore.open(path, genesis, create=False)
     (first,) = rebuilt
