@@ -18,10 +18,12 @@ class Application(Protocol):
       replica does, with its configured scheme) and should give the same answer on
       every replica. ``None`` means acceptable; otherwise a short reason.
     * :meth:`validators_at` answers the validator set in force at ``height`` (≥ 1);
-      for heights above what has been applied it answers the latest known set. A
-      change committed at height ``c`` must take effect no earlier than ``c + 2·W``
-      (W = the pipelining window) so that every replica agrees on the set of every
-      height in flight.
+      for heights above what has been applied it answers the latest known set. With
+      ``ReplicaConfig.activation_delay = D`` (≥ the window W), a change carried by a
+      block at height ``c`` (a transaction of a type in ``config_tx_types``) takes
+      effect no earlier than ``c + D + 1``; the replica then asks about a height only
+      once the answer is final (docs/consensus.md, "Sets not known yet"). Without
+      ``activation_delay`` every answer must be final (a fixed schedule).
     * :meth:`state_root_at` answers the state digest after applying block ``height``
       (height 0: the channel's genesis state), or ``None`` if not applied yet. Blocks
       handed out in :attr:`Ready.committed` are applied before

@@ -24,6 +24,17 @@ class ReplicaConfig:
     genesis_prev_hash: bytes
     #: Pipelining window W: heights committed+1 … committed+W may be in flight.
     window: int = 8
+    #: The application's promise about ``validators_at`` (None: every answer is final,
+    #: as with a fixed schedule). A change of the set committed in a block at height
+    #: ``c`` takes effect after ``c + activation_delay``, and only blocks holding a
+    #: transaction of a type in ``config_tx_types`` carry changes. The set at a height
+    #: above the last applied block (or, with a committed but unapplied block that may
+    #: change it, above that block) plus the delay is then not known yet, and the
+    #: replica judges nothing against it: it holds such votes, proposals, VIEW-CHANGEs,
+    #: NEW-VIEWs and catch-up blocks until the blocks below them are applied. Must be
+    #: at least ``window`` (every height in flight has a known set).
+    activation_delay: int | None = None
+    config_tx_types: frozenset[str] = frozenset()
     #: A batch closes when it holds this many transactions…
     max_batch_txs: int = 500
     #: …or this many bytes of encoded transactions…
@@ -155,6 +166,12 @@ class ReplicaConfig:
                 raise bad(name, "must not be negative")
         if self.window > 64:
             raise bad("window", "at most 64 heights may be in flight")
+        if self.activation_delay is not None and self.activation_delay < self.window:
+            raise bad(
+                "activation_delay",
+                f"{self.activation_delay} is below the window ({self.window}): a height in "
+                "flight would have no known validator set",
+            )
         if self.max_batch_txs > 20_000:
             raise bad("max_batch_txs", "at most 20000 (ledger.blocks.MAX_TXS_PER_BLOCK)")
 

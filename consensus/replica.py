@@ -96,8 +96,10 @@ from consensus.viewchange import (
     build_new_view,
     check_new_view,
     check_view_change,
+    check_view_change_stable,
     new_view_primary,
     signed_by,
+    view_change_top,
 )
 from ledger.blocks import Block, BlockHeader, Transaction, block_record_leaves, build_block
 from ledger.certificate import CommitCertificate, ValidatorSet, verify_certificate
@@ -311,6 +313,15 @@ class Replica:
         self._pending_nv: NewView | None = None
         self._buffer: dict[str, list[Message]] = {}
         self._buffer_dirty = False
+        #: Messages whose validator set is not known yet (see ``activation_delay``),
+        #: kept unverified until it is: slot messages by sender, the latest VIEW-CHANGE
+        #: of each sender, the latest NEW-VIEW.
+        self._unverified: dict[str, list[Message]] = {}
+        self._unjudged_vcs: dict[str, ViewChange] = {}
+        self._unjudged_nv: NewView | None = None
+        #: Committed blocks not applied yet (above ``_stored_height``) that may change
+        #: the validator set, lowest first.
+        self._unapplied_changes: list[int] = []
         self._now = 0
         self._ticked = False
         #: The latest time the node told us between ticks (:meth:`note_time`).
@@ -449,6 +460,9 @@ class Replica:
             and not self._fetches
             and not self._held
             and not self._buffer
+            and not self._unverified
+            and not self._unjudged_vcs
+            and self._unjudged_nv is None
             and not self._slots
             and self._anchor is None
             and not self._pending_work()
@@ -591,7 +605,9 @@ class Replica:
         elif msg.sender == self.node_id:
             self._drop("own_name")
         elif isinstance(msg, PrePrepare | Prepare | Commit):
-            if self._verify(msg, msg.height):
+            if not self._judgeable(msg.height):
+                self._hold_unverified(msg)
+            elif self._verify(msg, msg.height):
                 self._on_slot_message(msg)
         elif isinstance(msg, ViewChange):
             self._on_view_change(msg)
@@ -663,6 +679,10 @@ class Replica:
                 del self._prepared[h]
             if gone or gone_pc:
                 self._dirty = True
+            self._unapplied_changes = [
+                c for c in self._unapplied_changes if c > self._stored_height
+            ]
+            self._judge_held()
             self._buffer_dirty = True
         self._after_input()
 
@@ -720,6 +740,21 @@ class Replica:
             self._drop("bad_signature")
             return False
         return True
+
+    def _final_through(self) -> int:
+        """The highest height whose validator set ``validators_at`` answers for good
+        (see ``ReplicaConfig.activation_delay``; unbounded without it). A change
+        committed at ``c`` takes effect after ``c + delay``: the sets up to the lowest
+        committed but unapplied block that may change them (or the committed height)
+        plus the delay are final."""
+        delay = self.config.activation_delay
+        if delay is None:
+            return 1 << 62
+        changes = self._unapplied_changes
+        return (changes[0] if changes else self._committed_height) + delay
+
+    def _judgeable(self, height: int) -> bool:
+        return height <= self._final_through()
 
     def _is_validator(self, height: int) -> bool:
         return self.node_id in self._vset(height).by_id
@@ -794,6 +829,53 @@ class Replica:
                 self._on_slot_message(msg, buffered=True)
         if not self._buffer:
             self._buffer_dirty = False
+
+    def _hold_unverified(self, msg: PrePrepare | Prepare | Commit) -> None:
+        """Keep a slot message whose height has no known validator set yet, without
+        checking its signature (that set decides whose key it is): :meth:`_judge_held`
+        verifies it once the set is known. Only from a node of some set seen (a
+        validator added by a change not applied yet is not known: its message is
+        dropped, as one from any stranger), and bounded like :meth:`_hold`."""
+        h, base = msg.height, self._base()
+        if h <= base:
+            self._drop("stale_height")
+            return
+        if h > base + 3 * self.config.window:
+            self._drop("outside_window")
+            return
+        if msg.sender not in self._known_keys:
+            self._drop("not_validator")
+            return
+        queue = self._unverified.setdefault(msg.sender, [])
+        if len(queue) >= self.config.max_buffered_per_peer:
+            self._drop("buffer_full")
+            return
+        queue.append(msg)
+        self._count("held.unknown_set")
+
+    def _judge_held(self) -> None:
+        """After blocks were applied (more validator sets known): judge what was held
+        for want of them: slot messages, VIEW-CHANGEs, the NEW-VIEW, and a catch-up
+        answer whose next block waited (:meth:`_take_blocks`)."""
+        if self._unverified:
+            held, self._unverified = self._unverified, {}
+            for msgs in held.values():
+                for msg in msgs:
+                    if not isinstance(msg, PrePrepare | Prepare | Commit):
+                        raise InternalError("only slot messages are held unverified")
+                    if not self._judgeable(msg.height):
+                        self._hold_unverified(msg)
+                    elif self._verify(msg, msg.height):
+                        self._on_slot_message(msg)
+        if self._unjudged_vcs:
+            vcs, self._unjudged_vcs = self._unjudged_vcs, {}
+            for vc in vcs.values():
+                self._on_view_change(vc)
+        if self._unjudged_nv is not None:
+            nv, self._unjudged_nv = self._unjudged_nv, None
+            self._on_new_view(nv)
+        if self._held and min(self._held) <= self._committed_height + 1:
+            self._take_held()
 
     def _hold(self, msg: Message, buffered: bool) -> None:
         queue = self._buffer.setdefault(msg.sender, [])
@@ -1216,6 +1298,9 @@ class Replica:
         self._committed_cert = cert
         self._out_committed.append((block, cert))
         self._mempool.committed(tx.tx_id for tx in block.transactions)
+        types = self.config.config_tx_types
+        if types and any(tx.type in types for tx in block.transactions):
+            self._unapplied_changes.append(h)
         self._slots.pop(h, None)
         self._count("committed.blocks")
         self._count("committed.txs", len(block.transactions))
@@ -1613,6 +1698,16 @@ class Replica:
         self._send(vc)
 
     def _on_view_change(self, vc: ViewChange) -> None:
+        if not self._judgeable(view_change_top(vc)):
+            prior = self._unjudged_vcs.get(vc.sender)
+            if prior is not None and prior.new_view > vc.new_view:
+                self._drop("old_view")
+            elif vc.sender not in self._known_keys:
+                self._drop("not_validator")
+            elif self._note_stable_point(vc, blame=True):
+                self._unjudged_vcs[vc.sender] = vc
+                self._count("held.unknown_set")
+            return
         if not signed_by(vc, self._vset(vc.stable_height + 1), self._sigs):
             self._drop("bad_signature")
             return
@@ -1635,6 +1730,30 @@ class Replica:
             return
         self._maybe_join()
         self._maybe_build_new_view()
+
+    def _note_stable_point(self, vc: ViewChange, *, blame: bool) -> bool:
+        """For a VIEW-CHANGE that cannot be judged whole yet: if the sets its signature
+        and stable certificate need are known, check those and anchor the window at its
+        stable point (so that catch-up starts). False if that check fails (reported
+        when ``blame`` and the sender's signature is good). True otherwise, checked or
+        not."""
+        if not self._judgeable(vc.stable_height + 1):
+            return True
+        if not signed_by(vc, self._vset(vc.stable_height + 1), self._sigs):
+            self._drop("bad_signature")  # anyone can forge a name: blame no one
+            return False
+        try:
+            check_view_change_stable(vc, self._ctx)
+        except ProtocolViolation as exc:
+            if blame:
+                self._evidence(
+                    vc.sender, BAD_VIEW_CHANGE, vc.new_view, vc.stable_height, exc.detail
+                )
+            else:
+                self._drop("bad_view_change")
+            return False
+        self._note_certified(vc.stable_height, vc.stable_header, vc.stable_cert)
+        return True
 
     def _help_behind(self, peer: str, their_view: int) -> bool:
         """If ``peer`` is in an older view than ours, send it our NEW-VIEW."""
@@ -1701,6 +1820,7 @@ class Replica:
                 and mine.fingerprint != nv.fingerprint
                 and nv.signing_bytes != mine.signing_bytes
                 and nv.view_changes
+                and self._judgeable(max(vc.stable_height for vc in nv.view_changes) + 1)
                 and signed_by(
                     nv, self._vset(max(vc.stable_height for vc in nv.view_changes) + 1), self._sigs
                 )
@@ -1712,6 +1832,17 @@ class Replica:
         if not verified:
             if not nv.view_changes:
                 self._drop("malformed")
+                return
+            if not self._judgeable(max(view_change_top(vc) for vc in nv.view_changes)):
+                # Judged once the sets it needs are known; meanwhile its stable points
+                # tell us how far to catch up.
+                for vc in nv.view_changes:
+                    self._note_stable_point(vc, blame=False)
+                if nv.sender not in self._known_keys:
+                    self._drop("not_validator")
+                elif self._unjudged_nv is None or self._unjudged_nv.view <= nv.view:
+                    self._unjudged_nv = nv
+                    self._count("held.unknown_set")
                 return
             s = max(vc.stable_height for vc in nv.view_changes)
             if not signed_by(nv, self._vset(s + 1), self._sigs):
@@ -1951,18 +2082,29 @@ class Replica:
             first = min(self._held)
             if first > self._committed_height + 1:
                 break
+            if not self._judgeable(self._committed_height + 1):
+                break  # the blocks below must be applied first (see _take_blocks)
             self._take_blocks(self._held.pop(first))
         self._commit_ready_slots()  # slots above may have been waiting for these
 
     def _take_blocks(self, b: Blocks) -> None:
         """Check and commit ``b``'s blocks above the committed height, in order, up to
-        the first that does not link or check (its sender is reported)."""
+        the first that does not link or check (its sender is reported), or the first
+        whose validator set is not known until the blocks below it are applied: the
+        answer is then held, and taken up again after they are (:meth:`_judge_held`)."""
         for i, (block, cert) in enumerate(b.entries):
             h = block.height
             if h <= self._committed_height:
                 continue
             if h != self._committed_height + 1:
                 self._drop("catchup_gap")
+                break
+            if not self._judgeable(h):
+                # at most one answer waits so (the held ones above start above h)
+                for k in [k for k in self._held if k <= h]:
+                    del self._held[k]
+                self._held[b.entries[0][0].height] = b
+                self._count("catchup.await_apply")
                 break
             try:
                 self._check_fetched(block, cert)

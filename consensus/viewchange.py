@@ -115,10 +115,33 @@ def check_prepared(pc: PreparedCertificate, ctx: Context, *, below_view: int) ->
         )
 
 
+def view_change_top(vc: ViewChange) -> int:
+    """The highest height whose validator set judging ``vc`` needs: the height above
+    its stable point (its signature) or its highest prepared certificate."""
+    return max(vc.stable_height + 1, max((pc.height for pc in vc.prepared), default=0))
+
+
 def check_view_change(vc: ViewChange, ctx: Context) -> None:
     """Raise :class:`ProtocolViolation` unless ``vc`` is signed and well-formed: its
     stable point certified, its prepared certificates valid, ascending and within the
     window above the stable point."""
+    check_view_change_stable(vc, ctx)
+    s = vc.stable_height
+    last = s
+    for pc in vc.prepared:
+        if pc.height <= last or pc.height > s + ctx.window:
+            raise ProtocolViolation(
+                BAD_VIEW_CHANGE,
+                f"prepared height {pc.height} out of order or outside ({s}, {s + ctx.window}]",
+            )
+        check_prepared(pc, ctx, below_view=vc.new_view)
+        last = pc.height
+
+
+def check_view_change_stable(vc: ViewChange, ctx: Context) -> None:
+    """The part of :func:`check_view_change` that needs the validator sets up to
+    ``vc.stable_height + 1`` only: channel, view, signature and the stable point's
+    certificate (not the prepared certificates). Raises :class:`ProtocolViolation`."""
     if vc.channel != ctx.channel:
         raise ProtocolViolation(BAD_VIEW_CHANGE, "wrong channel")
     if vc.new_view < 1:
@@ -146,15 +169,6 @@ def check_view_change(vc: ViewChange, ctx: Context) -> None:
             )
         except LedgerError as exc:
             raise ProtocolViolation(BAD_VIEW_CHANGE, f"stable certificate: {exc}") from None
-    last = s
-    for pc in vc.prepared:
-        if pc.height <= last or pc.height > s + ctx.window:
-            raise ProtocolViolation(
-                BAD_VIEW_CHANGE,
-                f"prepared height {pc.height} out of order or outside ({s}, {s + ctx.window}]",
-            )
-        check_prepared(pc, ctx, below_view=vc.new_view)
-        last = pc.height
 
 
 def _null_block(ctx: Context, view: int, height: int, prev_hash: bytes, prev_time: int) -> Block:

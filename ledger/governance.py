@@ -22,10 +22,10 @@ invalid signature, key revoked or not yet valid) refuses the whole change.
 ``{"change": <wire>, "eff": <height>, "approvals": [[org_id, sig], ...]}``, committed at
 height ``h`` with ``eff > h + CONFIG_ACTIVATION_DELAY`` (the pipelining window: blocks
 up to ``h + 8`` may already be in flight under the old configuration; nodes refuse a
-configured window above it). NOTE: ``consensus.app.Application`` asks for ``c + 2·W``
-(a replica up to W behind its peers may see a new view propose W further); the delay
-is part of the receipt format (docs/receipts.md, ``h + 8 < eff``), so raising it to
-16 is a coordinated protocol change, not made here.
+configured window above it). The replicas run with it as their
+``activation_delay``: above the last applied block plus the delay a set is not known
+yet, and they judge nothing against it (docs/consensus.md, "Sets not known yet"). The
+delay is part of the receipt format (docs/receipts.md, ``h + 8 < eff``).
 
 **Trackers.** :class:`ValidatorTracker`, :class:`OrgRegistry` and
 :class:`PermissionTracker` are fed every committed block of their channel in order

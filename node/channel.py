@@ -30,7 +30,7 @@ import logging
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Final
 
 from channels.state import WriteSet
@@ -52,7 +52,7 @@ from ledger.crypto import ED25519, SignatureScheme, Signer
 from ledger.encoding import decode, encode
 from ledger.errors import LedgerError
 from ledger.genesis import CONFIG_UPDATE, ChannelConfig, Genesis, Permissions
-from ledger.governance import ChannelGovernance
+from ledger.governance import CONFIG_ACTIVATION_DELAY, ChannelGovernance
 from ledger.hashing import TAG_COMMIT_VOTE, TAG_TX
 from ledger.store import BlockCommit, BlockStore
 from node import consensus_port as cport
@@ -340,6 +340,14 @@ class ChannelService:
             scheme=scheme,
             genesis_prev_hash=channel_genesis_hash(self.genesis.hash, self.channel),
             overrides=kwargs,
+        )
+        # Governance learns a change from the committed config_update carrying it and
+        # puts it in force CONFIG_ACTIVATION_DELAY blocks later at the earliest: above
+        # that the replica holds what it cannot judge yet (consensus.ReplicaConfig).
+        rc = replace(
+            rc,
+            activation_delay=CONFIG_ACTIVATION_DELAY,
+            config_tx_types=frozenset({CONFIG_UPDATE}),
         )
         app: Application = _NodeApplication(self)
         tip = self.store.tip(self.channel)

@@ -2,7 +2,9 @@
 
 It stands in for the channel layer and the block store: it holds the replica's
 committed chain (which survives a crash: it models the durable block store), answers
-``validators_at`` from a fixed schedule, and keeps a toy state digest
+``validators_at`` from a fixed schedule (with ``known_ahead``, only as far as it has
+learnt it, like a node whose governance learns a change from the block carrying it),
+and keeps a toy state digest
 ``root(h) = tagged_hash(TAG_STATE, root(h−1) ‖ tx_root(h))``.
 
 Transaction rules (stateless, as ``validate_tx`` must be): the network id and channel
@@ -88,10 +90,16 @@ class SimApplication:
         network: bytes,
         schedule: ValidatorSchedule,
         clients: Mapping[str, bytes],
+        known_ahead: int | None = None,
     ) -> None:
         self.channel = channel
         self.network = network
         self.schedule = schedule
+        #: None: the whole schedule is known. Otherwise a change effective from ``e`` is
+        #: learnt once block ``e - known_ahead`` is stored (the latest block that may
+        #: carry it when replicas run with ``activation_delay = known_ahead - 1``);
+        #: above that, ``validators_at`` answers the latest set it knows.
+        self.known_ahead = known_ahead
         self._clients = dict(clients)
         self._chain: list[tuple[Block, CommitCertificate]] = []
         self._roots: list[bytes] = [genesis_state_root(channel)]
@@ -104,6 +112,8 @@ class SimApplication:
         return check_sim_tx(tx, network=self.network, channel=self.channel, clients=self._clients)
 
     def validators_at(self, height: int) -> ValidatorSet:
+        if self.known_ahead is not None:
+            height = min(height, len(self._chain) + self.known_ahead)
         return self.schedule.at(height)
 
     def state_root_at(self, height: int) -> bytes | None:

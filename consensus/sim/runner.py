@@ -47,7 +47,7 @@ import hashlib
 import traceback
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Final, Protocol
+from typing import Any, Final, Protocol
 
 from consensus.config import ReplicaConfig
 from consensus.durable import DurableState
@@ -177,9 +177,17 @@ class SimConfig:
     #: Every k-th seed (seed % k == 0) ticks a quiescent replica only when its STATUS
     #: is due, as the node's driver does (``Replica.quiescent``); 0 = never.
     quiet_ticks_every: int = 2
+    #: Every k-th seed (seed % k == 3) runs its replicas with window 2 and
+    #: ``activation_delay`` 2, every block taken for one that may change the validator
+    #: set, and applications that learn the schedule only as the chain reaches it
+    #: (``SimApplication.known_ahead``): votes, VIEW-CHANGEs, NEW-VIEWs and catch-up
+    #: blocks above the known sets wait for the blocks below; 0 = never.
+    learn_sets_every: int = 4
 
 
 DEFAULT_CONFIG: Final = SimConfig()
+#: Window and activation delay of the seeds that learn the validator sets as they go.
+LEARN_SETS_DELAY: Final = 2
 
 
 @dataclass(frozen=True)
@@ -383,6 +391,8 @@ class _Simulation:
         self.scheme: SignatureScheme = ED25519 if use_ed25519 else FastScheme()
         self.wire = config.wire_every > 0 and seed % config.wire_every == 0
         self.quiet_ticks = config.quiet_ticks_every > 0 and seed % config.quiet_ticks_every == 0
+        every = config.learn_sets_every
+        self.learn_sets = every > 0 and seed % every == 3 % every
         self.reconfig = config.reconfig_every > 0 and seed % config.reconfig_every == 2
         # With a reconfiguration, replica v{n} starts outside the set and replaces v0
         # from reconfig_height on (v0 then follows the chain without voting).
@@ -445,7 +455,11 @@ class _Simulation:
 
     def _new_app(self) -> SimApplication:
         return SimApplication(
-            channel=CHANNEL, network=self.network_id, schedule=self.schedule, clients=self.clients
+            channel=CHANNEL,
+            network=self.network_id,
+            schedule=self.schedule,
+            clients=self.clients,
+            known_ahead=LEARN_SETS_DELAY + 1 if self.learn_sets else None,
         )
 
     def _replica_config(self, node: str) -> ReplicaConfig:
@@ -458,7 +472,17 @@ class _Simulation:
             base_timeout_ms=self.cfg.base_timeout_ms,
             fetch_batch=2 if self._parallel_fetch else ReplicaConfig.fetch_batch,
             fetch_parallel=2 if self._parallel_fetch else ReplicaConfig.fetch_parallel,
+            **self._learn_sets_options(),
         )
+
+    def _learn_sets_options(self) -> dict[str, Any]:
+        if not self.learn_sets:
+            return {}
+        return {
+            "window": LEARN_SETS_DELAY,
+            "activation_delay": LEARN_SETS_DELAY,
+            "config_tx_types": frozenset({TX_TYPE}),
+        }
 
     def _add_host(self, inst: str, node: str, app: SimApplication, skew: int) -> _Host:
         host = _Host(
@@ -1002,6 +1026,8 @@ class _Simulation:
             detail += f"; validator set changes at height {self.cfg.reconfig_height}"
         if self.quiet_ticks:
             detail += "; quiet ticks"
+        if self.learn_sets:
+            detail += f"; validator sets learnt as the chain grows (delay {LEARN_SETS_DELAY})"
         return SeedResult(
             seed=self.seed,
             faults=self.kind,

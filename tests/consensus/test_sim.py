@@ -456,6 +456,11 @@ REGRESSIONS = [
     # committed the parent height, by catch-up, from a later view: honest primary blamed
     (50897, "network", None),
     (51792, "network", None),
+    # F6: with validator sets learnt as the chain grows, replicas judged proposals
+    # above the sets they knew with the old set, and reported honest primaries
+    (627, "network", None),
+    (287, "byzantine", None),
+    (307, "byzantine", None),
 ]
 
 
@@ -506,6 +511,14 @@ def test_seeds_without_faults_commit_everything_in_view_0() -> None:
         assert r.txs_committed == r.txs_submitted > 0
         assert r.max_view == 0
         assert r.evidence == 0
+
+
+def test_seeds_that_learn_the_validator_sets_follow_the_seed() -> None:
+    cfg = SimConfig(txs_per_client=1, invalid_txs=0)
+    learnt = "validator sets learnt as the chain grows"
+    assert learnt in run_seed(7, "none", config=cfg).detail
+    assert learnt not in run_seed(6, "none", config=cfg).detail
+    assert learnt not in run_seed(7, "none", config=replace(cfg, learn_sets_every=0)).detail
 
 
 def test_scheme_and_wire_choice_follow_the_seed() -> None:
