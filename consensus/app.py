@@ -21,9 +21,10 @@ class Application(Protocol):
       for heights above what has been applied it answers the latest known set. With
       ``ReplicaConfig.activation_delay = D`` (≥ the window W), a change carried by a
       block at height ``c`` (a transaction of a type in ``config_tx_types``) takes
-      effect no earlier than ``c + D + 1``; the replica then asks about a height only
-      once the answer is final (docs/consensus.md, "Sets not known yet"). Without
-      ``activation_delay`` every answer must be final (a fixed schedule).
+      effect no earlier than ``c + D + 1``; the replica then judges nothing (verifies,
+      counts, blames) against a height's set until the answer is final
+      (docs/consensus.md, "Sets not known yet"). Without ``activation_delay`` every
+      answer must be final (a fixed schedule).
     * :meth:`state_root_at` answers the state digest after applying block ``height``
       (height 0: the channel's genesis state), or ``None`` if not applied yet. Blocks
       handed out in :attr:`Ready.committed` are applied before

@@ -313,12 +313,12 @@ class Replica:
         self._pending_nv: NewView | None = None
         self._buffer: dict[str, list[Message]] = {}
         self._buffer_dirty = False
-        #: Messages whose validator set is not known yet (see ``activation_delay``),
-        #: kept unverified until it is: slot messages by sender, the latest VIEW-CHANGE
-        #: of each sender, the latest NEW-VIEW.
+        #: Messages whose validator set is not known yet (see ``activation_delay``):
+        #: slot messages by sender, unverified; the VIEW-CHANGE and NEW-VIEW of the
+        #: highest view from each sender, their signatures checked.
         self._unverified: dict[str, list[Message]] = {}
         self._unjudged_vcs: dict[str, ViewChange] = {}
-        self._unjudged_nv: NewView | None = None
+        self._unjudged_nvs: dict[str, NewView] = {}
         #: Committed blocks not applied yet (above ``_stored_height``) that may change
         #: the validator set, lowest first.
         self._unapplied_changes: list[int] = []
@@ -462,7 +462,7 @@ class Replica:
             and not self._buffer
             and not self._unverified
             and not self._unjudged_vcs
-            and self._unjudged_nv is None
+            and not self._unjudged_nvs
             and not self._slots
             and self._anchor is None
             and not self._pending_work()
@@ -744,17 +744,23 @@ class Replica:
     def _final_through(self) -> int:
         """The highest height whose validator set ``validators_at`` answers for good
         (see ``ReplicaConfig.activation_delay``; unbounded without it). A change
-        committed at ``c`` takes effect after ``c + delay``: the sets up to the lowest
-        committed but unapplied block that may change them (or the committed height)
-        plus the delay are final."""
+        carried by block ``c`` takes effect after ``c + delay``. With a committed block
+        ``c`` not applied yet that may carry one (the lowest such), the sets up to
+        ``c + delay`` are final; otherwise the next block may carry one, and the sets up
+        to ``committed + 1 + delay`` are."""
         delay = self.config.activation_delay
         if delay is None:
             return 1 << 62
         changes = self._unapplied_changes
-        return (changes[0] if changes else self._committed_height) + delay
+        return changes[0] + delay if changes else self._committed_height + 1 + delay
 
     def _judgeable(self, height: int) -> bool:
         return height <= self._final_through()
+
+    def _may_commit(self, height: int) -> bool:
+        """Committing ``height`` keeps the set of the next height known: the window's
+        base + 1, whose set judges STATUS, VIEW-CHANGEs and NEW-VIEWs, stays final."""
+        return self._judgeable(height + 1)
 
     def _is_validator(self, height: int) -> bool:
         return self.node_id in self._vset(height).by_id
@@ -843,6 +849,12 @@ class Replica:
         if h > base + 3 * self.config.window:
             self._drop("outside_window")
             return
+        if msg.view < self._view:
+            self._drop("old_view")  # earlier views are learnt from below the final height
+            return
+        if msg.view > self._view + self.config.max_future_views:
+            self._drop("future_view")
+            return
         if msg.sender not in self._known_keys:
             self._drop("not_validator")
             return
@@ -871,9 +883,10 @@ class Replica:
             vcs, self._unjudged_vcs = self._unjudged_vcs, {}
             for vc in vcs.values():
                 self._on_view_change(vc)
-        if self._unjudged_nv is not None:
-            nv, self._unjudged_nv = self._unjudged_nv, None
-            self._on_new_view(nv)
+        if self._unjudged_nvs:
+            nvs, self._unjudged_nvs = self._unjudged_nvs, {}
+            for nv in sorted(nvs.values(), key=lambda m: m.view):
+                self._on_new_view(nv)
         if self._held and min(self._held) <= self._committed_height + 1:
             self._take_held()
 
@@ -956,7 +969,7 @@ class Replica:
         while True:
             h = self._committed_height + 1
             obs = self._observed.get(h)
-            if obs is None:
+            if obs is None or not self._may_commit(h):
                 return
             vset = self._vset(h)
             found: tuple[PrePrepare, list[Commit]] | None = None
@@ -1702,8 +1715,12 @@ class Replica:
             prior = self._unjudged_vcs.get(vc.sender)
             if prior is not None and prior.new_view > vc.new_view:
                 self._drop("old_view")
-            elif vc.sender not in self._known_keys:
-                self._drop("not_validator")
+            elif vc.new_view > self._view + self.config.max_future_views:
+                self._drop("future_view")
+            elif not self._judgeable(vc.stable_height + 1):
+                # Not even its signature can be checked: we are far behind its sender
+                # and catch up first (STATUS); the view change reaches us again then.
+                self._drop("unknown_set")
             elif self._note_stable_point(vc, blame=True):
                 self._unjudged_vcs[vc.sender] = vc
                 self._count("held.unknown_set")
@@ -1734,11 +1751,10 @@ class Replica:
     def _note_stable_point(self, vc: ViewChange, *, blame: bool) -> bool:
         """For a VIEW-CHANGE that cannot be judged whole yet: if the sets its signature
         and stable certificate need are known, check those and anchor the window at its
-        stable point (so that catch-up starts). False if that check fails (reported
-        when ``blame`` and the sender's signature is good). True otherwise, checked or
-        not."""
+        stable point (so that catch-up starts). True if so; False if those sets are not
+        known or the check fails (reported when ``blame`` and the signature is good)."""
         if not self._judgeable(vc.stable_height + 1):
-            return True
+            return False
         if not signed_by(vc, self._vset(vc.stable_height + 1), self._sigs):
             self._drop("bad_signature")  # anyone can forge a name: blame no one
             return False
@@ -1754,6 +1770,25 @@ class Replica:
             return False
         self._note_certified(vc.stable_height, vc.stable_header, vc.stable_cert)
         return True
+
+    def _hold_new_view(self, nv: NewView, stable: int) -> None:
+        """A NEW-VIEW whose VIEW-CHANGEs reach above the known sets: the stable points
+        that can be checked anchor catch-up; the NEW-VIEW itself waits, one per
+        sender, if its signature can be checked, else it is dropped (the primary sends
+        it again when our STATUS shows us in an older view)."""
+        for vc in nv.view_changes:
+            self._note_stable_point(vc, blame=False)
+        if nv.view > self._view + self.config.max_future_views:
+            self._drop("future_view")
+        elif not self._judgeable(stable + 1):
+            self._drop("unknown_set")
+        elif not signed_by(nv, self._vset(stable + 1), self._sigs):
+            self._drop("bad_signature")
+        else:
+            prior = self._unjudged_nvs.get(nv.sender)
+            if prior is None or prior.view <= nv.view:
+                self._unjudged_nvs[nv.sender] = nv
+                self._count("held.unknown_set")
 
     def _help_behind(self, peer: str, their_view: int) -> bool:
         """If ``peer`` is in an older view than ours, send it our NEW-VIEW."""
@@ -1833,18 +1868,10 @@ class Replica:
             if not nv.view_changes:
                 self._drop("malformed")
                 return
-            if not self._judgeable(max(view_change_top(vc) for vc in nv.view_changes)):
-                # Judged once the sets it needs are known; meanwhile its stable points
-                # tell us how far to catch up.
-                for vc in nv.view_changes:
-                    self._note_stable_point(vc, blame=False)
-                if nv.sender not in self._known_keys:
-                    self._drop("not_validator")
-                elif self._unjudged_nv is None or self._unjudged_nv.view <= nv.view:
-                    self._unjudged_nv = nv
-                    self._count("held.unknown_set")
-                return
             s = max(vc.stable_height for vc in nv.view_changes)
+            if not self._judgeable(max(view_change_top(vc) for vc in nv.view_changes)):
+                self._hold_new_view(nv, s)
+                return
             if not signed_by(nv, self._vset(s + 1), self._sigs):
                 self._drop("bad_signature")
                 return
@@ -2082,7 +2109,7 @@ class Replica:
             first = min(self._held)
             if first > self._committed_height + 1:
                 break
-            if not self._judgeable(self._committed_height + 1):
+            if not self._may_commit(self._committed_height + 1):
                 break  # the blocks below must be applied first (see _take_blocks)
             self._take_blocks(self._held.pop(first))
         self._commit_ready_slots()  # slots above may have been waiting for these
@@ -2099,12 +2126,8 @@ class Replica:
             if h != self._committed_height + 1:
                 self._drop("catchup_gap")
                 break
-            if not self._judgeable(h):
-                # at most one answer waits so (the held ones above start above h)
-                for k in [k for k in self._held if k <= h]:
-                    del self._held[k]
-                self._held[b.entries[0][0].height] = b
-                self._count("catchup.await_apply")
+            if not self._may_commit(h):
+                self._await_apply(b)
                 break
             try:
                 self._check_fetched(block, cert)
@@ -2116,6 +2139,20 @@ class Replica:
             self._commit(block, cert, by_consensus=False)
             if b.extras and b.extras[i]:
                 self._out_extras[h] = b.extras[i]
+
+    def _await_apply(self, b: Blocks) -> None:
+        """Hold ``b``, whose next block waits for the blocks below to be applied. At
+        most one answer waits so: of ``b`` and one already waiting, the one reaching
+        further is kept (the other answers held start above the next height)."""
+        nxt = self._committed_height + 1
+        last = b.entries[-1][0].height
+        for k in [k for k in self._held if k <= nxt]:
+            if self._held[k].entries[-1][0].height >= last:
+                self._drop("catchup_overlap")
+                return
+            del self._held[k]
+        self._held[b.entries[0][0].height] = b
+        self._count("catchup.await_apply")
 
     def _check_fetched(self, block: Block, cert: CommitCertificate) -> None:
         h = block.height

@@ -37,7 +37,7 @@ from channels.state import WriteSet
 from consensus.app import Application
 from consensus.config import ReplicaConfig
 from consensus.durable import DurableState
-from consensus.messages import Blocks, Message
+from consensus.messages import Blocks, Message, NewView
 from consensus.replica import (
     SEND_AFTER_STORE,
     SEND_BEFORE_PERSIST,
@@ -456,12 +456,20 @@ class ChannelService:
 
     def deliver(self, sender: str, payload: bytes) -> bool:
         """Decode an authenticated peer's message and queue it for the driver (votes
-        and proposals ahead of bulk traffic). False if undecodable or the inbox is full."""
+        and proposals ahead of bulk traffic). False if undecodable, if it names another
+        sender than the peer whose frame carried it (only a NEW-VIEW is passed on by
+        others: a replica sends the one it entered to a peer left behind), or if the
+        inbox is full."""
         try:
             msg = cport.decode_message(payload)
         except LedgerError as exc:
             self.metrics.rejected_messages.inc(1, self.channel, "undecodable")
             log.debug("undecodable message from %s: %s", sender, exc)
+            return False
+        if msg.sender != sender and not isinstance(msg, NewView):
+            # The replica holds some messages unverified until it knows the validator
+            # set of their height: a peer must not fill another's share.
+            self.metrics.rejected_messages.inc(1, self.channel, "sender_mismatch")
             return False
         if len(self._urgent) + len(self._inbox) >= self._inbox_limit:
             self.metrics.rejected_messages.inc(1, self.channel, "inbox_full")
