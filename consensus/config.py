@@ -25,16 +25,17 @@ class ReplicaConfig:
     #: Pipelining window W: heights committed+1 … committed+W may be in flight.
     window: int = 8
     #: The application's promise about ``validators_at`` (None: every answer is final,
-    #: as with a fixed schedule). A change of the set committed in a block at height
+    #: as with a fixed schedule). A change of the set carried by a block at height
     #: ``c`` takes effect after ``c + activation_delay``, and only blocks holding a
-    #: transaction of a type in ``config_tx_types`` carry changes. The set at a height
-    #: above the last applied block (or, with a committed but unapplied block that may
-    #: change it, above that block) plus the delay is then not known yet, and the
-    #: replica judges nothing against it: it holds such votes, proposals, VIEW-CHANGEs,
-    #: NEW-VIEWs and catch-up blocks until the blocks below them are applied. Must be
-    #: at least ``window`` (every height in flight has a known set).
+    #: transaction of a type in ``config_tx_types`` carry changes (None: any block may).
+    #: The sets above ``committed + 1 + activation_delay`` (or, with a committed but
+    #: unapplied block that may carry a change, above that block plus the delay) are not
+    #: known yet, and the replica judges nothing against them: it holds such votes,
+    #: proposals, VIEW-CHANGEs, NEW-VIEWs and catch-up blocks until the blocks below
+    #: them are applied (docs/consensus.md, "Sets not known yet"). Must be at least
+    #: ``window`` (every height in flight has a known set).
     activation_delay: int | None = None
-    config_tx_types: frozenset[str] = frozenset()
+    config_tx_types: frozenset[str] | None = frozenset()
     #: A batch closes when it holds this many transactions…
     max_batch_txs: int = 500
     #: …or this many bytes of encoded transactions…

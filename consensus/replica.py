@@ -353,6 +353,9 @@ class Replica:
         #: Messages of views this replica left, by height (see :class:`_Observed`).
         self._observed: dict[int, _Observed] = {}
         self._held: dict[int, Blocks] = {}
+        #: The held answer waiting for blocks to be applied (``_await_apply``): its key
+        #: in ``_held`` and whether we asked for it.
+        self._apply_wait: tuple[int, bool] | None = None
         #: Transaction and extra (state delta) bytes of the last answer to a request of
         #: ours (None: none yet).
         self._last_answer_bytes: int | None = None
@@ -683,6 +686,7 @@ class Replica:
                 c for c in self._unapplied_changes if c > self._stored_height
             ]
             self._judge_held()
+            self._commit_ready_slots()  # slots that waited for the blocks below
             self._buffer_dirty = True
         self._after_input()
 
@@ -1282,7 +1286,9 @@ class Replica:
         while True:
             h = self._committed_height + 1
             slot = self._slots.get(h)
-            if slot is None or slot.preprepare is None:
+            if slot is None or slot.preprepare is None or not self._may_commit(h):
+                # (a proposal needs the state root W below it, so only a NEW-VIEW's
+                # re-proposals can reach a height we may not commit yet)
                 return
             pp = slot.preprepare
             if pp.block.header.prev_hash != self._committed_hash:
@@ -1312,7 +1318,7 @@ class Replica:
         self._out_committed.append((block, cert))
         self._mempool.committed(tx.tx_id for tx in block.transactions)
         types = self.config.config_tx_types
-        if types and any(tx.type in types for tx in block.transactions):
+        if types is None or (types and any(tx.type in types for tx in block.transactions)):
             self._unapplied_changes.append(h)
         self._slots.pop(h, None)
         self._count("committed.blocks")
@@ -2099,7 +2105,7 @@ class Replica:
             else:
                 self._drop("catchup_gap")
             return
-        self._take_blocks(b)
+        self._take_blocks(b, asked=asked is not None)
         self._take_held()
 
     def _take_held(self) -> None:
@@ -2111,10 +2117,14 @@ class Replica:
                 break
             if not self._may_commit(self._committed_height + 1):
                 break  # the blocks below must be applied first (see _take_blocks)
-            self._take_blocks(self._held.pop(first))
+            wait = self._apply_wait
+            asked = wait is None or wait[0] != first or wait[1]
+            if wait is not None and wait[0] == first:
+                self._apply_wait = None
+            self._take_blocks(self._held.pop(first), asked=asked)
         self._commit_ready_slots()  # slots above may have been waiting for these
 
-    def _take_blocks(self, b: Blocks) -> None:
+    def _take_blocks(self, b: Blocks, *, asked: bool) -> None:
         """Check and commit ``b``'s blocks above the committed height, in order, up to
         the first that does not link or check (its sender is reported), or the first
         whose validator set is not known until the blocks below it are applied: the
@@ -2127,7 +2137,7 @@ class Replica:
                 self._drop("catchup_gap")
                 break
             if not self._may_commit(h):
-                self._await_apply(b)
+                self._await_apply(b, asked)
                 break
             try:
                 self._check_fetched(block, cert)
@@ -2140,18 +2150,23 @@ class Replica:
             if b.extras and b.extras[i]:
                 self._out_extras[h] = b.extras[i]
 
-    def _await_apply(self, b: Blocks) -> None:
+    def _await_apply(self, b: Blocks, asked: bool) -> None:
         """Hold ``b``, whose next block waits for the blocks below to be applied. At
-        most one answer waits so: of ``b`` and one already waiting, the one reaching
-        further is kept (the other answers held start above the next height)."""
+        most one answer waits so (the other answers held start above the next height):
+        of ``b`` and one already waiting, an answer to our FETCH before one we did not
+        ask for (whose unchecked tail could be junk), then the one reaching further."""
         nxt = self._committed_height + 1
-        last = b.entries[-1][0].height
+        rank = (asked, b.entries[-1][0].height)
         for k in [k for k in self._held if k <= nxt]:
-            if self._held[k].entries[-1][0].height >= last:
+            wait = self._apply_wait
+            other_asked = wait is None or wait[0] != k or wait[1]
+            if (other_asked, self._held[k].entries[-1][0].height) >= rank:
                 self._drop("catchup_overlap")
                 return
             del self._held[k]
-        self._held[b.entries[0][0].height] = b
+        first = b.entries[0][0].height
+        self._held[first] = b
+        self._apply_wait = (first, asked)
         self._count("catchup.await_apply")
 
     def _check_fetched(self, block: Block, cert: CommitCertificate) -> None:

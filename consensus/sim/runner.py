@@ -178,8 +178,9 @@ class SimConfig:
     #: is due, as the node's driver does (``Replica.quiescent``); 0 = never.
     quiet_ticks_every: int = 2
     #: Every k-th seed (seed % k == 3) runs its replicas with window 2 and
-    #: ``activation_delay`` 2, every block taken for one that may change the validator
-    #: set, and applications that learn the schedule only as the chain reaches it
+    #: ``activation_delay`` 2, every block (null blocks too) taken for one that may
+    #: change the validator set, and applications that learn the schedule only as the
+    #: chain reaches it
     #: (``SimApplication.known_ahead``): votes, VIEW-CHANGEs, NEW-VIEWs and catch-up
     #: blocks above the known sets wait for the blocks below; 0 = never.
     learn_sets_every: int = 4
@@ -481,7 +482,7 @@ class _Simulation:
         return {
             "window": LEARN_SETS_DELAY,
             "activation_delay": LEARN_SETS_DELAY,
-            "config_tx_types": frozenset({TX_TYPE}),
+            "config_tx_types": None,  # the app learns from null blocks too
         }
 
     def _add_host(self, inst: str, node: str, app: SimApplication, skew: int) -> _Host:

@@ -21,6 +21,7 @@ from consensus import (
     Commit,
     Fetch,
     Message,
+    Outbound,
     Prepare,
     PreparedCertificate,
     PrePrepare,
@@ -164,10 +165,16 @@ def replica(app: LearningApp) -> Replica:
     return r
 
 
-def drain(r: Replica, app: LearningApp, tops: list[int] | None = None) -> list[Message]:
+def drain(
+    r: Replica,
+    app: LearningApp,
+    tops: list[int] | None = None,
+    *,
+    outbound: list[Outbound] | None = None,
+) -> list[Message]:
     """What a host does: store and apply committed blocks, then advance. Returns the
-    messages the replica sent; appends to ``tops`` the last height of each Ready that
-    committed blocks."""
+    messages the replica sent (``outbound``: with their destinations); appends to
+    ``tops`` the last height of each Ready that committed blocks."""
     sent = []
     while r.has_ready():
         rd = r.ready()
@@ -176,6 +183,8 @@ def drain(r: Replica, app: LearningApp, tops: list[int] | None = None) -> list[M
         if rd.committed and tops is not None:
             tops.append(rd.committed[-1][0].height)
         sent += [o.message for o in rd.messages]
+        if outbound is not None:
+            outbound += rd.messages
         r.advance(rd)
     return sent
 
@@ -315,6 +324,18 @@ def _view_change(sender: int, chain: list[tuple[Block, CommitCertificate]]) -> V
     return sign(vc, _keys(stable + 1)[sender])  # judged with the set at stable + 1
 
 
+def _context(builder: LearningApp) -> Context:
+    """What a peer holding ``builder``'s chain builds a NEW-VIEW with."""
+    return Context(
+        channel=CHANNEL,
+        genesis_prev_hash=channel_genesis_hash(GENESIS, CHANNEL),
+        window=DELAY,
+        validators_at=true_set,
+        state_root_at=builder.state_root_at,
+        sigs=SignatureCache(ED25519, 1024),
+    )
+
+
 def _status_from_one_peer(chain: list[tuple[Block, CommitCertificate]]) -> Status:
     """node1 says it is ahead: alone, that is no reason to catch up (f + 1 must)."""
     return sign(Status(CHANNEL, "node1", 0, True, EFF - 1, chain[EFF - 2][0].hash), OLD_KEYS[0])
@@ -377,14 +398,7 @@ def test_a_new_view_reaching_unknown_sets_waits_then_is_entered() -> None:
     builder = LearningApp()  # a peer that has the chain up to EFF - 1
     for block, cert in chain[: EFF - 1]:
         builder.store(block, cert)
-    ctx = Context(
-        channel=CHANNEL,
-        genesis_prev_hash=channel_genesis_hash(GENESIS, CHANNEL),
-        window=DELAY,
-        validators_at=true_set,
-        state_root_at=builder.state_root_at,
-        sigs=SignatureCache(ED25519, 1024),
-    )
+    ctx = _context(builder)
     primary = true_set(EFF - 2).primary(1)
     index = [v.node_id for v in OLD_SET.validators].index(primary)
     nv, _ = build_new_view(
@@ -405,6 +419,88 @@ def test_a_new_view_reaching_unknown_sets_waits_then_is_entered() -> None:
     drain(r, app)
     assert app.height == EFF - 1
     assert (r.view, r.view_active, r.evidence_count) == (1, True, 0)
+
+
+def test_re_proposals_stop_below_the_final_height_until_the_change_is_applied() -> None:
+    """Within one host turn (no advance), block CHANGE is committed by catch-up, then a
+    NEW-VIEW re-proposes CHANGE + 1 … CHANGE + DELAY and their COMMITs arrive. Proposals
+    need the state root W below them, re-proposals do not: the replica commits up to
+    CHANGE + DELAY - 1 only, so the set at the next height (which judges STATUS) stays
+    known, and commits the last one after the change is applied (before, it committed
+    CHANGE + DELAY at once and judged the next height with the old set)."""
+    chain = honest_chain(EFF + 2)
+    app = LearningApp()
+    r = replica(app)
+    r.step(answer(chain[: CHANGE - 1]))
+    drain(r, app)
+
+    def view_change(sender: int) -> ViewChange:
+        header, cert = chain[CHANGE - 1][0].header, chain[CHANGE - 1][1]
+        prepared = tuple(_prepared(chain[h - 1][0]) for h in range(CHANGE + 1, CHANGE + DELAY + 1))
+        vc = ViewChange(CHANNEL, f"node{sender + 1}", 1, CHANGE, header, cert, prepared)
+        return sign(vc, _keys(CHANGE + 1)[sender])
+
+    builder = LearningApp()
+    for block, cert in chain[: EFF - 1]:
+        builder.store(block, cert)
+    primary = true_set(CHANGE + 1).primary(1)
+    index = [v.node_id for v in OLD_SET.validators].index(primary)
+    nv, _ = build_new_view(
+        [view_change(i) for i in range(4)], _context(builder), 1, primary, OLD_KEYS[index]
+    )
+    r.step(answer(chain[CHANGE - 1 : CHANGE]))
+    r.step(nv)
+    assert r.view == 1
+    for h in range(CHANGE + 1, CHANGE + DELAY + 1):
+        block = chain[h - 1][0]
+        for i in range(4):
+            r.step(sign(Commit(CHANNEL, f"node{i + 1}", 1, h, block.hash), _keys(h)[i]))
+    assert r.committed_height == CHANGE + DELAY - 1
+    drain(r, app)
+    assert app.height == CHANGE + DELAY
+    assert r.evidence_count == 0
+    assert_certificates_verify(app)
+
+
+def test_a_waiting_answer_we_asked_for_is_not_displaced_by_one_we_did_not() -> None:
+    """Within one host turn, an answer we did not ask for reaches past the change (its
+    tail unchecked: junk here) and waits for it to be applied; our FETCH's answer takes
+    its place, and the unasked one, sent again, does not take it back."""
+    chain = honest_chain(EFF + 2)
+    app = LearningApp()
+    r = replica(app)
+    r.step(answer(chain[: CHANGE - 1]))
+    drain(r, app)
+    # node1 and node2 say they are at EFF + 2: f + 1 claims, so we fetch from one
+    for i in (0, 1):
+        status = Status(CHANNEL, f"node{i + 1}", 0, True, EFF + 2, chain[EFF + 1][0].hash)
+        r.step(sign(status, OLD_KEYS[i]))
+    outbound: list[Outbound] = []
+    drain(r, app, outbound=outbound)
+    fetches = [o for o in outbound if isinstance(o.message, Fetch)]
+    assert len(fetches) == 1 and fetches[0].to in ("node1", "node2")
+    f, asked_peer = fetches[0].message, fetches[0].to
+    assert isinstance(f, Fetch) and (f.from_height, f.to_height) == (CHANGE, EFF + 2)
+    other = 1 if asked_peer == "node1" else 0  # the peer we did not ask
+    last = chain[EFF][0]
+    junk = make_block(
+        CHANNEL, EFF + 2, last.hash, [make_tx(GENESIS, CHANNEL, 777)],
+        state_root=state_root_after(last),
+    )  # fmt: skip
+    entries = (*chain[CHANGE - 1 : EFF + 1], (junk, certify(junk, OLD_SET, OLD_KEYS)))
+    unasked = sign(Blocks(CHANNEL, f"node{other + 1}", entries), OLD_KEYS[other])
+    ours = sign(
+        Blocks(CHANNEL, asked_peer, tuple(chain[CHANGE - 1 : EFF + 2])),
+        OLD_KEYS[1 - other],
+    )
+    r.step(unasked)  # commits up to CHANGE + DELAY - 1, then waits
+    r.step(ours)  # takes the unasked one's place
+    r.step(unasked)  # does not take it back
+    assert r.metrics["catchup.await_apply"] == 2
+    assert r.metrics["dropped.catchup_overlap"] == 1
+    drain(r, app)
+    assert app.height == EFF + 2 and r.evidence_count == 0
+    assert_certificates_verify(app)
 
 
 def test_activation_delay_below_the_window_is_refused() -> None:
