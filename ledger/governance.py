@@ -23,9 +23,10 @@ invalid signature, key revoked or not yet valid) refuses the whole change.
 height ``h`` with ``eff > h + CONFIG_ACTIVATION_DELAY`` (the pipelining window: blocks
 up to ``h + 8`` may already be in flight under the old configuration; nodes refuse a
 configured window above it). The replicas run with it as their
-``activation_delay``: above the last applied block plus the delay a set is not known
-yet, and they judge nothing against it (docs/consensus.md, "Sets not known yet"). The
-delay is part of the receipt format (docs/receipts.md, ``h + 8 < eff``).
+``activation_delay``: a set above the committed height plus one plus the delay (lower,
+while a committed ``config_update`` is not applied) is not known yet, and they judge
+nothing against it (docs/consensus.md, "Sets not known yet"). The delay is part of the
+receipt format (docs/receipts.md, ``h + 8 < eff``).
 
 **Trackers.** :class:`ValidatorTracker`, :class:`OrgRegistry` and
 :class:`PermissionTracker` are fed every committed block of their channel in order

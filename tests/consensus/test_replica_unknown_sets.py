@@ -1,9 +1,9 @@
 """A replica judges nothing against a validator set it does not know yet.
 
 The application learns a change of the set from the committed block carrying it, and
-the change takes effect ``activation_delay`` blocks later at the earliest
-(``ReplicaConfig.activation_delay``). Above the last applied block plus that delay,
-``validators_at`` answers the latest set it knows, which may be the old one. Here four
+the change takes effect more than ``activation_delay`` blocks later
+(``ReplicaConfig.activation_delay``). Above what it has applied, ``validators_at``
+answers the latest set it knows, which may be the old one. Here four
 of the five validators take new keys from height ``EFF`` (the block at ``CHANGE``
 carries the change), and a replica that has applied only the blocks below ``CHANGE``
 is given votes, VIEW-CHANGEs and catch-up blocks from above ``EFF``: signed with the new
@@ -191,7 +191,8 @@ def drain(
 
 def answer(entries: list[tuple[Block, CommitCertificate]]) -> Blocks:
     """A catch-up answer from node1 (a validator at every height, signing with its key
-    of the height above our committed one: the old key here)."""
+    of the height above our committed one: the old key here). We did not ask for it:
+    it may still wait for a change to be applied while no answer we asked for does."""
     return sign(Blocks(CHANNEL, "node1", tuple(entries)), OLD_KEYS[0])
 
 
