@@ -316,7 +316,7 @@ class Replica:
         #: Messages whose validator set is not known yet (see ``activation_delay``):
         #: slot messages by sender, unverified; the VIEW-CHANGE and NEW-VIEW of the
         #: highest view from each sender, their signatures checked.
-        self._unverified: dict[str, list[Message]] = {}
+        self._unverified: dict[str, list[PrePrepare | Prepare | Commit]] = {}
         self._unjudged_vcs: dict[str, ViewChange] = {}
         self._unjudged_nvs: dict[str, NewView] = {}
         #: Committed blocks not applied yet (above ``_stored_height``) that may change
@@ -353,9 +353,9 @@ class Replica:
         #: Messages of views this replica left, by height (see :class:`_Observed`).
         self._observed: dict[int, _Observed] = {}
         self._held: dict[int, Blocks] = {}
-        #: The held answer waiting for blocks to be applied (``_await_apply``): its key
-        #: in ``_held`` and whether we asked for it.
-        self._apply_wait: tuple[int, bool] | None = None
+        #: The key in ``_held`` of the answer waiting for blocks to be applied
+        #: (``_await_apply``) if we did not ask for it.
+        self._unasked_held: int | None = None
         #: Transaction and extra (state delta) bytes of the last answer to a request of
         #: ours (None: none yet).
         self._last_answer_bytes: int | None = None
@@ -686,7 +686,6 @@ class Replica:
                 c for c in self._unapplied_changes if c > self._stored_height
             ]
             self._judge_held()
-            self._commit_ready_slots()  # slots that waited for the blocks below
             self._buffer_dirty = True
         self._after_input()
 
@@ -877,8 +876,6 @@ class Replica:
             held, self._unverified = self._unverified, {}
             for msgs in held.values():
                 for msg in msgs:
-                    if not isinstance(msg, PrePrepare | Prepare | Commit):
-                        raise InternalError("only slot messages are held unverified")
                     if not self._judgeable(msg.height):
                         self._hold_unverified(msg)
                     elif self._verify(msg, msg.height):
@@ -891,8 +888,7 @@ class Replica:
             nvs, self._unjudged_nvs = self._unjudged_nvs, {}
             for nv in sorted(nvs.values(), key=lambda m: m.view):
                 self._on_new_view(nv)
-        if self._held and min(self._held) <= self._committed_height + 1:
-            self._take_held()
+        self._take_held()  # a waiting answer, then the slots above
 
     def _hold(self, msg: Message, buffered: bool) -> None:
         queue = self._buffer.setdefault(msg.sender, [])
@@ -2117,10 +2113,9 @@ class Replica:
                 break
             if not self._may_commit(self._committed_height + 1):
                 break  # the blocks below must be applied first (see _take_blocks)
-            wait = self._apply_wait
-            asked = wait is None or wait[0] != first or wait[1]
-            if wait is not None and wait[0] == first:
-                self._apply_wait = None
+            asked = first != self._unasked_held
+            if not asked:
+                self._unasked_held = None
             self._take_blocks(self._held.pop(first), asked=asked)
         self._commit_ready_slots()  # slots above may have been waiting for these
 
@@ -2158,15 +2153,13 @@ class Replica:
         nxt = self._committed_height + 1
         rank = (asked, b.entries[-1][0].height)
         for k in [k for k in self._held if k <= nxt]:
-            wait = self._apply_wait
-            other_asked = wait is None or wait[0] != k or wait[1]
-            if (other_asked, self._held[k].entries[-1][0].height) >= rank:
+            if (k != self._unasked_held, self._held[k].entries[-1][0].height) >= rank:
                 self._drop("catchup_overlap")
                 return
             del self._held[k]
         first = b.entries[0][0].height
         self._held[first] = b
-        self._apply_wait = (first, asked)
+        self._unasked_held = None if asked else first
         self._count("catchup.await_apply")
 
     def _check_fetched(self, block: Block, cert: CommitCertificate) -> None:

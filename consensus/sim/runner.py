@@ -180,9 +180,9 @@ class SimConfig:
     #: Every k-th seed (seed % k == 3) runs its replicas with window 2 and
     #: ``activation_delay`` 2, every block (null blocks too) taken for one that may
     #: change the validator set, and applications that learn the schedule only as the
-    #: chain reaches it
-    #: (``SimApplication.known_ahead``): votes, VIEW-CHANGEs, NEW-VIEWs and catch-up
-    #: blocks above the known sets wait for the blocks below; 0 = never.
+    #: chain reaches it (``SimApplication.known_ahead``): votes, VIEW-CHANGEs,
+    #: NEW-VIEWs and catch-up blocks above the known sets wait for the blocks below;
+    #: 0 = never.
     learn_sets_every: int = 4
 
 
