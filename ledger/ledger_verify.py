@@ -30,7 +30,7 @@ The walk stops at the FIRST mismatch and the report names its height.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -64,7 +64,9 @@ class VerifyReport:
     ``blocks`` and ``transactions`` count what verified before the first mismatch;
     ``failed_height`` and ``problem`` describe that mismatch (both None when ok);
     ``state_deltas`` counts the kept state deltas checked (None: not checked, no
-    digest was given).
+    digest was given); ``size_entries_malformed``: a state-delta size entry of the
+    channel is malformed (derived data: the node rebuilds them from the deltas when it
+    next opens the ledger; not a mismatch).
     """
 
     channel: str
@@ -74,6 +76,7 @@ class VerifyReport:
     failed_height: int | None = None
     problem: str | None = None
     state_deltas: int | None = None
+    size_entries_malformed: bool = False
 
     @property
     def ok(self) -> bool:
@@ -85,9 +88,14 @@ class VerifyReport:
             return f"channel {self.channel!r} height {self.failed_height}: {self.problem}"
         tip = f", tip {self.tip_hash.hex()[:16]}…" if self.tip_hash else ""
         deltas = "" if self.state_deltas is None else f", {self.state_deltas} state deltas"
+        sizes = (
+            "; a state-delta size entry is malformed (rebuilt when the node next opens it)"
+            if self.size_entries_malformed
+            else ""
+        )
         return (
             f"{self.channel}: ok — {self.blocks} blocks, {self.transactions} transactions"
-            f"{deltas}{tip}"
+            f"{deltas}{tip}{sizes}"
         )
 
 
@@ -279,18 +287,19 @@ def verify_ledger(
         known = [entry.channel_id for entry in genesis.channels]
         for channel in known:
             tracker = tracker_factory(genesis, channel, scheme)
-            reports.append(
-                verify_channel(
-                    store,
-                    channel,
-                    genesis.hash,
-                    tracker.validators_at,
-                    scheme,
-                    observe=tracker.observe_block,
-                    tx_signatures=tx_signatures,
-                    state_digest=(state_digests or {}).get(channel),
-                )
+            report = verify_channel(
+                store,
+                channel,
+                genesis.hash,
+                tracker.validators_at,
+                scheme,
+                observe=tracker.observe_block,
+                tx_signatures=tx_signatures,
+                state_digest=(state_digests or {}).get(channel),
             )
+            if channel in store.rebuilt_size_entries:
+                report = replace(report, size_entries_malformed=True)
+            reports.append(report)
         for channel in store.channels():
             if channel not in known:
                 reports.append(

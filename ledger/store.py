@@ -324,6 +324,9 @@ class BlockStore:
         #: a format-1 store: its size entries are not trusted (rebuilt on opening, or
         #: read from the deltas when read-only); False once it is marked format 2
         self._upgrading = False
+        #: Channels whose format-2 size entries were found malformed on opening and
+        #: rebuilt from their deltas (read-only: read from the deltas, nothing written).
+        self.rebuilt_size_entries: list[str] = []
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -357,8 +360,9 @@ class BlockStore:
         for another genesis or an unknown store format, or holds foreign data; and
         :class:`CorruptLedgerError` if any channel's last ``verify_recent`` blocks (fewer
         if they hold over ``verify_recent_txs`` transactions; see :meth:`check_recent`)
-        are inconsistent, LevelDB reports damaged files or a state delta's size entry is
-        malformed (format 2; a format-1 store's are rebuilt). ``verify_recent=0`` skips
+        are inconsistent, or LevelDB reports damaged files. A channel's state-delta size
+        entries are derived data: a malformed one has them all rebuilt from the deltas
+        (:attr:`rebuilt_size_entries`), as a format-1 store's are. ``verify_recent=0`` skips
         the check (the verifier walks all). Opening writes: the state deltas outside the
         window are deleted, and a format-1 store is upgraded to format 2 (module doc) —
         unless ``read_only``: then nothing is written (every delta stays, a format-1 store
@@ -500,19 +504,14 @@ class BlockStore:
                     out.append((int.from_bytes(hk, "big"), len(value)))
         return out
 
-    def _size_entries(self, channel: str, keys: _Keys) -> list[tuple[int, int]]:
-        """(height, size) of each size entry, oldest first. Raises
-        :class:`CorruptLedgerError` for a malformed one."""
+    def _size_entries(self, keys: _Keys) -> list[tuple[int, int]] | None:
+        """(height, size) of each size entry, oldest first; None if one is malformed."""
         out = []
         with self._db.iterator(prefix=keys.delta_size, verify_checksums=True) as it:
             for key, value in it:
                 hk = key[len(keys.delta_size) :]
                 if len(hk) != 8 or len(value) != 4:
-                    raise CorruptLedgerError(
-                        f"ledger corrupt: bad state delta size entry {key!r} on channel "
-                        f"{channel!r}",
-                        channel=channel,
-                    )
+                    return None
                 out.append((int.from_bytes(hk, "big"), int.from_bytes(value, "big")))
         return out
 
@@ -521,16 +520,18 @@ class BlockStore:
         the last ``state_delta_heights`` heights or the ``state_delta_bytes`` budget
         (left by a wider window or budget of an earlier run), in one synced batch.
 
-        Format 2: the sizes come from the size entries, not the deltas; raises
-        :class:`CorruptLedgerError` for a malformed entry. Format 1 (its entries are
-        not trusted): from the deltas themselves (read this once), and the same batch
-        rebuilds the entries — one for each delta kept, none else (stale or malformed
-        ones deleted). Read-only: the sizes only, nothing deleted or rebuilt."""
+        Format 2: the sizes come from the size entries, not the deltas. Format 1 (its
+        entries are not trusted), or a format-2 channel with a malformed entry (the
+        entries are derived data: the channel is listed in :attr:`rebuilt_size_entries`):
+        from the deltas themselves (read this once), and the same batch rebuilds the
+        entries — one for each delta kept, none else (stale or malformed ones deleted).
+        Read-only: the sizes only, nothing deleted or rebuilt."""
         keys = self._k(channel)
-        if self._upgrading:
-            kept = deque(self._sizes_of_deltas(keys))
-        else:
-            kept = deque(self._size_entries(channel, keys))
+        entries = None if self._upgrading else self._size_entries(keys)
+        rebuild = entries is None
+        if rebuild and not self._upgrading:
+            self.rebuilt_size_entries.append(channel)
+        kept = deque(self._sizes_of_deltas(keys) if entries is None else entries)
         total = sum(size for _, size in kept)
         if not self._read_only:
             old, total = self._leaving(kept, total, self._tips[channel].height)
@@ -538,7 +539,7 @@ class BlockStore:
             for _ in old:
                 kept.popleft()
             puts = []
-            if self._upgrading:
+            if rebuild:
                 with self._db.iterator(
                     prefix=keys.delta_size, include_value=False, verify_checksums=True
                 ) as it:

@@ -198,6 +198,12 @@ class NodeRuntime:
                 str(config.data_dir), "", f"cannot create data directory ({exc.strerror})"
             ) from None
         store = open_node_store(config, genesis.hash, create=True)
+        for channel in store.rebuilt_size_entries:
+            log.warning(
+                "ledger: channel %s had a malformed state-delta size entry; "
+                "its size entries were rebuilt from the deltas",
+                channel,
+            )
         try:
             return cls(config, genesis, store)
         except BaseException:

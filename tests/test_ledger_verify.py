@@ -287,6 +287,26 @@ def test_cli_verify_ok_and_corrupt(tmp_path: Path, capsys: pytest.CaptureFixture
     assert "Traceback" not in captured.err
 
 
+def test_cli_verify_notes_a_malformed_size_entry_and_leaves_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A state-delta size entry is derived data the node rebuilds on opening: verify
+    passes the ledger, says so on the channel's line, and writes nothing."""
+    data, _genesis, _chains = _network(tmp_path)
+    junk_key = b"c/supervision/ds/\x02"
+    db = plyvel.DB(str(data / "ledger"))
+    db.put(junk_key, b"junk")
+    db.close()
+    assert main(["ledger", "verify", "--data", str(data)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    (line,) = [line for line in out if line.startswith("supervision: ok")]
+    assert "size entry is malformed" in line
+    assert not any("malformed" in other for other in out if other != line)
+    db = plyvel.DB(str(data / "ledger"))
+    assert db.get(junk_key) == b"junk"
+    db.close()
+
+
 def test_cli_verify_forged_certificate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     data, _genesis, chains = _network(tmp_path)
     _block, cert = chains["supervision"].blocks[3]

@@ -12,7 +12,7 @@ import pytest
 
 from ledger.blocks import Block
 from ledger.certificate import CommitCertificate
-from ledger.errors import ConfigError, CorruptLedgerError
+from ledger.errors import ConfigError
 from ledger.hashing import TAG_STATE, tagged_hash
 from ledger.ledger_verify import StateDigest, verify_channel
 from ledger.store import (
@@ -352,12 +352,40 @@ def test_an_unknown_store_format_is_refused(tmp_path: Path, version: bytes) -> N
         assert db.get(b"g/version") == version
 
 
-@pytest.mark.parametrize(
+MALFORMED = pytest.mark.parametrize(
     ("key", "value"),
     [(SIZE + (2).to_bytes(8, "big"), b"\x00\x01"), (SIZE + b"\x02", (7).to_bytes(4, "big"))],
     ids=["short-value", "short-height"],
 )
-def test_a_malformed_size_entry_is_refused_on_opening(
+
+
+@MALFORMED
+def test_a_malformed_size_entry_is_rebuilt_on_opening(
+    tmp_path: Path, key: bytes, value: bytes
+) -> None:
+    """Size entries are derived from the deltas: a malformed one (format 2) has the
+    channel's entries rebuilt from them, in the same batch as the pruning, instead of
+    stopping the node. The next open finds them sound."""
+    chain = make_chain(4, 1)
+    path = tmp_path / "ledger"
+    with open_store(path, chain.genesis_hash, state_delta_heights=3) as store:
+        store.commit_blocks(CH, [commit_of(b, c) for b, c in chain.blocks])
+        store._db.put(key, value)
+        store._db.delete(SIZE + (4).to_bytes(8, "big"))  # and one entry lost besides
+    with open_store(path, chain.genesis_hash, state_delta_heights=3) as store:
+        assert store.rebuilt_size_entries == [CH]
+        size = len(delta_of(2))
+        assert size_entries(store) == {2: size, 3: size, 4: size}
+        assert store._delta_bytes[CH] == 3 * size
+        assert kept(store, 4) == [2, 3, 4]
+        assert store._db.get(b"g/version") == FORMAT_VERSION
+    with open_store(path, chain.genesis_hash, state_delta_heights=3) as store:
+        assert store.rebuilt_size_entries == []
+        assert kept(store, 4) == [2, 3, 4]
+
+
+@MALFORMED
+def test_a_read_only_open_reads_past_a_malformed_size_entry_and_writes_nothing(
     tmp_path: Path, key: bytes, value: bytes
 ) -> None:
     chain = make_chain(2, 1)
@@ -365,8 +393,11 @@ def test_a_malformed_size_entry_is_refused_on_opening(
     with open_store(path, chain.genesis_hash) as store:
         store.commit_blocks(CH, [commit_of(b, c) for b, c in chain.blocks])
         store._db.put(key, value)
-    with pytest.raises(CorruptLedgerError, match="state delta size entry"):
-        BlockStore.open(path, chain.genesis_hash, create=False)
+    with BlockStore.open(path, chain.genesis_hash, create=False, read_only=True) as store:
+        assert store.rebuilt_size_entries == [CH]
+        assert store._delta_bytes[CH] == 2 * len(delta_of(1))
+    with plyvel.DB(str(path)) as db:
+        assert db.get(key) == value
 
 
 INITIAL = tagged_hash(TAG_STATE, b"before block 1")

@@ -73,11 +73,11 @@ def repair_ledger(config: NodeConfig) -> Path | None:
 
     Returns where the broken store went (``DATA/ledger.broken-<UTC time>``), or None if
     the ledger is missing or opens cleanly (then it is left as the node's opening
-    leaves it: a format-1 ledger upgraded, the state deltas outside the node's window
-    dropped). Raises, touching nothing, :class:`ConfigError` if the key or genesis does
-    not belong to this node or the store was made for another genesis, and
-    :class:`~ledger.store.StoreError` if it is locked by a running node or is not a
-    LevelDB database at all.
+    leaves it: a format-1 ledger upgraded, malformed state-delta size entries rebuilt,
+    the state deltas outside the node's window dropped). Raises, touching nothing,
+    :class:`ConfigError` if the key or genesis does not belong to this node or the
+    store was made for another genesis, and :class:`~ledger.store.StoreError` if it is
+    locked by a running node or is not a LevelDB database at all.
     """
     from ledger.genesis import load_genesis
     from node.runtime import NodeRuntime, open_node_store

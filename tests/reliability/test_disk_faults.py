@@ -23,6 +23,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import plyvel
 import pytest
 
 from ledger.errors import ConfigError, CorruptLedgerError
@@ -314,6 +315,12 @@ def test_repair_moves_only_a_damaged_ledger(tmp_path: Path) -> None:
     assert repair_ledger(config) is None  # no ledger yet: nothing to do
     BlockStore.open(config.ledger_dir, prepared.genesis.hash, create=True).close()
     assert repair_ledger(config) is None  # sound: untouched
+    with plyvel.DB(str(config.ledger_dir)) as db:  # derived data damaged: rebuilt in place
+        db.put(b"g/ch/supervision", b"")
+        db.put(b"c/supervision/ds/" + (1).to_bytes(8, "big"), b"bad")  # not 4 bytes
+    assert repair_ledger(config) is None and config.ledger_dir.is_dir()
+    with plyvel.DB(str(config.ledger_dir)) as db:
+        assert db.get(b"c/supervision/ds/" + (1).to_bytes(8, "big")) is None
     with (
         BlockStore.open(config.ledger_dir, prepared.genesis.hash, create=False),
         pytest.raises(StoreError, match="locked"),
