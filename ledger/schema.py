@@ -26,6 +26,12 @@ def is_decimal(text: str) -> bool:
     return text.isascii() and text.isdigit()
 
 
+def decimal_value(text: str, max_digits: int = 18) -> int | None:
+    """``text`` as an int if it is a run of at most ``max_digits`` ASCII digits, else
+    None (Python's ``int`` refuses strings of over 4,300 digits with ValueError)."""
+    return int(text) if len(text) <= max_digits and is_decimal(text) else None
+
+
 def get_int(m: dict[str, Any], key: str, *, lo: int = 0, hi: int = 2**63 - 1) -> int:
     v = m.get(key)
     if not isinstance(v, int) or isinstance(v, bool):

@@ -26,7 +26,7 @@ from ledger.blocks import MAX_TXS_PER_BLOCK, Transaction
 from ledger.encoding import decode, encode
 from ledger.errors import LedgerError
 from ledger.identity import INSTITUTION_ROLES
-from ledger.schema import is_decimal
+from ledger.schema import decimal_value, is_decimal
 from node.auth import NODE_ROLE, Caller
 from node.channel import ChannelService, TxStatus
 from node.errors import ApiError, api_error
@@ -94,7 +94,9 @@ def respond(request: Request, doc: Any, status: int = 200) -> Response:
 async def read_body(request: Request, limit: int) -> bytes:
     """The request body, refusing (413) more than ``limit`` bytes before parsing."""
     declared = request.headers.get("content-length")
-    if declared is not None and is_decimal(declared.strip()) and int(declared) > limit:
+    if declared is not None and is_decimal(declared.strip()) and (
+        (size_given := decimal_value(declared.strip())) is None or size_given > limit
+    ):
         raise api_error("body_too_large", f"body is {declared} bytes; the limit is {limit}")
     chunks: list[bytes] = []
     size = 0
@@ -149,9 +151,10 @@ def parse_int_param(request: Request, name: str, default: int, lo: int, hi: int)
     raw = request.query_params.get(name)
     if raw is None:
         return default
-    if not is_decimal(raw) or not lo <= int(raw) <= hi:
+    value = decimal_value(raw)
+    if value is None or not lo <= value <= hi:
         raise api_error("bad_request", f"query parameter {name!r} must be an integer {lo}..{hi}")
-    return int(raw)
+    return value
 
 
 def rejection_code(reason: str) -> str:
@@ -237,10 +240,23 @@ def create_app(runtime: NodeRuntime, *, manage_lifecycle: bool = True) -> FastAP
         raise api_error("forbidden", f"role {caller.role!r} may not read channel {svc.channel!r}")
 
     async def reader(request: Request, channel: str) -> tuple[ChannelService, str | None]:
+        svc, caller = await reader_caller(request, channel)
+        return svc, read_scope(svc, caller)
+
+    async def reader_caller(request: Request, channel: str) -> tuple[ChannelService, Caller]:
         svc = service(channel)
         body = await read_body(request, 0 if request.method == "GET" else lim.max_body_bytes)
-        caller = await authenticate(request, svc, body)
-        return svc, read_scope(svc, caller)
+        return svc, await authenticate(request, svc, body)
+
+    def scope_now(svc: ChannelService, caller: Caller) -> str | None | ApiError:
+        """The caller's read scope as governance stands now (:func:`read_scope`), or the
+        error if its key is no longer active or its role may no longer read."""
+        if svc.role_of(caller.org, caller.public_key) != caller.role:
+            return api_error("unknown_key", f"the key is not an active key of {caller.org!r}")
+        try:
+            return read_scope(svc, caller)
+        except ApiError as exc:
+            return exc
 
     # ------------------------------------------------------------------ operations
 
@@ -510,12 +526,15 @@ def create_app(runtime: NodeRuntime, *, manage_lifecycle: bool = True) -> FastAP
     async def stream(request: Request, channel: str) -> Response:
         """Server-sent events: one ``block`` event per committed block from height
         ``from`` (default: next block; resumable with ``Last-Event-ID``). Data is the
-        JSON block view (scoped for lender callers)."""
-        svc, scope = await reader(request, channel)
+        JSON block view (scoped for lender callers). The caller's key and read
+        permission are checked again before each block: a key revoked or a permission
+        withdrawn by governance ends the stream."""
+        svc, caller = await reader_caller(request, channel)
+        scope = read_scope(svc, caller)
         start = parse_int_param(request, "from", svc.height + 1, 1, 2**62)
         last_id = request.headers.get("last-event-id")
-        if last_id is not None and is_decimal(last_id):
-            start = int(last_id) + 1
+        if last_id is not None and (last := decimal_value(last_id)) is not None:
+            start = last + 1
 
         async def events() -> AsyncIterator[bytes]:
             nxt = start
@@ -525,11 +544,16 @@ def create_app(runtime: NodeRuntime, *, manage_lifecycle: bool = True) -> FastAP
                     return
                 tip = svc.height
                 while nxt <= tip:
+                    now_scope = scope_now(svc, caller)
+                    if isinstance(now_scope, ApiError):
+                        err = json.dumps(now_scope.body(), separators=(",", ":"))
+                        yield f"event: error\ndata: {err}\n\n".encode()
+                        return
                     block = runtime.store.block(channel, nxt)
                     cert = runtime.store.certificate(channel, nxt)
                     if block is None or cert is None:
                         return
-                    view = block_view(block, cert, svc.outcomes(nxt), only_sender=scope)
+                    view = block_view(block, cert, svc.outcomes(nxt), only_sender=now_scope)
                     data = json.dumps(wire_to_json(view), separators=(",", ":"))
                     yield f"id: {nxt}\nevent: block\ndata: {data}\n\n".encode()
                     nxt += 1

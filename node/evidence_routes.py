@@ -114,7 +114,7 @@ def _parse_json_body(body: bytes, model: type[BaseModel]) -> Any:
     """``body`` as ``model``; raises ApiError ``bad_json`` / ``bad_schema``."""
     try:
         raw = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise api_error("bad_json", "the body is not JSON") from None
     try:
         return model.model_validate(raw)

@@ -889,7 +889,7 @@ class Explorer:
                 if not isinstance(code_text, str) or digest is None or len(code_text) > 100:
                     raise ValueError("item")
                 pairs.append((code_text.strip(), digest))
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):
             return self._finish(
                 page,
                 JSONResponse(

@@ -233,6 +233,18 @@ def test_verify_rejects_bad_requests(site: Site, body: dict[str, Any]) -> None:
     assert r.status_code == 400
 
 
+def test_verify_rejects_deeply_nested_json(site: Site) -> None:
+    """json.loads raises RecursionError on deep nesting: a 400, not a 500."""
+    c = client_for(site)
+    body = b"[" * 100_000 + b"]" * 100_000
+    r = c.post(
+        "/explorer/api/verify",
+        content=body,
+        headers={"X-CSRF-Token": session_csrf(c), "content-type": "application/json"},
+    )
+    assert r.status_code == 400 and r.json()["error"] == "bad_request"
+
+
 def test_verify_page_ships_the_hasher_and_posts_only_digests(site: Site) -> None:
     c = client_for(site, "clerk.li")
     page = c.get(f"/explorer/verify?code={CODE_A}")

@@ -305,6 +305,10 @@ def test_verify_api_input_errors(anchored: Anchored) -> None:
     client = net.client(0, "court")
     r = client.request("POST", path, b"{not json", content_type="application/json")
     assert r.status_code == 400 and r.json()["error"]["code"] == "bad_json"
+    nested = b"[" * 100_000 + b"]" * 100_000  # json.loads: RecursionError, was a 500
+    for route in (path, "/v1/evidence/verify"):
+        r = client.request("POST", route, nested, content_type="application/json")
+        assert r.status_code == 400 and r.json()["error"]["code"] == "bad_json", route
     typo = ev.code[:-1] + ("0" if ev.code[-1] != "0" else "1")
     r = post_json(net, 0, "court", f"/v1/evidence/{typo}/verify", {"commitment": "00" * 32})
     assert r.status_code == 400 and r.json()["error"]["code"] == "bad_evidence_code"

@@ -232,6 +232,19 @@ def test_bad_input_is_refused_and_changes_nothing(net: TestNetwork) -> None:
             "bad_request",
         ),
         ("stream bad from", lender.get(f"/v1/channels/{CH}/stream?from=abc"), 400, "bad_request"),
+        # over 4,300 digits int() itself refuses: was a 500
+        (
+            "stream from of 4,301 digits",
+            lender.get(f"/v1/channels/{CH}/stream?from={'9' * 4301}"),
+            400,
+            "bad_request",
+        ),
+        (
+            "state limit of 4,301 digits",
+            net.client(0, "bureau").get(f"/v1/channels/{CH}/state?prefix=&limit={'9' * 4301}"),
+            400,
+            "bad_request",
+        ),
         ("status unknown channel", lender.get("/v1/channels/nope"), 404, "unknown_channel"),
         (
             "state bad hex",
@@ -345,8 +358,12 @@ def test_stream_is_resumable(net: TestNetwork) -> None:
             if len(ids) >= 2:
                 break
     assert ids == [2, 3]
-    # resume after 3 with Last-Event-ID; a new block arrives live
+    # a Last-Event-ID that is no height (here over 4,300 digits: was a 500) is ignored
     path = f"/v1/channels/{CH}/stream"
+    headers = {**bureau.headers("GET", path), "Last-Event-ID": "9" * 4301}
+    with bureau.http.stream("GET", bureau.url + path, headers=headers, timeout=10) as resp:
+        assert resp.status_code == 200
+    # resume after 3 with Last-Event-ID; a new block arrives live
     headers = {**bureau.headers("GET", path), "Last-Event-ID": str(top)}
     with bureau.http.stream("GET", bureau.url + path, headers=headers, timeout=20) as resp:
         lender.submit(CH, lender.tx(CH, "loan_event", {"k": "live", "v": 1}))
