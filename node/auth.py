@@ -7,9 +7,12 @@ channel's governance registry — genesis plus committed changes — or, for the
 role ``node``, a genesis node's key); and the signature verifies.
 
 Replay memory is bounded: at most ``capacity`` nonces are remembered. When full, the
-oldest-timed entry is forgotten and the *watermark* rises to its time: requests signed
-at or before the watermark are then refused as stale, so a forgotten nonce can never be
-replayed.
+org holding the most entries forgets its oldest-timed one, and *that org's* watermark
+rises to its time: the org's requests signed at or before its watermark are then
+refused as stale, so a forgotten nonce can never be replayed. An org that floods the
+node (say with requests signed minutes ahead, which the time window allows) evicts
+only its own entries and raises only its own watermark: until session 27 the memory
+and its watermark were shared, and one flooding org locked every other org out.
 """
 
 from __future__ import annotations
@@ -42,41 +45,63 @@ class Caller:
 
 
 class NonceCache:
-    """Bounded memory of ``(org, nonce)`` pairs seen within the time window."""
+    """Bounded memory of ``(org, nonce)`` pairs seen within the time window, with a
+    watermark per org (module docstring)."""
 
     def __init__(self, capacity: int, window_ms: int = MAX_SKEW_MS) -> None:
         self._capacity = capacity
         self._window = window_ms
-        self._seen: dict[tuple[str, bytes], int] = {}
-        self._heap: list[tuple[int, str, bytes]] = []
-        self.watermark = -1
+        #: per org: nonce -> signing time, and the same as a heap by time
+        self._seen: dict[str, dict[bytes, int]] = {}
+        self._heaps: dict[str, list[tuple[int, bytes]]] = {}
+        self._size = 0
+        self._watermarks: dict[str, int] = {}
 
     def __len__(self) -> int:
-        return len(self._seen)
+        return self._size
+
+    def watermark(self, org: str) -> int:
+        """The org's requests signed at or before this time are refused (-1: none)."""
+        return self._watermarks.get(org, -1)
 
     def check_and_add(self, org: str, nonce: bytes, time_ms: int, now_ms: int) -> str | None:
-        """Record the pair; return None if fresh, else an error code."""
-        self._expire(now_ms)
-        if time_ms <= self.watermark:
+        """Record the pair; return None if fresh, else ``"stale_request"`` or
+        ``"replayed_request"`` (nothing recorded then)."""
+        self._expire(org, now_ms)
+        if time_ms <= self.watermark(org):
             return "stale_request"
-        key = (org, nonce)
-        if key in self._seen:
+        seen = self._seen.setdefault(org, {})
+        if nonce in seen:
             return "replayed_request"
-        self._seen[key] = time_ms
-        heapq.heappush(self._heap, (time_ms, org, nonce))
-        while len(self._seen) > self._capacity:
-            t, o, n = heapq.heappop(self._heap)
-            if self._seen.get((o, n)) == t:
-                del self._seen[(o, n)]
-                self.watermark = max(self.watermark, t)
+        seen[nonce] = time_ms
+        heapq.heappush(self._heaps.setdefault(org, []), (time_ms, nonce))
+        self._size += 1
+        while self._size > self._capacity:
+            self._forget_oldest(max(self._seen, key=lambda o: len(self._seen[o])))
         return None
 
-    def _expire(self, now_ms: int) -> None:
+    def _forget_oldest(self, org: str) -> None:
+        """Forget ``org``'s oldest-timed entry and raise its watermark to that time."""
+        t, nonce = heapq.heappop(self._heaps[org])
+        self._remove(org, nonce)
+        self._watermarks[org] = max(self.watermark(org), t)
+
+    def _expire(self, org: str, now_ms: int) -> None:
+        """Drop ``org``'s entries older than the window (their requests fail the time
+        check anyway), without raising its watermark. Other orgs' old entries go when
+        they call, or first when the memory is full."""
+        heap = self._heaps.get(org)
         limit = now_ms - self._window - 1
-        while self._heap and self._heap[0][0] < limit:
-            t, o, n = heapq.heappop(self._heap)
-            if self._seen.get((o, n)) == t:
-                del self._seen[(o, n)]
+        while heap and heap[0][0] < limit:
+            _, nonce = heapq.heappop(heap)
+            self._remove(org, nonce)
+
+    def _remove(self, org: str, nonce: bytes) -> None:
+        seen = self._seen[org]
+        del seen[nonce]
+        self._size -= 1
+        if not seen:
+            del self._seen[org], self._heaps[org]
 
 
 #: ``(org, public_key) -> role`` if the key is active for the org now, else None.

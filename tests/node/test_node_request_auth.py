@@ -124,10 +124,30 @@ def test_nonce_cache_is_bounded_and_never_forgets_unsafely() -> None:
         assert cache.check_and_add("o", bytes([i]) * 8, 100 + i, 100) is None
     # full: adding a 4th forgets the oldest (time 100) and raises the watermark to it
     assert cache.check_and_add("o", b"\x09" * 8, 150, 150) is None
-    assert len(cache) == 3 and cache.watermark == 100
+    assert len(cache) == 3 and cache.watermark("o") == 100
     # the forgotten nonce cannot be replayed: its time is at/below the watermark
     assert cache.check_and_add("o", b"\x00" * 8, 100, 150) == "stale_request"
     assert cache.check_and_add("o", b"\x01" * 8, 101, 150) == "replayed_request"
     # entries older than the window expire without raising the watermark
     assert cache.check_and_add("o", b"\x0a" * 8, 5000, 5000) is None
-    assert len(cache) == 1 and cache.watermark == 100
+    assert len(cache) == 1 and cache.watermark("o") == 100
+
+
+def test_a_flooding_org_evicts_only_its_own_nonces() -> None:
+    """One org signing many requests minutes ahead (the time window allows it) fills
+    the memory: the evictions fall on it, and only its watermark rises. Until session
+    27 one shared watermark rose to the flood's times and every org was refused."""
+    now = 1_000_000
+    cache = NonceCache(capacity=10, window_ms=300_000)
+    assert cache.check_and_add("court", b"c-0", now, now) is None
+    assert cache.check_and_add("bureau", b"b-0", now, now) is None
+    for i in range(100):
+        assert cache.check_and_add("lender", f"x-{i}".encode(), now + 290_000 + i, now) is None
+    assert len(cache) == 10
+    assert cache.watermark("lender") == now + 290_000 + 91  # its 92 oldest forgotten
+    assert cache.watermark("court") == cache.watermark("bureau") == -1
+    # the others are served, and their earlier nonces are still remembered
+    assert cache.check_and_add("court", b"c-1", now + 1, now + 1) is None
+    assert cache.check_and_add("bureau", b"b-0", now, now + 1) == "replayed_request"
+    # the flood's own org is held to its watermark
+    assert cache.check_and_add("lender", b"y", now + 2, now + 2) == "stale_request"
