@@ -13,12 +13,15 @@ with bytes as ``{"$hex": …}``), oldest first. ``S`` is one of
     details         the rule's figures (integers)
     opened_height   risk height of the alert; last_followup; steps (the closed loop)
 
-Who sees what: the bureau and the risk centre see every alert; a role with scoped
-read access to the risk channel (lenders) sees the alerts whose subject lender or
-respondent is itself, with the evidence cut to its own supervision transactions
-(a multi-lender alert must not name the other lenders' reports). Others: 403
-``forbidden``. Bad ``status``: 400 ``bad_request``. Requests are signed like every
-``/v1/channels`` request.
+Who sees what follows the risk channel's read permissions, as its blocks do: a role
+with full read access (by default the five institutions and auditors; and genesis
+nodes) sees every alert; a role with scoped access (lenders) sees the
+alerts whose subject lender or respondent is itself, with the evidence cut to its own
+supervision transactions (a multi-lender alert must not name the other lenders'
+reports). Others, and a role governance has withdrawn the channel from: 403
+``forbidden``. (Until session 27 a fixed list, the bureau and the risk centre, saw
+every alert whatever the channel's permissions said.) Bad ``status``: 400
+``bad_request``. Requests are signed like every ``/v1/channels`` request.
 """
 
 from __future__ import annotations
@@ -30,9 +33,9 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
 from channels.risk import ALERT_STATUSES, CHANNEL, step_prefix
-from channels.roles import BUREAU, RISK_CENTRE
 from ledger.encoding import decode
 from ledger.store import BlockStore
+from node.auth import NODE_ROLE
 from node.errors import api_error
 from node.rules import StoreState
 
@@ -40,8 +43,6 @@ if TYPE_CHECKING:
     from node.runtime import NodeRuntime
 
 ALERT_PREFIX: Final = b"risk/alert/"
-#: Roles that see every alert.
-ALERT_READERS: Final = frozenset({BUREAU, RISK_CENTRE})
 
 
 def _own_evidence(store: BlockStore, evidence: list[Any], org: str) -> list[Any]:
@@ -107,9 +108,10 @@ def install_risk_routes(app: FastAPI, runtime: NodeRuntime) -> None:
             body=await read_body(request, 0),
             resolve=svc.role_of,
         )
-        if caller.role in ALERT_READERS:
+        access = "full" if caller.role == NODE_ROLE else svc.permissions().read_access(caller.role)
+        if access == "full":
             scope = None
-        elif svc.permissions().read_access(caller.role) == "scoped":
+        elif access == "scoped":
             scope = caller.org
         else:
             raise api_error("forbidden", f"role {caller.role!r} may not read risk alerts")
