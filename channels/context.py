@@ -131,6 +131,10 @@ FACT_PREFIXES: Final[Mapping[str, tuple[bytes, ...]]] = {
         b"sup/lagg/",
         b"sup/lenderlog/",
     ),
+    # the court chain's accepted anchors (crosschain.anchor_rules.anchor_prefix): one
+    # write-once entry per anchored block, naming the judicial height that wrote it;
+    # the supervision channel's acknowledgement rule reads them
+    "judicial": (b"xc/anchor/",),
 }
 
 

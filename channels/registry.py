@@ -30,11 +30,12 @@ TX_TYPE_ROLES: Final[Mapping[str, Mapping[str, frozenset[str]]]] = MappingProxyT
     {ch: MappingProxyType(dict(CHANNEL_RULES[ch].roles())) for ch in CHANNEL_IDS}
 )
 
-#: Channels whose rules read another channel's committed facts (a DAG rooted at
-#: supervision, so waiting on NotYetCommitted can never deadlock).
+#: Channels whose rules read another channel's committed facts (a DAG: judicial reads
+#: nothing, supervision reads judicial's accepted anchors — its acknowledgement rule —
+#: and the others read supervision; so waiting on NotYetCommitted can never deadlock).
 READS_FROM: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType(
     {
-        "supervision": (),
+        "supervision": ("judicial",),
         "risk": ("supervision",),
         "judicial": (),
         "credit": ("supervision",),

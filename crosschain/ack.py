@@ -18,13 +18,26 @@ record leaf ``record_leaf("anchor", atx, 0, shh)`` is in that header's
 ``record_root``. ``shh`` must be the supervision channel's own header hash of ``s``,
 and acks come exactly once per block, in height order.
 
+An anchor is ordered whether or not the court's light client accepts it (a rejected
+one is INVALID, its record leaf still in the block), so inclusion alone would let a
+relay acknowledge an anchor the court refused — the court then holds no evidence for
+block ``s`` while the supervision chain shows its codes. So the ack must also name the
+anchor the court chain *accepted*: the anchor entry of ``s`` in the judicial state
+(``xc/anchor/supervision/<s>``, written once by the VALID anchor) must say judicial
+height ``jheader.h`` and transaction ``atx``. Every node holds the judicial channel:
+the rule reads that entry as a cross-channel fact once this node has applied the
+judicial chain to ``jheader.h`` (until then the block waits, ``NotYetCommitted``; the
+entry is write-once, so every node decides alike). Until session 27 this check was
+missing.
+
 Once ``s`` is acknowledged, every record of block ``s`` has its evidence code,
 ``code_for_leaf(leaf)`` (:func:`evidence_codes`): the lender's status query shows it.
 
 :func:`check_ack` raises :class:`~crosschain.errors.AckRejected` with one of the codes
 ``duplicate_ack``, ``out_of_sequence``, ``unknown_block``, ``header_mismatch``,
-``wrong_channel``, ``bad_config_step``, ``bad_proof``, ``bad_certificate`` (checked in
-that order: duplicates cost no hashing and no signature check).
+``wrong_channel``, ``anchor_not_accepted``, ``bad_config_step``, ``bad_proof``,
+``bad_certificate`` (checked in that order: duplicates cost no hashing and no signature
+check).
 """
 
 from __future__ import annotations
@@ -34,11 +47,13 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from channels.base import BLOCK_META_PREFIX, ChannelRules, TxType
-from channels.context import TxContext
+from channels.context import TxContext, committed_facts
 from channels.errors import TxRejected
 from channels.state import StateReader, WriteSet, height_part, read_value
 from crosschain.anchor import SOURCE_CHANNEL, TARGET_CHANNEL, anchor_record_leaf
+from crosschain.anchor_rules import read_anchor_entry
 from crosschain.errors import AckRejected
+from crosschain.evidence_index import AnchorEntry
 from crosschain.last_decoded import LastDecoded
 from crosschain.validator_history import (
     MAX_CONFIG_TXS,
@@ -168,16 +183,23 @@ class AckState:
 _decode_state = LastDecoded(lambda data: AckState.from_wire(decode(data)))
 
 
+#: ``court_anchor(s, j)``: the court chain's accepted anchor of supervision block ``s``
+#: as that chain stands after judicial block ``j`` (None if there is none); raises
+#: :class:`~channels.errors.NotYetCommitted` if this node has not applied ``j`` yet.
+CourtAnchor = Callable[[int, int], AnchorEntry | None]
+
+
 def check_ack(
     state: AckState,
     ack: EvidenceAck,
     *,
     local_header_hash: Callable[[int], bytes | None],
+    court_anchor: CourtAnchor,
     scheme: SignatureScheme = ED25519,
 ) -> AckState:
     """Check ``ack`` (see module docstring); return the new state or raise
-    :class:`AckRejected`. ``local_header_hash(s)`` is this channel's own header hash
-    of block ``s`` (None if it has no such block)."""
+    :class:`AckRejected` (or what ``court_anchor`` raises). ``local_header_hash(s)`` is
+    this channel's own header hash of block ``s`` (None if it has no such block)."""
     s = ack.source_height
     if s <= state.acked:
         raise AckRejected("duplicate_ack", f"block {s} is already acknowledged")
@@ -198,6 +220,21 @@ def check_ack(
         raise AckRejected(
             "out_of_sequence",
             f"{channel} block {jh.height} is below the last acknowledged {state.judicial_height}",
+        )
+    accepted = court_anchor(s, jh.height)
+    if accepted is None or (accepted.judicial_height, accepted.tx_id) != (
+        jh.height,
+        ack.anchor_tx,
+    ):
+        where = (
+            "none"
+            if accepted is None
+            else f"{accepted.tx_id.hex()[:16]}… at height {accepted.judicial_height}"
+        )
+        raise AckRejected(
+            "anchor_not_accepted",
+            f"the {channel} chain did not accept anchor {ack.anchor_tx.hex()[:16]}… of block "
+            f"{s} at height {jh.height} (its accepted anchor of block {s}: {where})",
         )
     history = state.judicial
     for step in ack.judicial_config:
@@ -314,11 +351,17 @@ class AckRule:
 
     def apply(self, state: WriteSet, ack: EvidenceAck, ctx: TxContext) -> Mapping[str, Any] | None:
         current = self.state(state)
+
+        def court_anchor(s: int, judicial_height: int) -> AnchorEntry | None:
+            court = committed_facts(ctx.cross, TARGET_CHANNEL, judicial_height)
+            return read_anchor_entry(court, SOURCE_CHANNEL, s)
+
         try:
             new = check_ack(
                 current,
                 ack,
                 local_header_hash=lambda h: self.header_hash_of(state, h),
+                court_anchor=court_anchor,
                 scheme=self.scheme,
             )
         except AckRejected as exc:

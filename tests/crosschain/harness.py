@@ -19,7 +19,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from channels.base import BlockTx, ChannelRules, TxOutcome, TxType, any_payload, apply_block
-from channels.context import BlockContext
+from channels.context import (
+    NO_CROSS_CHANNEL,
+    BlockContext,
+    CrossChannelReader,
+    committed_facts,
+)
 from channels.state import GENESIS_STATE_ROOT, MemoryState
 from crosschain.ack import AckRule, AckState, read_ack_state
 from crosschain.anchor import ANCHOR_TX_TYPE
@@ -118,6 +123,8 @@ class Ledger:
         self.time_ms = BASE_MS
         #: Validators that sign first when present (so a new member's vote is needed).
         self.prefer: tuple[str, ...] = ()
+        #: Other channels' applied state, as the node's rules read it.
+        self.cross: CrossChannelReader = NO_CROSS_CHANNEL
 
     @property
     def height(self) -> int:
@@ -170,7 +177,7 @@ class Ledger:
             ]
             voters = ordered[: vset.quorum]
         cert = certify(block, vset, self.keys, voters=voters)
-        ctx = BlockContext(self.channel, h, t)
+        ctx = BlockContext(self.channel, h, t, cross=self.cross)
         result = apply_block(
             self.rules,
             self.state,
@@ -247,6 +254,19 @@ class Sink:
         self.ledger.mempool.append(tx)
 
 
+class LedgersCross:
+    """Cross-channel reads over harness ledgers (``channels.context.CrossChannelReader``)."""
+
+    def __init__(self, *ledgers: Ledger) -> None:
+        self._ledgers = {ledger.channel: ledger for ledger in ledgers}
+
+    def committed_height(self, channel: str) -> int:
+        return self._ledgers[channel].height
+
+    def facts(self, channel: str) -> MemoryState:
+        return self._ledgers[channel].state
+
+
 class Network:
     """A supervision and a judicial ledger joined by the anchor and ack rules."""
 
@@ -283,8 +303,15 @@ class Network:
         self.sup = Ledger("supervision", self.sup_vset, sup_keys, sup_rules, roles)
         self.jud = Ledger("judicial", self.jud_vset, jud_keys, jud_rules, roles)
         self.jud.time_ms = BASE_MS + 500
+        self.sup.cross = LedgersCross(self.jud)
         self.records: list[RecordRef] = []
         self._nonce = 0
+
+    def court_anchor(self, s: int, judicial_height: int) -> AnchorEntry | None:
+        """The court chain's accepted anchor of supervision block ``s`` as of
+        ``judicial_height`` (:data:`crosschain.ack.CourtAnchor`)."""
+        court = committed_facts(self.sup.cross, "judicial", judicial_height)
+        return read_anchor_entry(court, "supervision", s)
 
     def _sup_hash(self, h: int) -> bytes | None:
         got = self.sup.committed_block(h)

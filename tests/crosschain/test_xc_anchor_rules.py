@@ -189,20 +189,24 @@ def test_ack_checks_and_codes() -> None:
 
     def rejected(code: str, st: AckState, ack: EvidenceAck) -> None:
         with pytest.raises(AckRejected) as info:
-            check_ack(st, ack, local_header_hash=lambda h: _hash(net, h))
+            check_ack(
+                st, ack, local_header_hash=lambda h: _hash(net, h), court_anchor=net.court_anchor
+            )
         assert info.value.code == code, info.value.message
 
     rejected("out_of_sequence", state, _ack(net, 2, state))
     rejected("header_mismatch", state, replace(ack1, source_hash=b"\x01" * 32))
     with pytest.raises(AckRejected) as info:
-        check_ack(state, ack1, local_header_hash=lambda h: None)
+        check_ack(state, ack1, local_header_hash=lambda h: None, court_anchor=net.court_anchor)
     assert info.value.code == "unknown_block"
-    state1 = check_ack(state, ack1, local_header_hash=lambda h: _hash(net, h))
+    state1 = check_ack(
+        state, ack1, local_header_hash=lambda h: _hash(net, h), court_anchor=net.court_anchor
+    )
     assert state1.acked == 1
     rejected("duplicate_ack", state1, ack1)
     ack2 = _ack(net, 2, state1)
     rejected("bad_proof", state1, replace(ack2, leaf_index=ack2.leaf_index + 1))
-    rejected("bad_proof", state1, replace(ack2, anchor_tx=b"\x02" * 32))
+    rejected("anchor_not_accepted", state1, replace(ack2, anchor_tx=b"\x02" * 32))
     cert = ack2.judicial_certificate
     rejected(
         "bad_certificate",
@@ -240,12 +244,64 @@ def test_ack_follows_judicial_validator_changes() -> None:
     state = AckState.genesis(net.jud_vset)
     ack = _ack(net, 1, state)
     assert [s.height for s in ack.judicial_config] == [1, 2]
-    new = check_ack(state, ack, local_header_hash=lambda h: _hash(net, h))
+    new = check_ack(
+        state, ack, local_header_hash=lambda h: _hash(net, h), court_anchor=net.court_anchor
+    )
     assert new.judicial.at(13) == net.jud.validators_at(13)
     blind = replace(ack, judicial_config=())
     with pytest.raises(AckRejected, match="not a validator"):
-        check_ack(state, blind, local_header_hash=lambda h: _hash(net, h))
+        check_ack(
+            state, blind, local_header_hash=lambda h: _hash(net, h), court_anchor=net.court_anchor
+        )
     assert config_steps_of(net.jud.blocks[:2])[0].height == 1
+
+
+def test_an_ack_of_an_anchor_the_court_refused_is_refused() -> None:
+    """A relay anchors supervision block 1 with a certificate stripped of its votes: the
+    court's light client refuses it (INVALID), but it is ordered, so its record leaf is
+    in the judicial block and the inclusion proof and judicial certificate of an ack
+    check out. The ack is refused all the same (the court holds no evidence for the
+    block), and the honest ack of the anchor the court accepted later goes through."""
+    from crosschain.ack import ack_tx
+
+    net = Network()
+    net.report(1, 2)
+    sblock, _ = net.sup.committed_block(1) or (None, None)
+    assert sblock is not None
+    head = anchors_for(net, 1)[0]
+    bad = replace(head, certificate=replace(head.certificate, votes=()))
+    relay = signer("relay/relay2")
+    atx = anchor_tx(bad, network=GENESIS, sender="relay2", signer=relay, time_ms=net.jud.time_ms)
+    jblock, jcert = net.jud.commit([atx])
+    assert net.jud.code_of(atx) == "bad_certificate"
+    assert read_anchor_entry(net.jud.state, "supervision", 1) is None
+    forged = build_ack(1, sblock.hash, jblock, jcert, 0, [])
+    ack = ack_tx(forged, network=GENESIS, sender="relay2", signer=relay, time_ms=net.sup.time_ms)
+    net.sup.commit([ack])
+    assert net.sup.code_of(ack) == "anchor_not_accepted"
+    assert read_ack(net.sup.state, 1) is None
+    # the honest relays anchor block 1 and acknowledge the anchor the court accepted
+    net.run_relays()
+    accepted = read_anchor_entry(net.jud.state, "supervision", 1)
+    entry = read_ack(net.sup.state, 1)
+    assert accepted is not None and entry is not None
+    assert (entry.judicial_height, entry.anchor_tx) == (accepted.judicial_height, accepted.tx_id)
+    assert accepted.judicial_height > jblock.height
+
+
+def test_an_ack_waits_until_this_node_has_applied_the_judicial_block() -> None:
+    from channels.errors import NotYetCommitted
+
+    net = Network()
+    net.report(1, 1)
+    _anchored(net, range(1, 2))
+    state = AckState.genesis(net.jud_vset)
+    ack = _ack(net, 1, state)
+    ahead = replace(ack, judicial_header=replace(ack.judicial_header, height=net.jud.height + 1))
+    with pytest.raises(NotYetCommitted):
+        check_ack(
+            state, ahead, local_header_hash=lambda h: _hash(net, h), court_anchor=net.court_anchor
+        )
 
 
 def test_ack_rule_writes_the_acknowledgement() -> None:
