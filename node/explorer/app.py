@@ -251,7 +251,9 @@ class Explorer:
         return {
             "path": self.prefix + "/",
             "httponly": True,
-            "samesite": "lax",
+            # strict: a page reached from another site (whose GETs may write audit
+            # entries in the clerk's name) comes without the session
+            "samesite": "strict",
             "secure": self._secure(request),
             "max_age": max_age,
         }

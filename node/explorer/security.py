@@ -1,7 +1,7 @@
 """Sessions, CSRF tokens and sign-in lockout for the explorer (all in memory).
 
 * **Sessions** are server-side: the browser holds a random 256-bit token in an
-  HttpOnly, SameSite=Lax cookie; the table keeps only the token's SHA-256. A session
+  HttpOnly, SameSite=Strict cookie; the table keeps only the token's SHA-256. A session
   ends after ``idle_s`` without a request or ``absolute_s`` after sign-in, on sign-out,
   and when the node restarts. The table is bounded (oldest sessions evicted).
 * **CSRF**: each session has its own random token, sent back in a hidden form field or

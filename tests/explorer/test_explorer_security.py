@@ -66,7 +66,7 @@ def test_sign_in_sets_httponly_session_cookie_and_follows_next(site: Site) -> No
     assert r.headers["location"] == "/explorer/evidence"
     cookie = next(h for h in r.headers.get_list("set-cookie") if h.startswith("wl_session="))
     low = cookie.lower()
-    assert "httponly" in low and "samesite=lax" in low and "path=/explorer/" in low
+    assert "httponly" in low and "samesite=strict" in low and "path=/explorer/" in low
     page = c.get("/explorer/")
     assert page.status_code == 200 and "李明" in page.text
     (entry,) = [e for e in site.audit_lines() if e["action"] == "sign_in"]
