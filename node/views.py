@@ -22,7 +22,7 @@ from typing import Any
 
 from ledger.blocks import Block
 from ledger.certificate import CommitCertificate
-from ledger.merkle import inclusion_proof
+from ledger.merkle import MerkleTree
 from node.rules import TxOutcome
 
 
@@ -35,18 +35,21 @@ def block_view(
 ) -> dict[str, Any]:
     """The view of one block; ``only_sender`` makes it a scoped view."""
     txs: list[dict[str, Any]] = []
-    ids = [tx.tx_id for tx in block.transactions]
+    # one tree per view: a proof per transaction from it is O(log n), where rebuilding
+    # the tree for each (inclusion_proof) made a scoped view of a large block O(n²)
+    scoped = only_sender is not None
+    tree = MerkleTree([tx.tx_id for tx in block.transactions]) if scoped else None
     for i, tx in enumerate(block.transactions):
         if only_sender is not None and tx.sender != only_sender:
             continue
         item: dict[str, Any] = {
             "index": i,
-            "id": ids[i],
+            "id": tx.tx_id,
             "tx": tx.to_wire(),
             "outcome": outcomes[i].to_wire() if i < len(outcomes) else None,
         }
-        if only_sender is not None:
-            item["proof"] = inclusion_proof(ids, i)
+        if tree is not None:
+            item["proof"] = tree.proof(i)
         txs.append(item)
     return {
         "channel": block.header.channel,
