@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from consensus.config import ReplicaConfig
 from node.bench import QUIET_SAMPLE_S
 from node.localnet import REPO_ROOT
 
@@ -118,7 +119,12 @@ def test_bench_quick_reports_every_figure(tmp_path: Path) -> None:
     # most of them from their state deltas, proven by the certified roots: only the
     # blocks whose roots no header among them certifies yet were applied
     events = doc["details"]["catch_up"]["catchup_events"]["supervision"]
-    assert events["blocks"] >= f["catch_up_blocks"]
+    # the top window's blocks may instead come from the votes the peers queued for the
+    # node while it was down (observed commits): since session 27 a block holding an
+    # evidence acknowledgement waits until the node has applied the judicial block it
+    # names, and the queued votes can win that race
+    window = ReplicaConfig.__dataclass_fields__["window"].default
+    assert events["blocks"] >= f["catch_up_blocks"] - window
     assert events["blocks"] // 2 <= events["delta_blocks"] < events["blocks"], events
     assert events.get("delta_refused", 0) == 0
     # and the five nodes' supervision drivers did all three in the full-load window
