@@ -249,8 +249,11 @@ class AsyncClient:
         return await self._run(self._ops.wait(channel, _tx_id(tx_id), timeout=timeout, check=check))
 
     def pending(self) -> list[PreparedTransaction]:
+        """Stored transactions not known to be final (e.g. after a crash). Raises
+        RecordStoreError if the store is damaged (checked once per open store)."""
         if self.store is None:
             return []
+        self.store.check_integrity()
         return [s.prepared() for s in self.store.unfinished()]
 
     async def recover(

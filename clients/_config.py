@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+import httpx
+
 from clients._pseudonym import PseudonymKey, load_pseudonym_key_file
 from ledger.crypto import Signer
 from ledger.errors import ConfigError
@@ -73,8 +75,7 @@ class Settings:
         if not self.nodes:
             raise ConfigError("client", "nodes", "at least one node URL is needed")
         for url in self.nodes:
-            if not url.startswith(("http://", "https://")):
-                raise ConfigError("client", "nodes", f"{url!r} is not an http(s) URL")
+            check_node_url(url)
         for name in ("timeout", "commit_timeout", "evidence_timeout"):
             if not getattr(self, name) > 0:
                 raise ConfigError("client", name, "must be positive")
@@ -102,6 +103,23 @@ class Settings:
             raise ConfigError(
                 str(self.ca_file), "", f"cannot load CA certificate ({exc})"
             ) from None
+
+
+def check_node_url(url: str) -> None:
+    """Raise ConfigError unless ``url`` is an http(s) URL with a host, a valid port and
+    no query or fragment (request paths are appended to it)."""
+    if not url.startswith(("http://", "https://")) or any(c.isspace() for c in url):
+        raise ConfigError("client", "nodes", f"{url!r} is not an http(s) URL")
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL as exc:
+        raise ConfigError("client", "nodes", f"{url!r} is not a valid URL ({exc})") from None
+    if not parsed.host:
+        raise ConfigError("client", "nodes", f"{url!r} has no host")
+    if parsed.port is not None and not 0 < parsed.port < 65536:
+        raise ConfigError("client", "nodes", f"{url!r}: port {parsed.port} is out of range")
+    if parsed.query or parsed.fragment:
+        raise ConfigError("client", "nodes", f"{url!r}: a node URL has no query or fragment")
 
 
 def make_settings(

@@ -32,7 +32,7 @@ import random
 import secrets
 import time
 from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Final, TypeVar
 from urllib.parse import quote
 
@@ -53,7 +53,7 @@ from ledger.blocks import MAX_TX_PAYLOAD_BYTES, BlockHeader, Transaction
 from ledger.certificate import CommitCertificate, verify_certificate
 from ledger.encoding import decode, encode
 from ledger.errors import EncodingError, LedgerError, SchemaError
-from ledger.merkle import verify_inclusion
+from ledger.merkle import merkle_root, verify_inclusion
 from ledger.request_auth import sign_request
 
 T = TypeVar("T")
@@ -71,6 +71,8 @@ RESIGN_CODES: Final = frozenset({"stale_request", "replayed_request"})
 WAIT_SLICE_MS: Final = 5_000
 #: Most bytes per batch request (transactions per request: ``Settings.batch_size``).
 BATCH_MAX_BYTES: Final = 2 * 1024 * 1024
+#: Verified block views remembered (their tx ids, indexes and outcomes only).
+VERIFIED_BLOCKS_KEPT: Final = 16
 
 
 # ---------------------------------------------------------------------------- effects
@@ -240,6 +242,9 @@ class Core:
         self.monotonic = monotonic
         self._rng = random.Random()
         self._node_ids = {n.node_id for n in settings.genesis.nodes}
+        #: (channel, height) → {tx id: (index, outcome)} of verified block views (the
+        #: latest few): a block is fetched once for the claims of many transactions.
+        self._verified: dict[tuple[str, int], dict[bytes, tuple[int, Outcome | None]]] = {}
 
     def now_ms(self) -> int:
         return self._clock_ms()
@@ -340,10 +345,12 @@ class Core:
         sign: bool = True,
         what: str = "request",
         retries: int | None = None,
+        exclude: frozenset[int] = frozenset(),
     ) -> Op[tuple[int, Response]]:
         """Send a request with failover; return ``(node index, answer)`` for any answer
         that is not a reason to try elsewhere (2xx, and 4xx other than the failover
-        codes). Raises :class:`NodeUnreachable` or :class:`WrongNetwork`."""
+        codes). Nodes in ``exclude`` are not asked. Raises :class:`NodeUnreachable` or
+        :class:`WrongNetwork`."""
         attempts: list[Attempt] = []
         rounds = (self.settings.retries if retries is None else retries) + 1
         for round_ in range(rounds):
@@ -351,7 +358,10 @@ class Core:
             if not order:
                 url, problem = self.pool.wrong()[0]
                 raise WrongNetwork(url, problem)
-            for i in order:
+            candidates = [i for i in order if i not in exclude]
+            if not candidates:  # every usable node is excluded: nobody left to ask
+                raise NodeUnreachable(tuple(attempts), stage=stage, tx_id=tx_id, what=what)
+            for i in candidates:
                 if deadline is not None and self.monotonic() >= deadline:
                     raise NodeUnreachable(tuple(attempts), stage=stage, tx_id=tx_id, what=what)
                 url = self.pool.urls[i]
@@ -424,24 +434,58 @@ class Core:
             raise SchemaError("channel status: no height")
         return h
 
+    def refusal_quorum(self, channel: str) -> int:
+        """How many distinct nodes must refuse a transaction before the SDK takes the
+        refusal as final: f + 1 of the channel's validators (so at least one honest
+        node refused it), at most every usable node this client knows."""
+        f = self.settings.genesis.channel(channel).validators.f
+        usable = sum(1 for p in self.pool.identity if p in (None, ""))
+        return max(1, min(f + 1, usable))
+
     def submit_tx(
         self, tx: Transaction, *, wait_ms: int = 0, deadline: float | None = None
     ) -> Op[TxStatus]:
-        """POST one signed transaction (idempotent by its id). Returns its status
-        (``pending`` or ``committed``); raises :class:`SubmitRejected` for a refusal."""
+        """POST one signed transaction (idempotent by its id). Returns its status as
+        the answering node claims it (``pending`` or ``committed``: see
+        :meth:`confirm_commits`); raises :class:`SubmitRejected` for a refusal."""
+        _, st = yield from self.submit_tx_at(tx, wait_ms=wait_ms, deadline=deadline)
+        return st
+
+    def submit_tx_at(
+        self, tx: Transaction, *, wait_ms: int = 0, deadline: float | None = None
+    ) -> Op[tuple[int, TxStatus]]:
+        """:meth:`submit_tx`, also returning the answering node. A refusal is put to
+        the other nodes until :meth:`refusal_quorum` nodes refused it; the
+        :class:`SubmitRejected` raised then has ``final`` True, and False if no other
+        node could be asked (one node's word: the transaction may still commit)."""
         q = f"?wait_ms={wait_ms}" if wait_ms else ""
-        i, resp = yield from self.call(
-            "POST",
-            f"/v1/channels/{quote(tx.channel)}/transactions{q}",
-            body=encode(tx.to_wire()),
-            content_type=MSGPACK,
-            timeout=self.settings.timeout + wait_ms / 1000,
-            deadline=deadline,
-            stage="submit",
-            tx_id=tx.tx_id,
-            what="transaction",
-        )
-        return self._submit_answer(tx, i, resp)
+        refused: dict[int, SubmitRejected] = {}
+        while True:
+            try:
+                i, resp = yield from self.call(
+                    "POST",
+                    f"/v1/channels/{quote(tx.channel)}/transactions{q}",
+                    body=encode(tx.to_wire()),
+                    content_type=MSGPACK,
+                    timeout=self.settings.timeout + wait_ms / 1000,
+                    deadline=deadline,
+                    stage="submit",
+                    tx_id=tx.tx_id,
+                    what="transaction",
+                    exclude=frozenset(refused),
+                    retries=0 if refused else None,
+                )
+            except NodeUnreachable:
+                if refused:
+                    raise next(iter(refused.values())) from None
+                raise
+            try:
+                return i, self._submit_answer(tx, i, resp)
+            except SubmitRejected as exc:
+                refused[i] = exc
+                exc.final = len(refused) >= self.refusal_quorum(tx.channel)
+                if exc.final:
+                    raise
 
     def _submit_answer(self, tx: Transaction, i: int, resp: Response) -> TxStatus:
         if resp.status in (200, 202):
@@ -450,12 +494,18 @@ class Core:
         if resp.status == 401:
             raise_for(resp, stage="submit", tx_id=tx.tx_id, url=self.pool.urls[i])
         if 400 <= resp.status < 500:
-            raise SubmitRejected(tx.tx_id, code, message, status=resp.status)
+            raise SubmitRejected(tx.tx_id, code, message, status=resp.status, final=False)
         raise_for(resp, stage="submit", tx_id=tx.tx_id, url=self.pool.urls[i])
         raise SchemaError(f"unexpected answer {resp.status} to a submission")
 
     def status(self, channel: str, tx_id: bytes) -> Op[TxStatus]:
-        """The status at the first node that answers (``unknown`` if it has no record)."""
+        """The status at the first node that answers (``unknown`` if it has no record),
+        as that node claims it (see :meth:`confirm_commits`)."""
+        _, st = yield from self.status_at(channel, tx_id)
+        return st
+
+    def status_at(self, channel: str, tx_id: bytes) -> Op[tuple[int, TxStatus]]:
+        """:meth:`status`, also returning the answering node."""
         i, resp = yield from self.call(
             "GET",
             f"/v1/channels/{quote(channel)}/transactions/{tx_id.hex()}",
@@ -465,9 +515,138 @@ class Core:
             what="status query",
         )
         if resp.status == 404 and error_of(resp)[0] == "not_found":
-            return TxStatus(tx_id=tx_id, channel=channel, status="unknown")
+            return i, TxStatus(tx_id=tx_id, channel=channel, status="unknown")
         raise_for(resp, stage="query", tx_id=tx_id, url=self.pool.urls[i])
-        return TxStatus.from_wire(parse_body(resp), tx_id=tx_id, channel=channel)
+        return i, TxStatus.from_wire(parse_body(resp), tx_id=tx_id, channel=channel)
+
+    # ------------------------------------------------------------------ commit checks
+
+    def confirm_commits(
+        self,
+        channel: str,
+        statuses: Sequence[TxStatus],
+        *,
+        claimer: int | None,
+        deadline: float | None,
+    ) -> Op[tuple[list[TxStatus], list[TxStatus]]]:
+        """Check node claims of ``committed`` before anyone relies on them: fetch the
+        block view at each distinct claimed height once (``GET
+        /v1/channels/{ch}/blocks/{h}``), check its certificate against the channel's
+        genesis validators (if it is not theirs, f + 1 distinct nodes must serve the
+        same header: :meth:`_corroborate`) and each transaction's inclusion in it
+        (:meth:`verified_block`). Returns ``(confirmed, unconfirmed)``: confirmed
+        statuses carry the height, index and outcome of the verified view; unconfirmed
+        ones are ``unknown`` with the reason. Node ``claimer`` (which made the claims)
+        is tried last for a while if any claim failed. Raises nothing for a failed
+        check: the transactions simply stay unconfirmed."""
+        confirmed: list[TxStatus] = []
+        unconfirmed: list[TxStatus] = []
+        by_height: dict[int, list[TxStatus]] = {}
+        for st in statuses:
+            if isinstance(st.height, int) and st.height >= 1:
+                by_height.setdefault(st.height, []).append(st)
+            else:
+                unconfirmed.append(_unverified(st, channel, "the claim names no height"))
+        for height, group in by_height.items():
+            cached = self._verified.get((channel, height), {})
+            fetched: dict[bytes, tuple[int, Outcome | None]] | str = cached
+            if any(st.tx_id not in cached for st in group):
+                fetched = yield from self._verified_entries(channel, height, deadline)
+            for st in group:
+                found = cached.get(st.tx_id)
+                if found is None and isinstance(fetched, dict):
+                    found = fetched.get(st.tx_id)
+                if found is None:
+                    why = (
+                        fetched if isinstance(fetched, str) else f"not in certified block {height}"
+                    )
+                    unconfirmed.append(_unverified(st, channel, why))
+                else:
+                    index, outcome = found
+                    confirmed.append(
+                        replace(st, channel=channel, height=height, index=index, outcome=outcome)
+                    )
+        if unconfirmed and claimer is not None:
+            self.pool.failed(claimer, self.monotonic())
+        return confirmed, unconfirmed
+
+    def _verified_entries(
+        self, channel: str, height: int, deadline: float | None
+    ) -> Op[dict[bytes, tuple[int, Outcome | None]] | str]:
+        """The transactions of block ``height`` as a verified view lists them
+        (``{tx id: (index, outcome)}``, merged into a small cache), or why no node
+        served a view that verifies."""
+        try:
+            i, resp = yield from self.call(
+                "GET",
+                f"/v1/channels/{quote(channel)}/blocks/{height}",
+                accept=MSGPACK,
+                deadline=deadline,
+                stage="commit",
+                what=f"block {height} request",
+                retries=0,
+            )
+        except NodeUnreachable as exc:
+            return f"no node served block {height} ({exc.attempts[-1] if exc.attempts else ''})"
+        if resp.status != 200:
+            code, _ = error_of(resp)
+            return f"block {height}: node answered {resp.status} {code}".strip()
+        view = parse_body(resp)
+        try:
+            header, entries = self.verified_block(
+                view, channel=channel, expect_height=height, verify=False,
+                what=f"block {height}",
+            )  # fmt: skip
+        except SchemaError as exc:
+            self.pool.failed(i, self.monotonic())
+            return str(exc)
+        try:
+            self._check_certificate(view, header, f"block {height}")
+        except SchemaError as exc:
+            # not certified by the genesis validators: forged, or the channel's set
+            # has changed since (governance). Take it only if f + 1 distinct nodes
+            # serve this very header: at least one of them is honest.
+            problem = yield from self._corroborate(channel, header, {i}, deadline)
+            if problem is not None:
+                self.pool.failed(i, self.monotonic())
+                return f"{exc}; {problem}"
+        known = self._verified.pop((channel, height), {})
+        known.update({e.tx.tx_id: (e.index, e.outcome) for e in entries})
+        self._verified[(channel, height)] = known
+        while len(self._verified) > VERIFIED_BLOCKS_KEPT:
+            self._verified.pop(next(iter(self._verified)))
+        return known
+
+    def _corroborate(
+        self, channel: str, header: BlockHeader, served: set[int], deadline: float | None
+    ) -> Op[str | None]:
+        """Ask nodes other than ``served`` (those that already served ``header``) for
+        the same block until f + 1 distinct nodes (f of the channel's genesis
+        validators) have served this exact header. None when they have, else why not."""
+        need = self.settings.genesis.channel(channel).validators.f + 1
+        asked = set(served)
+        while len(served) < need:
+            try:
+                i, resp = yield from self.call(
+                    "GET",
+                    f"/v1/channels/{quote(channel)}/blocks/{header.height}",
+                    accept=MSGPACK, deadline=deadline, stage="commit",
+                    what=f"block {header.height} request", retries=0,
+                    exclude=frozenset(asked),
+                )  # fmt: skip
+            except NodeUnreachable:
+                break
+            asked.add(i)
+            if resp.status == 200:
+                view = parse_body(resp)
+                if isinstance(view, dict) and view.get("hash") == header.hash:
+                    served.add(i)
+        if len(served) >= need:
+            return None
+        return (
+            f"its certificate is not by the genesis validators and only {len(served)} of "
+            f"the {need} nodes needed served the same header"
+        )
 
     def wait(
         self,
@@ -479,14 +658,17 @@ class Core:
         post_wait: bool = True,
         on_sent: Callable[[], None] | None = None,
     ) -> Op[TxStatus]:
-        """Follow a transaction until it is committed (returned, VALID or not).
+        """Follow a transaction until it is committed (returned, VALID or not) and the
+        commit is verified (:meth:`confirm_commits`; a claim that does not verify is
+        ignored and the next round asks another node).
 
         With ``tx`` (and ``post_wait``) each round resubmits it with ``wait_ms`` — the
         node then answers when it commits, and a node that lost it (crash) gets it
         again; otherwise rounds poll the status, resubmitting ``tx`` (if given) when the
-        node asked does not know it. Raises :class:`NotCommitted` after ``timeout``
-        (node outages inside the window are ridden out), :class:`SubmitRejected` if
-        the network refused it.
+        node asked does not know it or says it refused it. Raises :class:`NotCommitted`
+        after ``timeout`` (node outages, and refusals no other node confirmed, inside
+        the window are ridden out), :class:`SubmitRejected` if the network refused it
+        (``final``: refused by :meth:`refusal_quorum` nodes).
         """
         deadline = self.monotonic() + timeout
         last = "unknown"
@@ -500,23 +682,39 @@ class Core:
             try:
                 if tx is not None and (post_wait or not submitted):
                     slice_ms = int(min(remaining * 1000, WAIT_SLICE_MS)) if post_wait else 0
-                    st = yield from self.submit_tx(tx, wait_ms=max(slice_ms, 0), deadline=deadline)
+                    i, st = yield from self.submit_tx_at(
+                        tx, wait_ms=max(slice_ms, 0), deadline=deadline
+                    )
                     if on_sent is not None and not submitted:
                         yield Blocking(on_sent)
                     submitted = True
                 else:
-                    st = yield from self.status(channel, tx_id)
-                    if st.status == "unknown" and tx is not None:
-                        submitted = False  # resubmit next round
+                    i, st = yield from self.status_at(channel, tx_id)
+                    if st.status in ("unknown", "rejected") and tx is not None:
+                        submitted = False  # resubmit next round (a refusal is confirmed)
             except NodeUnreachable as exc:
                 last = f"no node reachable ({exc.attempts[-1] if exc.attempts else ''})"
                 yield Sleep(min(1.0, max(0.0, deadline - self.monotonic())))
                 continue
+            except SubmitRejected as exc:
+                if exc.final:
+                    raise
+                last = f"refused by one node ({exc.reason}), no other node could confirm it"
+                yield Sleep(min(1.0, max(0.0, deadline - self.monotonic())))
+                continue
             last = st.status
             if st.status == "committed":
-                return st
-            if st.status == "rejected":
-                raise SubmitRejected(tx_id, "rejected", st.reason or "refused by the node")
+                ok, bad = yield from self.confirm_commits(
+                    channel, [st], claimer=i, deadline=deadline
+                )
+                if ok:
+                    return ok[0]
+                last = bad[0].reason or "unverified commit"
+                submitted = False
+            elif st.status == "rejected" and tx is None:
+                raise SubmitRejected(
+                    tx_id, "rejected", st.reason or "refused by the node", final=False
+                )
             if not post_wait or tx is None or self.monotonic() - started < poll:
                 # polling, or a node that answered "pending" without waiting
                 yield Sleep(min(poll, max(0.0, deadline - self.monotonic())))
@@ -525,7 +723,21 @@ class Core:
     def submit_batch(
         self, txs: Sequence[Transaction], *, wait_ms: int, deadline: float | None
     ) -> Op[list[TxStatus]]:
-        """POST a batch (all of one channel); one status per transaction, in order."""
+        """POST a batch (all of one channel); one status per transaction, in order, as
+        the answering node claims them."""
+        _, statuses = yield from self.post_batch(txs, wait_ms=wait_ms, deadline=deadline)
+        return statuses
+
+    def post_batch(
+        self,
+        txs: Sequence[Transaction],
+        *,
+        wait_ms: int,
+        deadline: float | None,
+        exclude: frozenset[int] = frozenset(),
+    ) -> Op[tuple[int, list[TxStatus]]]:
+        """:meth:`submit_batch` to a node not in ``exclude``, also returning that node.
+        Raises :class:`SubmitRejected` (not ``final``) if it refused the whole batch."""
         channel = txs[0].channel
         body = encode({"txs": [t.to_wire() for t in txs]})
         q = f"?wait_ms={wait_ms}" if wait_ms else ""
@@ -538,17 +750,20 @@ class Core:
             deadline=deadline,
             stage="submit",
             what=f"batch of {len(txs)} transactions",
+            exclude=exclude,
         )
         if resp.status != 200:
             code, message = error_of(resp)
             if resp.status != 401 and 400 <= resp.status < 500:
-                raise SubmitRejected(txs[0].tx_id, code, f"whole batch refused: {message}")
+                raise SubmitRejected(
+                    txs[0].tx_id, code, f"whole batch refused: {message}", final=False
+                )
             raise_for(resp, stage="submit", url=self.pool.urls[i])
         doc = parse_body(resp)
         results = doc.get("results") if isinstance(doc, dict) else None
         if not isinstance(results, list) or len(results) != len(txs):
             raise SchemaError("batch answer: expected one result per transaction")
-        return [
+        return i, [
             TxStatus.from_wire(r, tx_id=t.tx_id, channel=channel)
             for r, t in zip(results, txs, strict=True)
         ]
@@ -562,61 +777,103 @@ class Core:
         on_final: Callable[[list[TxStatus]], None] | None = None,
     ) -> Op[list[TxStatus]]:
         """Submit many transactions (one channel) in batches and follow them until each
-        is final (committed or rejected) or ``timeout`` passes.
+        is final or ``timeout`` passes. Final: committed, the commit verified
+        (:meth:`confirm_commits`: one block fetch per distinct height in an answer), or
+        refused by :meth:`refusal_quorum` distinct nodes (a refused transaction is sent
+        to nodes that have not refused it yet; a per-transaction ``overloaded`` is sent
+        again later).
 
         Node failures mid-way move the remaining batches to another node; a batch that
         failed in flight is sent again (idempotent: never committed twice). Returns one
         status per transaction in input order — ``pending``/``unknown`` ones did not
-        commit in time. ``progress(done, total)`` is called as transactions finish;
-        ``on_final`` with the statuses that became final in each answer (the client
-        records them in the store).
+        commit in time (``unknown`` with a ``reason``: a commit claim that did not
+        verify), a ``rejected`` one not final if fewer nodes refused it.
+        ``progress(done, total)`` is called as transactions finish; ``on_final`` with
+        the statuses that became final in each answer (the client records them in the
+        store).
         """
         if not txs:
             return []
         if len({t.channel for t in txs}) != 1:
             raise SchemaError("submit_many: all transactions must be for one channel")
+        channel = txs[0].channel
         deadline = self.monotonic() + timeout
         by_id = {t.tx_id: t for t in txs}
         if len(by_id) != len(txs):
             raise SchemaError("submit_many: a transaction appears twice")
         final: dict[bytes, TxStatus] = {}
         open_: dict[bytes, TxStatus] = {}
+        refused: dict[bytes, set[int]] = {}
         done = 0
+        poll = 0.05
         while len(final) < len(txs):
-            remaining = deadline - self.monotonic()
-            if remaining <= 0:
+            if deadline - self.monotonic() <= 0:
                 break
+            before = len(final)
             todo = [t for t in txs if t.tx_id not in final]
-            for chunk in _chunks(todo, self.settings.batch_size):
-                remaining = deadline - self.monotonic()
-                if remaining <= 0:
-                    break
-                wait_ms = int(min(remaining * 1000, WAIT_SLICE_MS))
-                try:
-                    statuses = yield from self.submit_batch(
-                        chunk, wait_ms=wait_ms, deadline=deadline
+            for exclude, group in _by_refusers(todo, refused):
+                for chunk in _chunks(group, self.settings.batch_size):
+                    remaining = deadline - self.monotonic()
+                    if remaining <= 0:
+                        break
+                    wait_ms = int(min(remaining * 1000, WAIT_SLICE_MS))
+                    try:
+                        i, statuses = yield from self.post_batch(
+                            chunk, wait_ms=wait_ms, deadline=deadline, exclude=exclude
+                        )
+                    except NodeUnreachable:
+                        yield Sleep(min(0.5, max(0.0, deadline - self.monotonic())))
+                        continue
+                    now_final, still_open = yield from self._settle(
+                        channel, i, statuses, refused, deadline
                     )
-                except NodeUnreachable:
-                    yield Sleep(min(0.5, max(0.0, deadline - self.monotonic())))
-                    continue
-                now_final = []
-                for st in statuses:
-                    if st.status in ("committed", "rejected"):
+                    for st in now_final:
                         final[st.tx_id] = st
                         open_.pop(st.tx_id, None)
-                        now_final.append(st)
-                    else:
-                        open_[st.tx_id] = st
-                if on_final is not None and now_final:
-                    yield Blocking(functools.partial(on_final, now_final))
-                if progress is not None and len(final) != done:
-                    done = len(final)
-                    progress(done, len(txs))
+                    open_.update((st.tx_id, st) for st in still_open)
+                    if on_final is not None and now_final:
+                        yield Blocking(functools.partial(on_final, now_final))
+                    if progress is not None and len(final) != done:
+                        done = len(final)
+                        progress(done, len(txs))
+            if len(final) == before:  # nothing settled this round: do not spin
+                yield Sleep(min(poll, max(0.0, deadline - self.monotonic())))
+                poll = min(poll * 2, 0.5)
         out: list[TxStatus] = []
         for t in txs:
             found = final.get(t.tx_id) or open_.get(t.tx_id)
             out.append(found or TxStatus(tx_id=t.tx_id, channel=t.channel, status="unknown"))
         return out
+
+    def _settle(
+        self,
+        channel: str,
+        node: int,
+        statuses: Sequence[TxStatus],
+        refused: dict[bytes, set[int]],
+        deadline: float | None,
+    ) -> Op[tuple[list[TxStatus], list[TxStatus]]]:
+        """Split one batch answer of ``node`` into final and still-open statuses:
+        commits are checked (:meth:`confirm_commits`), a refusal counts once per node
+        (``refused``) and is final at :meth:`refusal_quorum` nodes; ``overloaded`` and
+        the other failover codes are not refusals."""
+        committed = [st for st in statuses if st.status == "committed"]
+        ok, bad = yield from self.confirm_commits(
+            channel, committed, claimer=node, deadline=deadline
+        )
+        final, still_open = list(ok), list(bad)
+        quorum = self.refusal_quorum(channel)
+        for st in statuses:
+            if st.status == "committed":
+                continue
+            if st.status == "rejected" and _reason_code(st) not in FAILOVER_CODES:
+                nodes = refused.setdefault(st.tx_id, set())
+                nodes.add(node)
+                if len(nodes) >= quorum:
+                    final.append(st)
+                    continue
+            still_open.append(st)
+        return final, still_open
 
     # ------------------------------------------------------------------ stream
 
@@ -630,72 +887,159 @@ class Core:
         self, data: str, *, channel: str, expect_height: int | None, verify: bool
     ) -> tuple[int, list[CommittedTx]]:
         """Parse one ``block`` event (a JSON block view) into our committed
-        transactions. Checks that the header hashes to ``hash``, each listed tx id is
-        its transaction's and (scoped views) its inclusion proof against ``tx_root``;
-        with ``verify`` also the commit certificate against the genesis validators
-        (valid until the channel's validator set changes). Raises SchemaError."""
+        transactions, checked as :meth:`verified_block` does (the certificate only with
+        ``verify``). Raises SchemaError."""
         try:
             view = json_to_wire(json.loads(data))
         except (ValueError, RecursionError) as exc:
             raise SchemaError(f"stream: malformed block event: {exc}") from None
+        header, entries = self.verified_block(
+            view, channel=channel, expect_height=expect_height, verify=verify, what="stream"
+        )
+        out = [
+            CommittedTx(
+                channel=channel,
+                height=header.height,
+                index=e.index,
+                tx_id=e.tx.tx_id,
+                tx_type=e.tx.type,
+                block_hash=header.hash,
+                block_time_ms=header.time_ms,
+                outcome=e.outcome,
+                payload=e.tx.payload,
+            )
+            for e in entries
+            if e.tx.sender == self.org
+        ]
+        return header.height, out
+
+    def verified_block(
+        self,
+        view: Any,
+        *,
+        channel: str,
+        expect_height: int | None,
+        verify: bool,
+        what: str,
+    ) -> tuple[BlockHeader, list[BlockEntry]]:
+        """Check a block view (``node/views.py``): the header hashes to ``hash`` and is
+        of ``channel`` (and ``expect_height``); each listed tx id is its transaction's
+        and is in the block — by its inclusion proof against the header's ``tx_root``,
+        or, for an unscoped view without proofs, because the view lists every id and
+        they hash to ``tx_root``; with ``verify`` also the commit certificate against
+        the genesis validators (valid until the channel's validator set changes). The
+        outcomes are as the view reports them (the header does not certify them).
+        Raises SchemaError naming ``what``."""
         if not isinstance(view, dict):
-            raise SchemaError("stream: block event is not an object")
+            raise SchemaError(f"{what}: block view is not an object")
         try:
             header = BlockHeader.from_wire(view.get("header"))
         except LedgerError as exc:
-            raise SchemaError(f"stream: bad header: {exc}") from None
+            raise SchemaError(f"{what}: bad header: {exc}") from None
         if header.channel != channel or view.get("hash") != header.hash:
-            raise SchemaError(f"stream: block {header.height} does not match its hash/channel")
+            raise SchemaError(f"{what}: block {header.height} does not match its hash/channel")
         if expect_height is not None and header.height != expect_height:
-            raise SchemaError(f"stream: expected block {expect_height}, got {header.height}")
+            raise SchemaError(f"{what}: expected block {expect_height}, got {header.height}")
         if verify:
-            try:
-                cert = CommitCertificate.from_wire(view.get("certificate"))
-                verify_certificate(
-                    cert,
-                    channel=channel,
-                    height=header.height,
-                    block_hash=header.hash,
-                    validators=self.settings.genesis.channel(channel).validators,
-                )
-            except LedgerError as exc:
-                raise SchemaError(f"stream: block {header.height}: {exc}") from None
-        out: list[CommittedTx] = []
+            self._check_certificate(view, header, what)
         items = view.get("txs")
         if not isinstance(items, list):
-            raise SchemaError("stream: block event without txs")
-        for item in items:
-            if not isinstance(item, dict):
-                raise SchemaError("stream: malformed transaction entry")
-            try:
-                tx = Transaction.from_wire(item.get("tx"))
-            except LedgerError as exc:
-                raise SchemaError(f"stream: bad transaction: {exc}") from None
-            index = item.get("index")
-            if not isinstance(index, int) or tx.tx_id != item.get("id"):
-                raise SchemaError("stream: transaction entry does not match its id")
-            proof = item.get("proof")
-            if proof is not None:
-                try:
-                    verify_inclusion(tx.tx_id, index, header.tx_count, proof, header.tx_root)
-                except LedgerError as exc:
-                    raise SchemaError(f"stream: tx {tx.tx_id.hex()[:16]}…: {exc}") from None
-            if tx.sender != self.org:
-                continue
-            out.append(
-                CommittedTx(
-                    channel=channel,
-                    height=header.height,
-                    index=index,
-                    tx_id=tx.tx_id,
-                    tx_type=tx.type,
-                    block_hash=header.hash,
-                    block_time_ms=header.time_ms,
-                    outcome=Outcome.from_wire(item.get("outcome")),
-                    payload=tx.payload,
-                )
+            raise SchemaError(f"{what}: block view without txs")
+        listed = [_entry(item, what) for item in items]
+        _check_inclusion(header, listed, view.get("scoped"), what)
+        return header, [e for e, _ in listed]
+
+    def _check_certificate(self, view: Mapping[str, Any], header: BlockHeader, what: str) -> None:
+        try:
+            cert = CommitCertificate.from_wire(view.get("certificate"))
+            verify_certificate(
+                cert,
+                channel=header.channel,
+                height=header.height,
+                block_hash=header.hash,
+                validators=self.settings.genesis.channel(header.channel).validators,
             )
-        return header.height, out
+        except LedgerError as exc:
+            raise SchemaError(f"{what}: block {header.height}: {exc}") from None
+
+
+@dataclass(frozen=True)
+class BlockEntry:
+    """One transaction of a checked block view: its index, body and reported outcome."""
+
+    index: int
+    tx: Transaction
+    outcome: Outcome | None
+
+
+def _entry(item: Any, what: str) -> tuple[BlockEntry, Any]:
+    """A view's transaction entry and its proof (None if absent). Raises SchemaError."""
+    if not isinstance(item, dict):
+        raise SchemaError(f"{what}: malformed transaction entry")
+    try:
+        tx = Transaction.from_wire(item.get("tx"))
+    except LedgerError as exc:
+        raise SchemaError(f"{what}: bad transaction: {exc}") from None
+    index = item.get("index")
+    if not isinstance(index, int) or isinstance(index, bool) or tx.tx_id != item.get("id"):
+        raise SchemaError(f"{what}: transaction entry does not match its id")
+    return BlockEntry(index, tx, Outcome.from_wire(item.get("outcome"))), item.get("proof")
+
+
+def _check_inclusion(
+    header: BlockHeader, listed: Sequence[tuple[BlockEntry, Any]], scoped: Any, what: str
+) -> None:
+    """Every listed transaction is in the block: its proof leads to ``tx_root``; an
+    entry without a proof only in an unscoped view that lists the whole block (ids in
+    index order hashing to ``tx_root``, ``tx_count`` of them). Raises SchemaError."""
+    h = header.height
+    indexes = [e.index for e, _ in listed]
+    if len(set(indexes)) != len(indexes):
+        raise SchemaError(f"{what}: block {h} lists a transaction index twice")
+    unproven = [e for e, proof in listed if proof is None]
+    for e, proof in listed:
+        if proof is None:
+            continue
+        if not isinstance(proof, list) or not all(isinstance(p, bytes) for p in proof):
+            raise SchemaError(f"{what}: tx {e.tx.tx_id.hex()[:16]}…: malformed inclusion proof")
+        try:
+            verify_inclusion(e.tx.tx_id, e.index, header.tx_count, proof, header.tx_root)
+        except LedgerError as exc:
+            raise SchemaError(f"{what}: tx {e.tx.tx_id.hex()[:16]}…: {exc}") from None
+    if not unproven:
+        return
+    whole = (
+        scoped is False
+        and indexes == list(range(header.tx_count))
+        and merkle_root([e.tx.tx_id for e, _ in listed]) == header.tx_root
+    )
+    if not whole:
+        raise SchemaError(
+            f"{what}: block {h}: tx {unproven[0].tx.tx_id.hex()[:16]}… has no inclusion "
+            "proof, and the view does not list the whole block"
+        )
+
+
+def _reason_code(st: TxStatus) -> str:
+    """The node's error code of a refused status (``reason`` is ``"code: message"``)."""
+    return (st.reason or "").split(":", 1)[0].strip()
+
+
+def _by_refusers(
+    txs: Sequence[Transaction], refused: Mapping[bytes, set[int]]
+) -> list[tuple[frozenset[int], list[Transaction]]]:
+    """``txs`` grouped by the nodes that refused them (those are not asked again),
+    in order of first appearance."""
+    groups: dict[frozenset[int], list[Transaction]] = {}
+    for t in txs:
+        groups.setdefault(frozenset(refused.get(t.tx_id, ())), []).append(t)
+    return list(groups.items())
+
+
+def _unverified(st: TxStatus, channel: str, why: str) -> TxStatus:
+    """A node's unverified claim of a commit, as a non-final ``unknown`` status."""
+    claim = f"claimed committed at height {st.height}" if st.height else "claimed committed"
+    return TxStatus(st.tx_id, channel, "unknown", reason=f"{claim}, not verified: {why}")
 
 
 def _chunks(txs: Iterable[Transaction], max_txs: int) -> Iterable[list[Transaction]]:

@@ -158,13 +158,19 @@ class TransactionError(ClientError):
 
 
 class SubmitRejected(TransactionError):
-    """The node refused the transaction before ordering it; it will never commit as
-    sent. ``reason`` is the node's code (``invalid_transaction``, ``not_permitted``,
-    ``bad_transaction_signature``, ``wrong_network``, ``bad_schema``…)."""
+    """The node refused the transaction before ordering it. ``reason`` is the node's
+    code (``invalid_transaction``, ``not_permitted``, ``bad_transaction_signature``,
+    ``wrong_network``, ``bad_schema``…). ``final``: enough distinct nodes refused it
+    (f + 1 of the channel's validators, or every node the client knows) that it will
+    never commit as sent, and the record store says ``rejected``; if False, only one
+    node's word (no other node could be asked): the store keeps it pending for
+    ``recover()``."""
 
     code = "submit_rejected"
 
-    def __init__(self, tx_id: bytes, reason: str, message: str, *, status: int = 0) -> None:
+    def __init__(
+        self, tx_id: bytes, reason: str, message: str, *, status: int = 0, final: bool = True
+    ) -> None:
         super().__init__(
             f"submit{_short(tx_id)}: rejected by the node ({reason}): {message}",
             stage="submit",
@@ -173,6 +179,7 @@ class SubmitRejected(TransactionError):
         self.reason = reason
         self.detail = message
         self.status = status
+        self.final = final
 
 
 class TransactionInvalid(TransactionError):

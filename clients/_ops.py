@@ -12,7 +12,7 @@ import functools
 import json
 import secrets
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Final
 from urllib.parse import quote
 
@@ -39,7 +39,14 @@ from clients._records import (
     make_transaction,
 )
 from clients._store import Progress, RecordStore, StoredRecord, StoredTx
-from crosschain.receipt import Receipt, TrustRoot, VerificationReport, verify_receipt
+from crosschain.receipt import (
+    FAIL,
+    Check,
+    Receipt,
+    TrustRoot,
+    VerificationReport,
+    verify_receipt,
+)
 from ledger.blocks import Transaction
 from ledger.errors import ConfigError, LedgerError, SchemaError
 from ledger.evidence_code import parse as parse_code
@@ -273,16 +280,30 @@ class Operations:
 
         return mark
 
+    def _mark_rejected(self, channel: str, tx_id: bytes, exc: SubmitRejected) -> Op[None]:
+        """Record a refusal, if final (enough nodes refused it; else it stays pending)."""
+        if exc.final:
+            reason = f"{exc.reason}: {exc.detail}"
+            yield from self._mark(TxStatus(tx_id, channel, "rejected", reason=reason))
+
+    def _confirmed(self, channel: str, node: int, st: TxStatus) -> Op[TxStatus]:
+        """``st`` if not a commit claim; else the verified status, or an ``unknown``
+        one saying why the claim did not verify (:meth:`Core.confirm_commits`)."""
+        if st.status != "committed":
+            return st
+        ok, bad = yield from self.core.confirm_commits(channel, [st], claimer=node, deadline=None)
+        return ok[0] if ok else bad[0]
+
     def send(self, item: PreparedTransaction) -> Op[TxStatus]:
-        """Store (if not yet), then submit once without waiting (``submit_async``)."""
+        """Store (if not yet), then submit once without waiting (``submit_async``); a
+        commit claim is recorded only once verified."""
         yield from self.keep(item)
         try:
-            st = yield from self.core.submit_tx(item.tx)
+            i, st = yield from self.core.submit_tx_at(item.tx)
         except SubmitRejected as exc:
-            yield from self._mark(
-                TxStatus(item.tx_id, item.channel, "rejected", reason=f"{exc.reason}: {exc.detail}")
-            )
+            yield from self._mark_rejected(item.channel, item.tx_id, exc)
             raise
+        st = yield from self._confirmed(item.channel, i, st)
         yield from self._mark(st)
         return st
 
@@ -308,9 +329,7 @@ class Operations:
                 on_sent=self._mark_sent(tx_id) if tx is not None else None,
             )
         except SubmitRejected as exc:
-            yield from self._mark(
-                TxStatus(tx_id, channel, "rejected", reason=f"{exc.reason}: {exc.detail}")
-            )
+            yield from self._mark_rejected(channel, tx_id, exc)
             raise
         yield from self._mark(st)
         if check and not st.valid:
@@ -345,9 +364,19 @@ class Operations:
         return st
 
     def status(self, channel: str, tx_id: bytes) -> Op[TxStatus]:
-        st = yield from self.core.status(channel, tx_id)
-        if st.status in ("committed", "rejected"):
-            yield from self._mark(st)
+        """The status at one node. A commit claim is verified (one block fetch) unless
+        the store already records that commit; a refusal is returned, not recorded
+        (one node's word: the submit paths confirm refusals with other nodes)."""
+        i, st = yield from self.core.status_at(channel, tx_id)
+        if st.status != "committed":
+            return st
+        if self.store is not None:
+            known = yield Blocking(functools.partial(self.store.state_of, tx_id))
+            recorded = ("committed" if st.valid else "invalid", st.height)
+            if known == recorded:
+                return st  # the same commit and verdict, verified when it was recorded
+        st = yield from self._confirmed(channel, i, st)
+        yield from self._mark(st)
         return st
 
     def submit_many(
@@ -391,8 +420,10 @@ class Operations:
     def recover(
         self, *, timeout: float | None, progress: Callable[[int, int], None] | None
     ) -> Op[list[TxStatus]]:
-        """Resubmit every stored transaction not known to be final (after a crash)."""
+        """Resubmit every stored transaction not known to be final (after a crash).
+        Raises :class:`RecordStoreError` if the store is damaged (``quick_check``)."""
         store = self._need_store("recovery")
+        yield Blocking(store.check_integrity)
         pending: list[StoredTx] = yield Blocking(store.unfinished)
         items = [p.prepared() for p in pending]
         if not items:
@@ -444,7 +475,8 @@ class Operations:
         Routes: ``GET /v1/channels/supervision/transactions/{tx}`` (its
         ``evidence_codes`` once acknowledged) and ``GET /v1/evidence/{code}/receipt``.
         Raises :class:`EvidenceNotAnchored` on timeout, :class:`ReceiptInvalid` if the
-        receipt does not verify.
+        receipt does not verify or proves another evidence code than the one the node
+        named (the returned code is always the one the verified receipt proves).
         """
         tx_id, index, tx, record = yield from self._resolve(target, index)
         total = self.core.settings.evidence_timeout if timeout is None else timeout
@@ -479,6 +511,7 @@ class Operations:
                         raise SchemaError("the node's receipt is for another record")
                     if bad:
                         raise ReceiptInvalid(tx_id, report)
+                    code = _proven_code(report, code, tx_id)
                     if self.store is not None and tx is not None:
                         yield Blocking(
                             functools.partial(self.store.set_evidence_code, tx_id, index, code)
@@ -633,6 +666,23 @@ class Operations:
         prepared = yield from self.prepare(self.build(RISK, "alert_feedback", payload))
         st = yield from self.submit(prepared, timeout=timeout, check=True)
         return st
+
+
+def _proven_code(report: VerificationReport, code: str, tx_id: bytes) -> str:
+    """``code`` in canonical form if the verified receipt proves exactly that code (a
+    node's status could name another record's code and serve our receipt under it).
+    Raises :class:`ReceiptInvalid` (with a failing ``requested_code`` check) if not."""
+    asked = str(parse_code(code))
+    try:
+        proven = str(parse_code(report.evidence_code or ""))
+    except LedgerError:
+        proven = str(report.evidence_code)
+    if proven == asked:
+        return asked
+    check = Check(
+        "requested_code", FAIL, "code_mismatch", f"asked for {asked}; the receipt proves {proven}"
+    )
+    raise ReceiptInvalid(tx_id, replace(report, checks=(*report.checks, check)))
 
 
 def progress_of(st: TxStatus) -> Progress | None:

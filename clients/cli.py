@@ -23,6 +23,7 @@ import argparse
 import contextlib
 import json
 import os
+import secrets
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -33,6 +34,7 @@ from typing import Any, TextIO
 
 from clients._config import settings_from_network_dir
 from clients._core import json_to_wire
+from clients._errors import RecordStoreError
 from clients._models import TxStatus, jsonable
 from clients._ops import record_from_document, verify_offline
 from clients._pseudonym import load_pseudonym_key_file
@@ -173,6 +175,19 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _client(args: argparse.Namespace) -> Client:
+    """The client the connection options describe, its record store (if any)
+    checked with ``quick_check``. Raises ConfigError, RecordStoreError."""
+    client = _open_client(args)
+    if client.store is not None:
+        try:
+            client.store.check_integrity()
+        except RecordStoreError:
+            client.close()
+            raise
+    return client
+
+
+def _open_client(args: argparse.Namespace) -> Client:
     options: dict[str, Any] = {}
     timeout = getattr(args, "timeout", None)
     if timeout is not None:
@@ -223,18 +238,26 @@ def _no_float(text: str) -> Any:
 
 
 def _write_file(path: str, data: bytes) -> None:
-    """Write ``path`` whole or not at all (temp file, fsync, rename)."""
+    """Write ``path`` whole or not at all, readable by its owner only (mode 0600: a
+    record file holds the record's bytes and salt): a fresh temp file beside it
+    (``O_EXCL | O_NOFOLLOW``: never an existing file or symlink), fsync, rename.
+    Raises ConfigError."""
     p = Path(path)
-    tmp = p.with_name(p.name + ".tmp")
+    tmp = p.with_name(f".{p.name}.{secrets.token_hex(8)}.tmp")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
     try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, p)
+        fd = os.open(tmp, flags, 0o600)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, p)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise
     except OSError as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
         raise ConfigError(path, "", f"cannot write ({exc.strerror})") from None
 
 
@@ -296,7 +319,7 @@ def _status_line(st: TxStatus) -> str:
         return f"committed {tx} at height {st.height} index {st.index}: {verdict}"
     if st.status == "rejected":
         return f"rejected {tx}: {st.reason}"
-    return f"{st.status} {tx}"
+    return f"{st.status} {tx}" + (f" ({st.reason})" if st.reason else "")
 
 
 # ---------------------------------------------------------------------------- submit

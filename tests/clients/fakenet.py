@@ -10,6 +10,7 @@ node URL can be made to fail (down, slow, overloaded, wrong genesis).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import Callable
@@ -94,7 +95,11 @@ class FakeNetwork:
     requests: list[httpx.Request] = field(default_factory=list)
     submissions: list[bytes] = field(default_factory=list)
     status_queries: int = 0
+    block_requests: int = 0
     stream_blocks: int | None = None  # close the SSE stream after this many blocks
+    #: certify blocks with keys the genesis does not name (as after governance
+    #: re-keyed the validators): the SDK cannot check such certificates itself
+    rekeyed: bool = False
 
     @classmethod
     def create(cls, tmp: Path, n_urls: int = 3) -> FakeNetwork:
@@ -113,6 +118,10 @@ class FakeNetwork:
     def certify(self, block: Block) -> CommitCertificate:
         vset = self.genesis.channel(block.header.channel).validators
         keys = self._signers()
+        if self.rekeyed:
+            keys = {
+                n: Ed25519Signer(hashlib.sha256(f"rekeyed/{n}".encode()).digest()) for n in keys
+            }
         names = [v.node_id for v in vset.validators][: vset.quorum]
         bare = CommitCertificate(block.header.channel, block.height, 0, block.hash, ())
         votes = tuple(Vote(n, keys[n].sign(TAG_COMMIT_VOTE, bare.message())) for n in names)
@@ -330,6 +339,14 @@ class FakeNetwork:
                 return self._respond(request, found)
             if parts[3:] == ["stream"]:
                 return self._stream(request, ch, org)
+            if len(parts) == 5 and parts[3] == "blocks" and request.method == "GET":
+                self.block_requests += 1
+                chain = self.blocks.get(ch, [])
+                if not parts[4].isdigit() or not 1 <= int(parts[4]) <= len(chain):
+                    return self._error(404, "not_found", f"no block at height {parts[4]}")
+                return self._respond(
+                    request, self.block_view(ch, int(parts[4]), self.scope(ch, org))
+                )
         if parts[:2] == ["v1", "evidence"] and len(parts) == 4 and parts[3] == "receipt":
             code = str(parse_code(parts[2]))
             receipt = self.receipts.get(code)
@@ -340,27 +357,30 @@ class FakeNetwork:
             return self._respond(request, {"alerts": []})
         return self._error(404, "not_found", "no such route")
 
-    def block_view(self, channel: str, height: int, org: str) -> dict[str, Any]:
+    def block_view(self, channel: str, height: int, org: str | None) -> dict[str, Any]:
+        """The node's block view (node/views.py): scoped to ``org`` (its transactions,
+        each with an inclusion proof), or the whole block without proofs (None)."""
         block, cert, outcomes = self.blocks[channel][height - 1]
         ids = [t.tx_id for t in block.transactions]
         txs = []
         for i, tx in enumerate(block.transactions):
-            if tx.sender != org:
+            if org is not None and tx.sender != org:
                 continue
-            txs.append(
-                {
-                    "index": i,
-                    "id": ids[i],
-                    "tx": tx.to_wire(),
-                    "outcome": outcomes[i],
-                    "proof": inclusion_proof(ids, i),
-                }
-            )
+            item = {"index": i, "id": ids[i], "tx": tx.to_wire(), "outcome": outcomes[i]}
+            if org is not None:
+                item["proof"] = inclusion_proof(ids, i)
+            txs.append(item)
         return {
             "channel": channel, "height": height, "hash": block.hash,
             "header": block.header.to_wire(), "certificate": cert.to_wire(),
-            "tx_count": len(ids), "scoped": True, "txs": txs,
+            "tx_count": len(ids), "scoped": org is not None, "txs": txs,
         }  # fmt: skip
+
+    def scope(self, channel: str, org: str) -> str | None:
+        """The node's read scope: None for a full reader of ``channel``, else ``org``."""
+        role = self.genesis.org(org).role
+        full = self.genesis.channel(channel).permissions.read_access(role) == "full"
+        return None if full else org
 
     def _stream(self, request: httpx.Request, channel: str, org: str) -> httpx.Response:
         q = request.url.params.get("from")
@@ -371,7 +391,7 @@ class FakeNetwork:
         if self.stream_blocks is not None:
             end = min(end, start + self.stream_blocks)
         for h in range(start, end):
-            data = json.dumps(wire_to_json(self.block_view(channel, h, org)))
+            data = json.dumps(wire_to_json(self.block_view(channel, h, self.scope(channel, org))))
             out.append(f"id: {h}\nevent: block\ndata: {data}\n\n".encode())
         return httpx.Response(
             200, headers={"content-type": "text/event-stream"}, content=b"".join(out)

@@ -171,3 +171,90 @@ def test_progress_bar() -> None:
     assert (
         lines[-1] == "progress: 100/100 transactions (100%)" and len(lines) == 11
     )  # one line per decile, 0% to 100%
+
+
+def test_written_files_are_private_and_never_written_through_a_symlink(tmp_path: Path) -> None:
+    """`wulian evidence --record-out` writes the record's bytes and salt: mode 0600
+    whatever the umask, and a symlink planted at the old fixed temp name (or at the
+    target) is never followed."""
+    from clients.cli import _write_file
+
+    victim = tmp_path / "victim"
+    victim.write_text("keep")
+    out = tmp_path / "record.json"
+    (tmp_path / "record.json.tmp").symlink_to(victim)
+    old = os.umask(0o022)
+    try:
+        _write_file(str(out), b'{"salt": "00"}\n')
+        assert out.read_bytes() == b'{"salt": "00"}\n'
+        assert out.stat().st_mode & 0o777 == 0o600
+        assert victim.read_text() == "keep"
+        out.unlink()
+        out.symlink_to(victim)  # a symlink at the target is replaced, not followed
+        _write_file(str(out), b"new\n")
+        assert not out.is_symlink() and out.read_bytes() == b"new\n"
+        assert victim.read_text() == "keep" and out.stat().st_mode & 0o777 == 0o600
+    finally:
+        os.umask(old)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "record.json",
+        "record.json.tmp",
+        "victim",
+    ]
+    with pytest.raises(ConfigError, match="cannot write"):
+        _write_file(str(tmp_path / "missing" / "r.json"), b"x")
+
+
+def _cli_conn(fake: FakeNetwork, store: Path, node: str = "http://127.0.0.1:9") -> list[str]:
+    from tests.clients.fakenet import LENDER
+
+    return ["--genesis", str(fake.data_dir / "genesis.json"),
+            "--key", str(fake.data_dir / "keys" / f"{LENDER}.key"),
+            "--store", str(store), "--node", node]  # fmt: skip
+
+
+def test_a_damaged_store_is_one_line_and_exit_1(
+    fake: FakeNetwork, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A torn index page hides every unfinished transaction from `unfinished()`: the
+    CLI and `pending()` refuse the store (quick_check) instead of resubmitting none."""
+    import sqlite3
+
+    from clients import RecordStoreError
+    from tests.clients.fakenet import make_client
+
+    with make_client(fake, tmp_path) as c:
+        ids = [
+            c.prepare(c.build("supervision", "loan_event", {"k": f"g{i}", "pad": "x" * 300})).tx_id
+            for i in range(20)
+        ]
+    db = sqlite3.connect(tmp_path / "store" / "records.sqlite3")
+    (page,) = db.execute("SELECT rootpage FROM sqlite_master WHERE name='txs_by_state'").fetchone()
+    db.close()
+    with open(tmp_path / "store" / "records.sqlite3", "r+b") as fh:
+        fh.seek((page - 1) * 4096 + 3)
+        fh.write(b"\x00\x00")
+    for argv in (["recover"], ["evidence", ids[3].hex(), "--out", str(tmp_path / "r.json")]):
+        code, out, err = run(capsys, *argv, *_cli_conn(fake, tmp_path / "store"))
+        assert code == 1 and out == ""
+        assert err.count("\n") == 1 and err.startswith("wulian: error: ")
+        assert "records.sqlite3: the record store is damaged" in err
+    with make_client(fake, tmp_path) as c, pytest.raises(RecordStoreError, match="damaged"):
+        c.pending()
+
+
+def test_a_malformed_node_url_is_a_config_error(
+    fake: FakeNetwork, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = run(
+        capsys, "status", "aa" * 32, *_cli_conn(fake, tmp_path / "s", "http://127.0.0.1:80a0")
+    )
+    assert code == 1 and err.count("\n") == 1 and "is not a valid URL" in err
+    from clients._config import check_node_url
+
+    for bad in ("http://127.0.0.1:80a0", "http://[::1", "http://", "http://x:99999",
+                "http://x/?q=1", "ftp://x", "http://a b"):  # fmt: skip
+        with pytest.raises(ConfigError):
+            check_node_url(bad)
+    for good in ("http://127.0.0.1:7101", "https://node1.test", "http://[::1]:80"):
+        check_node_url(good)

@@ -252,3 +252,113 @@ def test_async_client_does_the_same(fake: FakeNetwork, tmp_path: Path) -> None:
     assert {r.url.host for r in fake.requests if "x-wulian-signature" in r.headers} == {
         "node1.test"
     }
+
+
+def test_evidence_refuses_a_code_the_verified_receipt_does_not_prove(
+    fake: FakeNetwork, client: Client, tmp_path: Path
+) -> None:
+    """A node names another record's code for ours (the tx is not in the asking
+    client's store, so the codes cannot be computed) and serves our genuine receipt
+    under it: the receipt verifies, but it does not prove the code handed out."""
+    import httpx
+
+    from ledger.encoding import decode, encode
+
+    p, _ = with_records(client, "ev4", n=2)
+    client.submit(p)  # type: ignore[arg-type]
+    ours, other = fake.anchor(1)
+    honest = fake.handle
+
+    def lying(request: httpx.Request) -> httpx.Response:
+        if request.method == "GET" and request.url.path.endswith(p.tx_id.hex()):  # type: ignore[attr-defined]
+            doc = decode(honest(request).content)
+            doc["evidence_codes"] = [other, ours]
+            return httpx.Response(
+                200, content=encode(doc), headers={"content-type": "application/msgpack"}
+            )
+        if request.url.path == f"/v1/evidence/{other}/receipt":
+            return httpx.Response(200, json={"receipts": [fake.receipts[ours]]})
+        return honest(request)
+
+    lied_to = tmp_path / "elsewhere"
+    with make_client(fake, lied_to, http=httpx.Client(transport=httpx.MockTransport(lying))) as c:
+        with pytest.raises(ReceiptInvalid) as err:
+            c.evidence(p.tx_id, index=0, timeout=5)  # type: ignore[attr-defined]
+        assert [f.name for f in err.value.report.failures] == ["requested_code"]
+        assert err.value.stage == "verify"
+    with make_client(fake, tmp_path / "fresh") as c:  # an honest node: the true code
+        assert c.evidence(p.tx_id.hex(), index=0, timeout=5).code == ours  # type: ignore[attr-defined]
+
+
+def _serve_view(fake: FakeNetwork, client: Client, view: dict[str, object]) -> None:
+    """Make every node's stream serve ``view`` as its one block event."""
+    import httpx
+
+    from tests.clients.fakenet import wire_to_json
+
+    def lying(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/stream"):
+            data = json.dumps(wire_to_json(view))
+            return httpx.Response(
+                200,
+                headers={"content-type": "text/event-stream"},
+                content=f"id: 1\nevent: block\ndata: {data}\n\n".encode(),
+            )
+        return fake.handle(request)
+
+    client._http = httpx.Client(transport=httpx.MockTransport(lying))
+
+
+def test_event_stream_refuses_a_transaction_without_an_inclusion_proof(
+    fake: FakeNetwork, client: Client
+) -> None:
+    """A genuine, certified, empty block; the node attaches one of "our" transactions
+    without a proof (a scoped view, as lenders get): never yielded."""
+    from clients import NodeUnreachable
+    from ledger.blocks import Transaction
+
+    fake.add_block("supervision", [], [])
+    forged = Transaction(
+        network=fake.genesis.hash, channel="supervision", type="loan_event", sender=LENDER,
+        public_key=client.settings.signer.public_key, nonce=42, time_ms=1,
+        payload={"records": [{"c": b"\x11" * 32}]}, signature=b"\x00" * 64,
+    )  # fmt: skip
+    view = fake.block_view("supervision", 1, LENDER)
+    view["txs"] = [{"index": 0, "id": forged.tx_id, "tx": forged.to_wire(),
+                    "outcome": {"valid": True, "code": "ok", "message": ""}}]  # fmt: skip
+    _serve_view(fake, client, view)
+    with pytest.raises(NodeUnreachable, match="no inclusion proof"):
+        next(client.events("supervision", start=1, verify=True))
+    view["scoped"] = False  # claiming a whole-block view does not help: tx_count is 0
+    with pytest.raises(NodeUnreachable, match="no inclusion proof"):
+        next(client.events("supervision", start=1, verify=True))
+
+
+def test_event_stream_of_a_full_reader_checks_the_whole_block_against_tx_root(
+    fake: FakeNetwork, tmp_path: Path
+) -> None:
+    """An institution reads unscoped views (every transaction, no proofs): accepted
+    when the ids hash to the certified tx_root, refused when one is left out."""
+    from clients import NodeUnreachable
+
+    with make_client(fake, tmp_path / "l") as lender:
+        lender.submit(lender.prepare(lender.build("supervision", "loan_event", {"k": "a"})))
+    bureau_key = fake.data_dir / "keys" / "bureau.key"
+    with make_client(fake, tmp_path / "b", key_file=bureau_key) as bureau:
+        fake.auto_commit = False
+        for k in ("b1", "b2"):
+            bureau.submit_async(
+                bureau.prepare(bureau.build("supervision", "lender_update", {"k": k}))
+            )
+        fake.commit_pending()
+        it = bureau.events("supervision", start=1, verify=True)
+        assert [(e.height, e.tx_type) for e in (next(it), next(it))] == [
+            (2, "lender_update"), (2, "lender_update")
+        ]  # fmt: skip
+        it.close()  # type: ignore[attr-defined]
+        view = fake.block_view("supervision", 2, None)
+        assert view["scoped"] is False and all("proof" not in t for t in view["txs"])
+        view["txs"] = view["txs"][:1]  # type: ignore[index]
+        _serve_view(fake, bureau, view)
+        with pytest.raises(NodeUnreachable, match="no inclusion proof"):
+            next(bureau.events("supervision", start=2, verify=True))

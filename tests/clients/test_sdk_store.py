@@ -125,3 +125,64 @@ def test_a_killed_process_loses_nothing_it_stored(tmp_path: Path) -> None:
         (unsent,) = store.unfinished()
         assert unsent.tx.encoded().hex() == wire_hex
         assert unsent.records[1].salt.hex() == salt_hex
+
+
+PAGE = 4096
+
+
+def _damaged_copy(tmp_path: Path, n: int = 20) -> tuple[Path, list[bytes], dict[str, int]]:
+    """A store of ``n`` signed, unsent transactions (WAL checkpointed into the file),
+    and the root page of each table and index."""
+    d = tmp_path / "s"
+    with RecordStore(d, network=NET, owner="lender1") as store:
+        items = [prepared(f"d{i}" + "x" * 300) for i in range(n)]
+        store.put_many(items)
+    db = sqlite3.connect(d / "records.sqlite3")
+    roots = dict(db.execute("SELECT name, rootpage FROM sqlite_master WHERE rootpage > 0"))
+    db.close()
+    return d, [i.tx_id for i in items], roots
+
+
+def _damage(d: Path, page: int, offset: int, data: bytes) -> None:
+    with open(d / "records.sqlite3", "r+b") as fh:
+        fh.seek((page - 1) * PAGE + offset)
+        fh.write(data)
+
+
+def test_a_damaged_index_is_refused_before_it_hides_unfinished_transactions(
+    tmp_path: Path,
+) -> None:
+    """A torn index page (cell count zeroed) makes `unfinished()` silently return
+    nothing: `check_integrity` (quick_check) refuses the store first, naming the file."""
+    d, ids, roots = _damaged_copy(tmp_path)
+    _damage(d, roots["txs_by_state"], 3, b"\x00\x00")
+    with RecordStore(d, network=NET, owner="lender1") as store:  # opening stays cheap
+        assert store.unfinished() == []  # what the damage does: 20 are unfinished
+        with pytest.raises(RecordStoreError, match="damaged") as err:
+            store.check_integrity()
+        assert store.find(ids[0]) is not None
+    message = str(err.value)
+    assert str(d / "records.sqlite3") in message and "\n" not in message
+    with pytest.raises(RecordStoreError, match="damaged"):
+        RecordStore(d, network=NET, owner="lender1", check=True)
+
+
+def test_sqlite_errors_of_store_methods_are_record_store_errors(tmp_path: Path) -> None:
+    d, ids, roots = _damaged_copy(tmp_path)
+    _damage(d, roots["txs"], 0, b"\x0d\xff\xff\x00\x50")
+    with RecordStore(d, network=NET, owner="lender1") as store:
+        for call in (
+            lambda: store.get(ids[3]),
+            lambda: store.find(ids[3]),
+            lambda: store.unfinished(),
+            lambda: store.mark(ids[3], "sent"),
+        ):
+            with pytest.raises(RecordStoreError) as err:
+                call()
+            assert str(d / "records.sqlite3") in str(err.value)
+            assert not isinstance(err.value, sqlite3.Error)
+    d2 = tmp_path / "garbage"
+    d2.mkdir()
+    (d2 / "records.sqlite3").write_bytes(b"not a database" * 100)
+    with pytest.raises(RecordStoreError, match="cannot open the record store"):
+        RecordStore(d2, network=NET, owner="lender1")
