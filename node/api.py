@@ -94,8 +94,10 @@ def respond(request: Request, doc: Any, status: int = 200) -> Response:
 async def read_body(request: Request, limit: int) -> bytes:
     """The request body, refusing (413) more than ``limit`` bytes before parsing."""
     declared = request.headers.get("content-length")
-    if declared is not None and is_decimal(declared.strip()) and (
-        (size_given := decimal_value(declared.strip())) is None or size_given > limit
+    if (
+        declared is not None
+        and is_decimal(declared.strip())
+        and ((size_given := decimal_value(declared.strip())) is None or size_given > limit)
     ):
         raise api_error("body_too_large", f"body is {declared} bytes; the limit is {limit}")
     chunks: list[bytes] = []
@@ -248,7 +250,7 @@ def create_app(runtime: NodeRuntime, *, manage_lifecycle: bool = True) -> FastAP
         body = await read_body(request, 0 if request.method == "GET" else lim.max_body_bytes)
         return svc, await authenticate(request, svc, body)
 
-    def scope_now(svc: ChannelService, caller: Caller) -> str | None | ApiError:
+    def scope_now(svc: ChannelService, caller: Caller) -> ApiError | str | None:
         """The caller's read scope as governance stands now (:func:`read_scope`), or the
         error if its key is no longer active or its role may no longer read."""
         if svc.role_of(caller.org, caller.public_key) != caller.role:
@@ -530,7 +532,7 @@ def create_app(runtime: NodeRuntime, *, manage_lifecycle: bool = True) -> FastAP
         permission are checked again before each block: a key revoked or a permission
         withdrawn by governance ends the stream."""
         svc, caller = await reader_caller(request, channel)
-        scope = read_scope(svc, caller)
+        read_scope(svc, caller)  # a 403 before the stream opens (rechecked per block)
         start = parse_int_param(request, "from", svc.height + 1, 1, 2**62)
         last_id = request.headers.get("last-event-id")
         if last_id is not None and (last := decimal_value(last_id)) is not None:
