@@ -35,9 +35,11 @@ Once ``s`` is acknowledged, every record of block ``s`` has its evidence code,
 
 :func:`check_ack` raises :class:`~crosschain.errors.AckRejected` with one of the codes
 ``duplicate_ack``, ``out_of_sequence``, ``unknown_block``, ``header_mismatch``,
-``wrong_channel``, ``anchor_not_accepted``, ``bad_config_step``, ``bad_proof``,
-``bad_certificate`` (checked in that order: duplicates cost no hashing and no signature
-check).
+``wrong_channel``, ``bad_config_step``, ``bad_proof``, ``bad_certificate``,
+``anchor_not_accepted`` (checked in that order: duplicates cost no hashing and no
+signature check, and the court chain's entry is read only for a certified judicial
+block — one every honest node will apply — so an ack naming a forged height is refused
+at once instead of stalling the channel).
 """
 
 from __future__ import annotations
@@ -221,21 +223,6 @@ def check_ack(
             "out_of_sequence",
             f"{channel} block {jh.height} is below the last acknowledged {state.judicial_height}",
         )
-    accepted = court_anchor(s, jh.height)
-    if accepted is None or (accepted.judicial_height, accepted.tx_id) != (
-        jh.height,
-        ack.anchor_tx,
-    ):
-        where = (
-            "none"
-            if accepted is None
-            else f"{accepted.tx_id.hex()[:16]}… at height {accepted.judicial_height}"
-        )
-        raise AckRejected(
-            "anchor_not_accepted",
-            f"the {channel} chain did not accept anchor {ack.anchor_tx.hex()[:16]}… of block "
-            f"{s} at height {jh.height} (its accepted anchor of block {s}: {where})",
-        )
     history = state.judicial
     for step in ack.judicial_config:
         if step.height >= jh.height:
@@ -264,6 +251,23 @@ def check_ack(
         )
     except CertificateError as exc:
         raise AckRejected("bad_certificate", f"{channel} block {jh.height}: {exc}") from None
+    # last: only a judicial block certified above is worth waiting for (every honest
+    # node reaches it); a forged height checked first would stall the channel
+    accepted = court_anchor(s, jh.height)
+    if accepted is None or (accepted.judicial_height, accepted.tx_id) != (
+        jh.height,
+        ack.anchor_tx,
+    ):
+        where = (
+            "none"
+            if accepted is None
+            else f"{accepted.tx_id.hex()[:16]}… at height {accepted.judicial_height}"
+        )
+        raise AckRejected(
+            "anchor_not_accepted",
+            f"the {channel} chain did not accept anchor {ack.anchor_tx.hex()[:16]}… of block "
+            f"{s} at height {jh.height} (its accepted anchor of block {s}: {where})",
+        )
     return AckState(history, s, jh.height)
 
 

@@ -24,9 +24,9 @@ Anchor codes (checked in this order; see :func:`crosschain.light_client.check_an
 
 Ack codes (in this order; see :func:`crosschain.ack.check_ack`): ``duplicate_ack``,
 ``out_of_sequence``, ``unknown_block``, ``header_mismatch``, ``wrong_channel``,
-``anchor_not_accepted`` (the court chain holds no accepted anchor of the block at the
-named judicial height and transaction), ``bad_config_step``, ``bad_proof``,
-``bad_certificate``.
+``bad_config_step``, ``bad_proof``, ``bad_certificate``, ``anchor_not_accepted`` (the
+court chain holds no accepted anchor of the block at the named judicial height and
+transaction).
 """
 
 from __future__ import annotations

@@ -206,7 +206,7 @@ def test_ack_checks_and_codes() -> None:
     rejected("duplicate_ack", state1, ack1)
     ack2 = _ack(net, 2, state1)
     rejected("bad_proof", state1, replace(ack2, leaf_index=ack2.leaf_index + 1))
-    rejected("anchor_not_accepted", state1, replace(ack2, anchor_tx=b"\x02" * 32))
+    rejected("bad_proof", state1, replace(ack2, anchor_tx=b"\x02" * 32))
     cert = ack2.judicial_certificate
     rejected(
         "bad_certificate",
@@ -290,6 +290,9 @@ def test_an_ack_of_an_anchor_the_court_refused_is_refused() -> None:
 
 
 def test_an_ack_waits_until_this_node_has_applied_the_judicial_block() -> None:
+    """A genuine ack whose judicial block this node has not applied yet: the court
+    chain's entry cannot be read, and the block waits (NotYetCommitted) — only once
+    the judicial header is known to be certified, so it will be applied."""
     from channels.errors import NotYetCommitted
 
     net = Network()
@@ -297,11 +300,34 @@ def test_an_ack_waits_until_this_node_has_applied_the_judicial_block() -> None:
     _anchored(net, range(1, 2))
     state = AckState.genesis(net.jud_vset)
     ack = _ack(net, 1, state)
-    ahead = replace(ack, judicial_header=replace(ack.judicial_header, height=net.jud.height + 1))
+
+    def lagging(s: int, judicial_height: int) -> None:
+        raise NotYetCommitted("judicial", judicial_height, judicial_height - 1)
+
     with pytest.raises(NotYetCommitted):
-        check_ack(
-            state, ahead, local_header_hash=lambda h: _hash(net, h), court_anchor=net.court_anchor
-        )
+        check_ack(state, ack, local_header_hash=lambda h: _hash(net, h), court_anchor=lagging)
+
+
+def test_an_ack_naming_an_uncertified_judicial_height_is_refused_not_waited_for() -> None:
+    """One node key signs an ack naming judicial height 10⁹ with no votes: it is
+    INVALID at once. Reading the court chain's entry first would have made every node
+    wait for a height that never comes, stalling the supervision channel for good."""
+    from crosschain.ack import ack_tx
+
+    net = Network()
+    net.report(1, 1)
+    _anchored(net, range(1, 2))
+    ack = _ack(net, 1, AckState.genesis(net.jud_vset))
+    forged = replace(
+        ack,
+        judicial_header=replace(ack.judicial_header, height=10**9),
+        judicial_certificate=replace(ack.judicial_certificate, height=10**9, votes=()),
+    )
+    relay = signer("relay/relay2")
+    tx = ack_tx(forged, network=GENESIS, sender="relay2", signer=relay, time_ms=net.sup.time_ms)
+    net.sup.commit([tx])  # applied, not waiting
+    assert net.sup.code_of(tx) == "bad_certificate"
+    assert read_ack(net.sup.state, 1) is None
 
 
 def test_ack_rule_writes_the_acknowledgement() -> None:
