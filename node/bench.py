@@ -72,6 +72,7 @@ from node.localnet import DEMO_LENDER, LocalNetwork, add_lender_orgs, admit_lend
 from node.seed import level_nodes
 
 SUPERVISION = "supervision"
+JUDICIAL = "judicial"
 #: Consensus settings of the bench network (the node defaults, stated explicitly).
 BENCH_CONSENSUS: dict[str, int] = {"batch_interval_ms": 20, "base_timeout_ms": 1000}
 
@@ -1221,6 +1222,9 @@ class Bench:
         t = time.monotonic()
         try:
             paths = [n.config_path for n in net.nodes]
+            # judicial first: supervision blocks holding evidence acknowledgements read
+            # the court chain's anchor entries, and would wait for them for ever here
+            await asyncio.to_thread(level_nodes, paths, JUDICIAL)
             await asyncio.to_thread(level_nodes, paths, SUPERVISION)
             height = await asyncio.to_thread(
                 self._seed, [paths[i] for i in seed], n_blocks, txs_per_block, events_per_tx

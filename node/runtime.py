@@ -14,8 +14,9 @@ import logging
 import time
 from collections.abc import Mapping
 
+from channels.registry import READS_FROM
 from ledger.errors import ConfigError
-from ledger.genesis import Genesis, load_genesis
+from ledger.genesis import ChannelConfig, Genesis, load_genesis
 from ledger.keyfile import load_key_file
 from ledger.store import BlockStore
 from node import membership
@@ -87,25 +88,16 @@ class NodeRuntime:
         )
         #: One memo of verified signatures for the node's replicas and cross-chain rules.
         self.signatures = MemoisedEd25519()
-        self.channels: dict[str, ChannelService] = {}
-        for ch in genesis.channels:
-            self.channels[ch.channel_id] = ChannelService(
-                genesis=genesis,
-                config=ch,
-                node_id=config.node_id,
-                signer=self.signer,
-                store=store,
-                logic=self._logic(ch.channel_id, ch.params),
-                metrics=self.metrics,
-                transport=self.transport,
-                tick_ms=lim.tick_ms,
-                inbox_limit=lim.inbox_messages,
-                status_cache=lim.status_cache,
-                consensus_overrides=dict(config.consensus),
-                clock_ms=wall_clock_ms,
-                follow=config.joining,
-                scheme=self.signatures,
-            )
+        self.channels: dict[str, ChannelService] = {
+            ch.channel_id: self._service(ch, follow=config.joining) for ch in genesis.channels
+        }
+        if config.rules == "channels":
+            # a channel this node runs may read another's committed facts: that one
+            # must run here too (as a follower if this node does not validate it), or
+            # the reading channel's blocks would wait for it for ever
+            for ch in genesis.channels:
+                if ch.channel_id in self.reads_not_run():
+                    self.channels[ch.channel_id] = self._service(ch, follow=True)
 
         self.byzantine = install_from_env(
             config, signer=self.signer, transport=self.transport, channels=list(self.channels)
@@ -134,6 +126,39 @@ class NodeRuntime:
                 channels=self.channels,
                 clock_ms=wall_clock_ms,
             )
+
+    def _service(self, ch: ChannelConfig, *, follow: bool) -> ChannelService:
+        config, lim = self.config, self.config.limits
+        return ChannelService(
+            genesis=self.genesis,
+            config=ch,
+            node_id=config.node_id,
+            signer=self.signer,
+            store=self.store,
+            logic=self._logic(ch.channel_id, ch.params),
+            metrics=self.metrics,
+            transport=self.transport,
+            tick_ms=lim.tick_ms,
+            inbox_limit=lim.inbox_messages,
+            status_cache=lim.status_cache,
+            consensus_overrides=dict(config.consensus),
+            clock_ms=wall_clock_ms,
+            follow=follow,
+            scheme=self.signatures,
+        )
+
+    def reads_not_run(self) -> set[str]:
+        """Channels without a replica here that a channel with one reads, directly or
+        through another (``channels.registry.READS_FROM``)."""
+        running = {c for c, svc in self.channels.items() if svc.replica is not None}
+        needed: set[str] = set()
+        todo = list(running)
+        while todo:
+            for source in READS_FROM.get(todo.pop(), ()):
+                if source not in needed:
+                    needed.add(source)
+                    todo.append(source)
+        return {c for c in needed - running if c in self.channels}
 
     def _logic(self, channel: str, params: Mapping[str, int | str]) -> ChannelLogic:
         """The channel's rules; production rules get the cross-chain rules installed,

@@ -11,9 +11,11 @@ with the others' stored blocks, so no node keeps a block the seeded ones replace
 
 Only whoever holds the validators' keys can do this — the operator of a whole local
 network: ``wulian bench`` (the catch-up phase puts a node 10,000 blocks behind) and
-the tests. Meant for channels whose rules read no other channel (supervision, the
-test rules): a block that waits for another channel's height would wait for ever
-here, with no driver running to bring that channel along.
+the tests. A block that waits for another channel's height would wait for ever here,
+with no driver running to bring that channel along: seed channels whose rules read no
+other (judicial, the test rules), or blocks that do not read one (supervision's loan
+reports: only its evidence acknowledgements read the judicial channel), and level the
+channels read first (``wulian bench`` levels judicial before supervision).
 """
 
 from __future__ import annotations

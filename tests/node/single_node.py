@@ -49,9 +49,12 @@ def org_entry(
 
 class SingleNode:
     """The court's node of a local genesis that ``edit`` may change (a genesis
-    document, edited in place), on the test rules. Close with :meth:`close`."""
+    document, edited in place), on ``rules`` (the test rules by default). Close with
+    :meth:`close`."""
 
-    def __init__(self, tmp: Path, edit: Callable[[dict[str, Any]], None]) -> None:
+    def __init__(
+        self, tmp: Path, edit: Callable[[dict[str, Any]], None], rules: str = "test"
+    ) -> None:
         self.net = tmp / "net"
         make_local_genesis(self.net, created_ms=T0)
         doc = genesis_document(load_genesis(self.net / "genesis.json"))
@@ -67,7 +70,7 @@ class SingleNode:
                 data_dir=str(tmp / "data"),
                 host="127.0.0.1",
                 port=9,
-                rules="test",
+                rules=rules,
             )
         )
         self.rt = NodeRuntime.open(load_node_config(cfg))
