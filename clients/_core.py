@@ -199,6 +199,13 @@ class NodePool:
         self.down_until = [0.0] * len(urls)
         #: None: not checked yet; "": verified; other text: why it is not ours.
         self.identity: list[str | None] = [None] * len(urls)
+        #: the node id each URL named in its ``/v1/info`` (None: not checked yet)
+        self.node_ids: list[str | None] = [None] * len(urls)
+
+    def distinct(self, indexes: Iterable[int]) -> int:
+        """How many distinct nodes ``indexes`` are: two URLs naming one node id count
+        once (a node claiming another's id only lowers the count)."""
+        return len({self.node_ids[i] or f"#{i}" for i in indexes})
 
     def order(self, now: float) -> list[int]:
         n = len(self.urls)
@@ -325,6 +332,7 @@ class Core:
             self.pool.identity[i] = f"node id {node_id!r} is not in our genesis"
         else:
             self.pool.identity[i] = ""
+            self.pool.node_ids[i] = node_id
             return True
         attempts.append(Attempt(url, str(self.pool.identity[i])))
         return False
@@ -436,11 +444,12 @@ class Core:
 
     def refusal_quorum(self, channel: str) -> int:
         """How many distinct nodes must refuse a transaction before the SDK takes the
-        refusal as final: f + 1 of the channel's validators (so at least one honest
-        node refused it), at most every usable node this client knows."""
+        refusal as final, or serve the same header before it takes a block it cannot
+        check itself: f + 1 of the channel's validators (so at least one honest node),
+        at most every usable node this client knows (a client given fewer trusts them)."""
         f = self.settings.genesis.channel(channel).validators.f
-        usable = sum(1 for p in self.pool.identity if p in (None, ""))
-        return max(1, min(f + 1, usable))
+        usable = [i for i, p in enumerate(self.pool.identity) if p in (None, "")]
+        return max(1, min(f + 1, self.pool.distinct(usable)))
 
     def submit_tx(
         self, tx: Transaction, *, wait_ms: int = 0, deadline: float | None = None
@@ -483,7 +492,9 @@ class Core:
                 return i, self._submit_answer(tx, i, resp)
             except SubmitRejected as exc:
                 refused[i] = exc
-                exc.final = len(refused) >= self.refusal_quorum(tx.channel)
+                exc.final = _decided_alike(exc.reason) and self.pool.distinct(
+                    refused
+                ) >= self.refusal_quorum(tx.channel)
                 if exc.final:
                     raise
 
@@ -621,11 +632,12 @@ class Core:
         self, channel: str, header: BlockHeader, served: set[int], deadline: float | None
     ) -> Op[str | None]:
         """Ask nodes other than ``served`` (those that already served ``header``) for
-        the same block until f + 1 distinct nodes (f of the channel's genesis
-        validators) have served this exact header. None when they have, else why not."""
-        need = self.settings.genesis.channel(channel).validators.f + 1
+        the same block until :meth:`refusal_quorum` distinct nodes (f + 1, f of the
+        channel's genesis validators) have served this exact header. None when they
+        have, else why not."""
+        need = self.refusal_quorum(channel)
         asked = set(served)
-        while len(served) < need:
+        while self.pool.distinct(served) < need:
             try:
                 i, resp = yield from self.call(
                     "GET",
@@ -641,11 +653,11 @@ class Core:
                 view = parse_body(resp)
                 if isinstance(view, dict) and view.get("hash") == header.hash:
                     served.add(i)
-        if len(served) >= need:
+        if self.pool.distinct(served) >= need:
             return None
         return (
-            f"its certificate is not by the genesis validators and only {len(served)} of "
-            f"the {need} nodes needed served the same header"
+            f"its certificate is not by the genesis validators and only "
+            f"{self.pool.distinct(served)} of the {need} nodes needed served the same header"
         )
 
     def wait(
@@ -869,7 +881,7 @@ class Core:
             if st.status == "rejected" and _reason_code(st) not in FAILOVER_CODES:
                 nodes = refused.setdefault(st.tx_id, set())
                 nodes.add(node)
-                if len(nodes) >= quorum:
+                if _decided_alike(_reason_code(st)) and self.pool.distinct(nodes) >= quorum:
                     final.append(st)
                     continue
             still_open.append(st)
@@ -970,6 +982,27 @@ class BlockEntry:
     index: int
     tx: Transaction
     outcome: Outcome | None
+
+
+#: Refusals every honest node decides alike, from the transaction alone. Others
+#: (``not_permitted``, ``forbidden``…) depend on governance as each node stands: nodes
+#: behind a key rotation refuse what the others take, so those never become final.
+DETERMINISTIC_REFUSALS: Final = frozenset(
+    {
+        "bad_transaction_signature",
+        "wrong_network",
+        "wrong_channel",
+        "bad_schema",
+        "bad_json",
+        "bad_msgpack",
+        "invalid_transaction",
+        "too_many_transactions",
+    }
+)
+
+
+def _decided_alike(code: str | None) -> bool:
+    return code in DETERMINISTIC_REFUSALS
 
 
 def _entry(item: Any, what: str) -> tuple[BlockEntry, Any]:

@@ -229,7 +229,9 @@ class FakeNetwork:
             return httpx.Response(
                 200,
                 json={
-                    "node": b.node_id or self.genesis.nodes[0].node_id,
+                    # each URL is a distinct genesis node, as in a real network
+                    "node": b.node_id
+                    or self.genesis.nodes[self.urls.index(base) % len(self.genesis.nodes)].node_id,
                     "network": self.genesis.network,
                     "genesis_hash": b.genesis_hash or self.genesis.hash.hex(),
                     "channels": {},

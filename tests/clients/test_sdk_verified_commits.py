@@ -233,3 +233,35 @@ def test_after_the_validators_change_a_commit_needs_f_plus_1_nodes_serving_its_b
         with pytest.raises(NotCommitted):
             c.submit(p, timeout=0.5)
         assert c.store is not None and c.store.get(p.tx_id).state != "committed"
+
+
+def test_a_refusal_that_depends_on_governance_never_becomes_final(
+    fake: FakeNetwork, tmp_path: Path
+) -> None:
+    """``not_permitted`` depends on governance as each node stands: two nodes behind a
+    key rotation refuse what the others take. Such a refusal is raised but never
+    recorded as final; a refusal every node decides alike (a bad payload) is."""
+    fake.reject = ("not_permitted", "the key is not an active key of 'lender1'")
+    with make_client(fake, tmp_path) as c:
+        p = kv(c, "rotated")
+        with pytest.raises(NotCommitted, match="not_permitted"):
+            c.submit(p, timeout=0.5)  # every node asked refused; none of it final
+        assert c.store is not None and c.store.get(p.tx_id).state in ("unsent", "sent")
+        assert p.tx_id in [q.tx_id for q in c.pending()]
+
+
+def test_two_urls_of_one_node_count_once(fake: FakeNetwork, tmp_path: Path) -> None:
+    """Every URL names the same node id: they are one node, counted once however many
+    URLs repeat it, and the quorums are capped at the one node the client knows."""
+    for url in fake.urls:
+        fake.behaviour[url].node_id = fake.genesis.nodes[0].node_id
+    fake.reject = ("invalid_transaction", "bad payload")
+    with make_client(fake, tmp_path) as c:
+        p = kv(c, "one-node")
+        with pytest.raises(SubmitRejected) as err:
+            c.submit(p)
+        assert c._core.pool.distinct(range(len(fake.urls))) == 1
+        # one node, so its word is all this client has: final only because the client
+        # knows no other node (refusal_quorum is capped at the distinct nodes known)
+        assert c._core.refusal_quorum("supervision") == 1
+        assert err.value.final
