@@ -95,6 +95,9 @@ class SdkLoad:
     acked: list[Acked] = field(default_factory=list)
     errors: dict[str, int] = field(default_factory=dict)
     submitted: int = 0
+    #: transactions sent whose commit was not seen (their wait timed out, or their
+    #: request failed): they may still sit in a mempool
+    unresolved: int = 0
     _stop: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -161,6 +164,7 @@ class SdkLoad:
                 except ClientError as exc:
                     with self.lock:
                         self.errors[type(exc).__name__] = self.errors.get(type(exc).__name__, 0) + 1
+                        self.unresolved += self.batch  # the whole batch may be in a mempool
                     time.sleep(0.2)
                     continue
                 with self.lock:
@@ -170,6 +174,7 @@ class SdkLoad:
                             self.acked.append(Acked(st.channel, st.tx_id, st.height, (lender, n)))
                         else:
                             self.errors[st.status] = self.errors.get(st.status, 0) + 1
+                            self.unresolved += 1
 
 
 def contract_event(loan_id: str, j: int) -> LoanEvent:
