@@ -49,7 +49,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from channels.base import BLOCK_META_PREFIX, ChannelRules, TxType
-from channels.context import TxContext, committed_facts
+from channels.context import CrossChannelReader, TxContext, committed_facts
 from channels.errors import TxRejected
 from channels.state import StateReader, WriteSet, height_part, read_value
 from crosschain.anchor import SOURCE_CHANNEL, TARGET_CHANNEL, anchor_record_leaf
@@ -189,6 +189,17 @@ _decode_state = LastDecoded(lambda data: AckState.from_wire(decode(data)))
 #: as that chain stands after judicial block ``j`` (None if there is none); raises
 #: :class:`~channels.errors.NotYetCommitted` if this node has not applied ``j`` yet.
 CourtAnchor = Callable[[int, int], AnchorEntry | None]
+
+
+def court_anchor_of(cross: CrossChannelReader) -> CourtAnchor:
+    """:data:`CourtAnchor` over this node's other channels (the judicial channel's
+    anchor entries, read as cross-channel facts)."""
+
+    def court_anchor(s: int, judicial_height: int) -> AnchorEntry | None:
+        court = committed_facts(cross, TARGET_CHANNEL, judicial_height)
+        return read_anchor_entry(court, SOURCE_CHANNEL, s)
+
+    return court_anchor
 
 
 def check_ack(
@@ -355,17 +366,12 @@ class AckRule:
 
     def apply(self, state: WriteSet, ack: EvidenceAck, ctx: TxContext) -> Mapping[str, Any] | None:
         current = self.state(state)
-
-        def court_anchor(s: int, judicial_height: int) -> AnchorEntry | None:
-            court = committed_facts(ctx.cross, TARGET_CHANNEL, judicial_height)
-            return read_anchor_entry(court, SOURCE_CHANNEL, s)
-
         try:
             new = check_ack(
                 current,
                 ack,
                 local_header_hash=lambda h: self.header_hash_of(state, h),
-                court_anchor=court_anchor,
+                court_anchor=court_anchor_of(ctx.cross),
                 scheme=self.scheme,
             )
         except AckRejected as exc:
@@ -442,6 +448,7 @@ __all__ = [
     "anchor_record_leaf",
     "build_ack",
     "check_ack",
+    "court_anchor_of",
     "evidence_codes",
     "read_ack",
     "read_ack_state",

@@ -93,12 +93,9 @@ def respond(request: Request, doc: Any, status: int = 200) -> Response:
 
 async def read_body(request: Request, limit: int) -> bytes:
     """The request body, refusing (413) more than ``limit`` bytes before parsing."""
-    declared = request.headers.get("content-length")
-    if (
-        declared is not None
-        and is_decimal(declared.strip())
-        and ((size_given := decimal_value(declared.strip())) is None or size_given > limit)
-    ):
+    declared = (request.headers.get("content-length") or "").strip()
+    # digits, but more than decimal_value takes: far over any limit
+    if is_decimal(declared) and ((given := decimal_value(declared)) is None or given > limit):
         raise api_error("body_too_large", f"body is {declared} bytes; the limit is {limit}")
     chunks: list[bytes] = []
     size = 0
@@ -157,6 +154,19 @@ def parse_int_param(request: Request, name: str, default: int, lo: int, hi: int)
     if value is None or not lo <= value <= hi:
         raise api_error("bad_request", f"query parameter {name!r} must be an integer {lo}..{hi}")
     return value
+
+
+def read_scope(svc: ChannelService, caller: Caller) -> str | None:
+    """None for a full reader of ``svc``'s channel (genesis nodes read everything), the
+    caller's org for a scoped reader; raises 403 ``forbidden`` otherwise."""
+    if caller.role == NODE_ROLE:
+        return None
+    access = svc.permissions().read_access(caller.role)
+    if access == "full":
+        return None
+    if access == "scoped":
+        return caller.org
+    raise api_error("forbidden", f"role {caller.role!r} may not read channel {svc.channel!r}")
 
 
 def rejection_code(reason: str) -> str:
@@ -229,17 +239,6 @@ def create_app(runtime: NodeRuntime, *, manage_lifecycle: bool = True) -> FastAP
             body=body,
             resolve=svc.role_of,
         )
-
-    def read_scope(svc: ChannelService, caller: Caller) -> str | None:
-        """None for a full reader, the caller's org for a scoped reader; 403 otherwise."""
-        if caller.role == NODE_ROLE:
-            return None
-        access = svc.permissions().read_access(caller.role)
-        if access == "full":
-            return None
-        if access == "scoped":
-            return caller.org
-        raise api_error("forbidden", f"role {caller.role!r} may not read channel {svc.channel!r}")
 
     async def reader(request: Request, channel: str) -> tuple[ChannelService, str | None]:
         svc, caller = await reader_caller(request, channel)

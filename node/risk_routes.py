@@ -35,7 +35,6 @@ from fastapi.responses import Response
 from channels.risk import ALERT_STATUSES, CHANNEL, step_prefix
 from ledger.encoding import decode
 from ledger.store import BlockStore
-from node.auth import NODE_ROLE
 from node.errors import api_error
 from node.rules import StoreState
 
@@ -96,7 +95,7 @@ def install_risk_routes(app: FastAPI, runtime: NodeRuntime) -> None:
     @app.get("/v1/channels/risk/alerts", tags=["risk"])
     async def risk_alerts(request: Request) -> Response:
         """Alerts of the risk channel visible to the caller (see module docstring)."""
-        from node.api import read_body, request_target, respond
+        from node.api import read_body, read_scope, request_target, respond
 
         svc = runtime.channels.get(CHANNEL)
         if svc is None:
@@ -108,13 +107,7 @@ def install_risk_routes(app: FastAPI, runtime: NodeRuntime) -> None:
             body=await read_body(request, 0),
             resolve=svc.role_of,
         )
-        access = "full" if caller.role == NODE_ROLE else svc.permissions().read_access(caller.role)
-        if access == "full":
-            scope = None
-        elif access == "scoped":
-            scope = caller.org
-        else:
-            raise api_error("forbidden", f"role {caller.role!r} may not read risk alerts")
+        scope = read_scope(svc, caller)
         status = request.query_params.get("status")
         if status is not None and status not in ALERT_STATUSES:
             raise api_error(

@@ -95,8 +95,9 @@ class NodeRuntime:
             # a channel this node runs may read another's committed facts: that one
             # must run here too (as a follower if this node does not validate it), or
             # the reading channel's blocks would wait for it for ever
+            missing = self.reads_not_run()  # the closure: nothing more to add after
             for ch in genesis.channels:
-                if ch.channel_id in self.reads_not_run():
+                if ch.channel_id in missing:
                     self.channels[ch.channel_id] = self._service(ch, follow=True)
 
         self.byzantine = install_from_env(

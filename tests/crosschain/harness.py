@@ -23,10 +23,9 @@ from channels.context import (
     NO_CROSS_CHANNEL,
     BlockContext,
     CrossChannelReader,
-    committed_facts,
 )
 from channels.state import GENESIS_STATE_ROOT, MemoryState
-from crosschain.ack import AckRule, AckState, read_ack_state
+from crosschain.ack import AckRule, AckState, court_anchor_of, read_ack_state
 from crosschain.anchor import ANCHOR_TX_TYPE
 from crosschain.anchor_rules import (
     AnchorEntry,
@@ -310,8 +309,7 @@ class Network:
     def court_anchor(self, s: int, judicial_height: int) -> AnchorEntry | None:
         """The court chain's accepted anchor of supervision block ``s`` as of
         ``judicial_height`` (:data:`crosschain.ack.CourtAnchor`)."""
-        court = committed_facts(self.sup.cross, "judicial", judicial_height)
-        return read_anchor_entry(court, "supervision", s)
+        return court_anchor_of(self.sup.cross)(s, judicial_height)
 
     def _sup_hash(self, h: int) -> bytes | None:
         got = self.sup.committed_block(h)

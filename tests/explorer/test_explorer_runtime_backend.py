@@ -17,29 +17,14 @@ from channels.state import seq_part
 from channels.supervision import event_prefix, loan_key
 from crosschain.anchor_rules import anchor_key, evidence_key
 from crosschain.evidence_index import AnchorEntry, EvidenceEntry
-from ledger.blocks import Block, Transaction, block_record_leaves, build_block, channel_genesis_hash
-from ledger.certificate import CommitCertificate, Vote
+from ledger.blocks import Block, Transaction, block_record_leaves
 from ledger.crypto import Ed25519Signer
 from ledger.encoding import encode
 from ledger.evidence_code import code_for_leaf
-from ledger.genesis import (
-    genesis_document,
-    genesis_from_document,
-    load_genesis,
-    make_local_genesis,
-    node_key_path,
-    write_genesis,
-)
-from ledger.hashing import TAG_COMMIT_VOTE, TAG_RECORD, tagged_hash
-from ledger.identity import INSTITUTION_ROLES
-from ledger.keyfile import load_key_file
-from node.channel import outcomes_key
-from node.config import load_node_config, render_node_config
+from ledger.hashing import TAG_RECORD, tagged_hash
 from node.explorer.backend import RuntimeBackend
-from node.rules import TxOutcome
 from node.runtime import NodeRuntime
-
-T0 = 1_700_000_000_000
+from tests.node.single_node import T0, SingleNode, org_entry
 
 
 @dataclass
@@ -56,11 +41,6 @@ class World:
     unanchored: Transaction
 
 
-def _org(org_id: str, role: str, signer: Ed25519Signer) -> dict[str, Any]:
-    key = {"public_key": signer.public_key.hex(), "valid_from": 0, "revoked_at": None}
-    return {"id": org_id, "name": f"{org_id} org", "role": role, "keys": [key]}
-
-
 def _event(loan: str, event: str, c: bytes, t: int) -> LoanEvent:
     return LoanEvent(f"r-{loan}-{event}", loan, b"\x07" * 32, event, 500_000, 1500, 12, t, c)
 
@@ -74,50 +54,21 @@ def _record(loan: str, event: str, c: bytes) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    tmp_path = tmp_path_factory.mktemp("node")
-    net = tmp_path / "net"
-    make_local_genesis(net, created_ms=T0)
     lender, clerk = Ed25519Signer.generate(), Ed25519Signer.generate()
-    doc = genesis_document(load_genesis(net / "genesis.json"))
-    doc["orgs"] += [_org("acme", "lender", lender), _org("court-clerks", "clerk", clerk)]
-    genesis = genesis_from_document(doc)
-    write_genesis(net / "genesis.json", genesis)
-    cfg_path = tmp_path / "node.toml"
-    cfg_path.write_text(
-        render_node_config(
-            node_id="court-node",
-            key_file=str(node_key_path(net, "court")),
-            genesis_file=str(net / "genesis.json"),
-            data_dir=str(tmp_path / "data"),
-            host="127.0.0.1",
-            port=9,
-            rules="test",
-        )
-    )
-    rt = NodeRuntime.open(load_node_config(cfg_path))
-    signers = {
-        f"{org}-node": load_key_file(node_key_path(net, org)).signer for org in INSTITUTION_ROLES
-    }
-    store = rt.store
+
+    def edit(doc: dict[str, Any]) -> None:
+        doc["orgs"] += [
+            org_entry("acme", "lender", lender, name="acme org"),
+            org_entry("court-clerks", "clerk", clerk, name="court-clerks org"),
+        ]
+
+    node = SingleNode(tmp_path_factory.mktemp("node"), edit)
+    rt, genesis, signers = node.rt, node.genesis, node.node_keys
 
     def commit(
         ch: str, txs: list[Transaction], t: int, writes: dict[bytes, bytes], view: int = 0
     ) -> Block:
-        vset = genesis.channel(ch).validators
-        h = store.height(ch) + 1
-        prev = store.last_hash(ch) if h > 1 else channel_genesis_hash(genesis.hash, ch)
-        block = build_block(
-            channel=ch, height=h, prev_hash=prev, transactions=txs, state_height=h - 1,
-            state_root=b"\x11" * 32, proposer=vset.primary(view), view=view, time_ms=t,
-        )  # fmt: skip
-        cert = CommitCertificate(ch, h, view, block.hash, ())
-        msg = cert.message()
-        voters = [v.node_id for v in vset.validators[1:5]]  # the first validator is silent
-        votes = tuple(Vote(n, signers[n].sign(TAG_COMMIT_VOTE, msg)) for n in voters)
-        cert = CommitCertificate(ch, h, view, block.hash, votes)
-        outcomes = encode([TxOutcome().to_wire() for _ in txs])
-        store.commit_block(ch, block, cert, writes, b"\x22" * 32, wal={outcomes_key(h): outcomes})
-        return block
+        return node.commit(ch, txs, writes, time_ms=t, view=view)
 
     def tx(
         sender: str, key: Ed25519Signer, ch: str, typ: str, payload: dict[str, Any], n: int
@@ -179,7 +130,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     try:
         yield World(rt, backend, lender, records, leaves, [tx1, tx2], sup1, jud1, anchor, tx3)
     finally:
-        rt.store.close()
+        node.close()
 
 
 def test_genuine_record_verifies_against_the_genesis_trust_root(world: World) -> None:

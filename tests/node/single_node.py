@@ -8,12 +8,13 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import Callable, Mapping, Sequence
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 from fastapi.testclient import TestClient
 
-from ledger.blocks import Transaction, build_block, channel_genesis_hash
+from ledger.blocks import Block, Transaction, build_block, channel_genesis_hash
 from ledger.certificate import CommitCertificate, Vote
 from ledger.crypto import Signer
 from ledger.encoding import encode
@@ -40,11 +41,12 @@ T0 = 1_700_000_000_000
 
 
 def org_entry(
-    org_id: str, role: str, signer: Signer, revoked_at: int | None = None
+    org_id: str, role: str, signer: Signer, revoked_at: int | None = None, name: str = ""
 ) -> dict[str, Any]:
-    """A genesis org with one key, valid from height 0 until ``revoked_at``."""
+    """A genesis org (named ``name``, default its id) with one key, valid from height
+    0 until ``revoked_at``."""
     key = {"public_key": signer.public_key.hex(), "valid_from": 0, "revoked_at": revoked_at}
-    return {"id": org_id, "name": org_id, "role": role, "keys": [key]}
+    return {"id": org_id, "name": name or org_id, "role": role, "keys": [key]}
 
 
 class SingleNode:
@@ -74,10 +76,15 @@ class SingleNode:
             )
         )
         self.rt = NodeRuntime.open(load_node_config(cfg))
-        self._validators = {
+        #: the genesis nodes' keys (``<org>-node``)
+        self.node_keys = {
             f"{o}-node": load_key_file(node_key_path(self.net, o)).signer for o in INSTITUTION_ROLES
         }
-        self.client = TestClient(create_app(self.rt, manage_lifecycle=False))
+
+    @cached_property
+    def client(self) -> TestClient:
+        """The node's FastAPI app in-process (built on first use)."""
+        return TestClient(create_app(self.rt, manage_lifecycle=False))
 
     def close(self) -> None:
         self.rt.store.close()
@@ -87,9 +94,13 @@ class SingleNode:
         channel: str,
         txs: Sequence[Transaction] = (),
         writes: Mapping[bytes, bytes] | None = None,
-    ) -> int:
+        *,
+        time_ms: int | None = None,
+        view: int = 0,
+    ) -> Block:
         """Commit the next block of ``channel`` holding ``txs`` (all VALID) and the
-        state ``writes``, certified by four validators; returns its height."""
+        state ``writes`` (at ``time_ms``, default ``T0`` + 1 s a height, in ``view``),
+        certified by four validators (the first is silent); returns it."""
         store, vset = self.rt.store, self.genesis.channel(channel).validators
         h = store.height(channel) + 1
         prev = (
@@ -97,20 +108,20 @@ class SingleNode:
         )
         block = build_block(
             channel=channel, height=h, prev_hash=prev, transactions=list(txs),
-            state_height=h - 1, state_root=b"\x11" * 32, proposer=vset.primary(0), view=0,
-            time_ms=T0 + 1000 * h,
+            state_height=h - 1, state_root=b"\x11" * 32, proposer=vset.primary(view),
+            view=view, time_ms=T0 + 1000 * h if time_ms is None else time_ms,
         )  # fmt: skip
-        msg = CommitCertificate(channel, h, 0, block.hash, ()).message()
+        msg = CommitCertificate(channel, h, view, block.hash, ()).message()
         votes = tuple(
-            Vote(v.node_id, self._validators[v.node_id].sign(TAG_COMMIT_VOTE, msg))
+            Vote(v.node_id, self.node_keys[v.node_id].sign(TAG_COMMIT_VOTE, msg))
             for v in vset.validators[1:5]
         )
         store.commit_block(
-            channel, block, CommitCertificate(channel, h, 0, block.hash, votes),
+            channel, block, CommitCertificate(channel, h, view, block.hash, votes),
             dict(writes or {}), b"\x22" * 32,
             wal={outcomes_key(h): encode([TxOutcome().to_wire() for _ in txs])},
         )  # fmt: skip
-        return h
+        return block
 
     def headers(self, signer: Signer, org: str, path: str) -> dict[str, str]:
         """Signed headers of a GET of ``path`` by ``org``."""
